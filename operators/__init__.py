@@ -1,0 +1,15 @@
+"""Forward operators: what the scanner measures (y = A x + n).
+
+Never imports ``recon``; kernels are used through dispatch where present, never required.
+"""
+from .linop import Linop, Identity, Scale, Multiply, ShapeError, adjoint_error, inner
+from .fft import fft2c, ifft2c
+from .mri import SingleCoilMRI, MultiCoilMRI, CoilwiseMRI
+from .cg import conjugate_gradient, solve_normal
+# (masks, espirit: imported below once present)
+
+__all__ = [
+    "Linop", "Identity", "Scale", "Multiply", "ShapeError", "adjoint_error", "inner",
+    "fft2c", "ifft2c", "SingleCoilMRI", "MultiCoilMRI", "CoilwiseMRI",
+    "conjugate_gradient", "solve_normal", "masks", "espirit",
+]

@@ -1,0 +1,304 @@
+"""A small algebra of linear operators on torch tensors (in the spirit of sigpy's ``Linop``).
+
+An operator ``A`` maps tensors whose trailing dimensions are ``A.ishape`` to tensors whose trailing
+dimensions are ``A.oshape``; any leading dimensions are batch dimensions and pass through.
+
+    A(x)          apply A
+    A.H(y)        apply the adjoint A^H, defined by <A x, y> = <x, A^H y> (Hermitian inner product)
+    A.normal(x)   A^H A x (subclasses override it where a fused form is cheaper)
+    A @ B         composition A B
+    c * A         scaling by a scalar
+    A + B         sum of operators with equal shapes
+
+Shapes may hold ``None`` for a size the operator does not fix. Every application checks the input's
+trailing dimensions against the operator's shape and raises a ``ShapeError`` that says what was expected.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Optional, Sequence
+
+import torch
+
+Shape = tuple
+
+
+class ShapeError(ValueError):
+    """An input's shape does not match what an operator expects."""
+
+
+def _fmt(shape: Shape) -> str:
+    return "(..., " + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+
+
+def check_shape(x: torch.Tensor, shape: Shape, who: str, what: str = "input") -> None:
+    """Raise ShapeError unless the trailing dimensions of ``x`` match ``shape`` (None matches any size)."""
+    n = len(shape)
+    ok = x.dim() >= n and all(s is None or s == d for s, d in zip(shape, x.shape[x.dim() - n:]))
+    if not ok:
+        raise ShapeError(
+            f"{who} expects {what} of shape {_fmt(shape)}, got {tuple(x.shape)}"
+        )
+
+
+def inner(a: torch.Tensor, b: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Hermitian inner product <a, b> = sum conj(a) b over the last ``ndim`` dimensions."""
+    dims = tuple(range(-ndim, 0))
+    return (a.conj() * b).sum(dim=dims) if a.is_complex() else (a * b).sum(dim=dims)
+
+
+class Linop:
+    """Base class: subclasses set ``ishape``/``oshape`` and implement ``_apply`` and ``_adjoint``."""
+
+    def __init__(self, ishape: Sequence[Optional[int]], oshape: Sequence[Optional[int]]):
+        self.ishape: Shape = tuple(ishape)
+        self.oshape: Shape = tuple(oshape)
+
+    # --- the three applications -------------------------------------------------------------
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        check_shape(x, self.ishape, self.name)
+        return self._apply(x)
+
+    def apply_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        check_shape(y, self.oshape, f"{self.name}.H")
+        return self._adjoint(y)
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """A^H A x."""
+        check_shape(x, self.ishape, f"{self.name}.normal")
+        return self._normal(x)
+
+    def _normal(self, x: torch.Tensor) -> torch.Tensor:
+        return self._adjoint(self._apply(x))
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def H(self) -> "Linop":
+        return Adjoint(self)
+
+    # --- algebra ----------------------------------------------------------------------------
+    def __matmul__(self, other: "Linop") -> "Linop":
+        if not isinstance(other, Linop):
+            return NotImplemented
+        return Compose(self, other)
+
+    def __mul__(self, c) -> "Linop":
+        if isinstance(c, Linop):
+            return Compose(self, c)
+        return self.__rmul__(c)
+
+    def __rmul__(self, c) -> "Linop":
+        if isinstance(c, torch.Tensor) and c.dim() > 0:
+            raise TypeError("an operator can only be scaled by a scalar; use Multiply for elementwise weights")
+        return Compose(Scale(self.oshape, c), self)
+
+    def __add__(self, other: "Linop") -> "Linop":
+        if not isinstance(other, Linop):
+            return NotImplemented
+        return Sum(self, other)
+
+    def __sub__(self, other: "Linop") -> "Linop":
+        return Sum(self, -1 * other)
+
+    # --- housekeeping -----------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def to(self, *args, **kwargs) -> "Linop":
+        """A copy with every tensor (and every child operator) moved by ``Tensor.to(*args, **kwargs)``.
+
+        Complex tensors keep a complex dtype when a real floating dtype is requested (and vice versa
+        for real ones), so ``A.to(torch.float64)`` gives a double precision operator."""
+        new = copy.copy(self)
+        for key, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(new, key, _move(value, *args, **kwargs))
+            elif isinstance(value, Linop):
+                setattr(new, key, value.to(*args, **kwargs))
+            elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Linop) for v in value):
+                setattr(new, key, type(value)(v.to(*args, **kwargs) for v in value))
+        return new
+
+    def __repr__(self) -> str:
+        return f"{self.name}(ishape={_fmt(self.ishape)}, oshape={_fmt(self.oshape)})"
+
+
+def _move(t: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    dtype = kwargs.pop("dtype", None)
+    rest = []
+    for a in args:
+        if isinstance(a, torch.dtype):
+            dtype = a
+        else:
+            rest.append(a)
+    t = t.to(*rest, **kwargs)
+    if dtype is not None:
+        if t.is_complex() and not dtype.is_complex:
+            dtype = {torch.float64: torch.complex128, torch.float16: torch.complex32}.get(dtype, torch.complex64)
+        elif t.is_floating_point() and dtype.is_complex:
+            dtype = {torch.complex128: torch.float64}.get(dtype, torch.float32)
+        if t.is_floating_point() or t.is_complex():
+            t = t.to(dtype)
+    return t
+
+
+class Adjoint(Linop):
+    """A^H as an operator; its adjoint is A again."""
+
+    def __init__(self, op: Linop):
+        super().__init__(op.oshape, op.ishape)
+        self.op = op
+
+    def _apply(self, x):
+        return self.op._adjoint(x)
+
+    def _adjoint(self, y):
+        return self.op._apply(y)
+
+    @property
+    def H(self) -> Linop:
+        return self.op
+
+    @property
+    def name(self) -> str:
+        return f"{self.op.name}.H"
+
+
+class Compose(Linop):
+    """A B: apply B, then A."""
+
+    def __init__(self, a: Linop, b: Linop):
+        if len(a.ishape) != len(b.oshape) or any(
+            s is not None and t is not None and s != t for s, t in zip(a.ishape, b.oshape)
+        ):
+            raise ShapeError(
+                f"cannot compose {a.name} @ {b.name}: {b.name} produces {_fmt(b.oshape)} "
+                f"but {a.name} expects {_fmt(a.ishape)}"
+            )
+        super().__init__(b.ishape, a.oshape)
+        self.a, self.b = a, b
+
+    def _apply(self, x):
+        return self.a._apply(self.b._apply(x))
+
+    def _adjoint(self, y):
+        return self.b._adjoint(self.a._adjoint(y))
+
+    def _normal(self, x):
+        return self.b._adjoint(self.a._normal(self.b._apply(x)))
+
+    @property
+    def name(self) -> str:
+        return f"({self.a.name} @ {self.b.name})"
+
+
+class Sum(Linop):
+    """A + B for operators with the same input and output shapes."""
+
+    def __init__(self, a: Linop, b: Linop):
+        if a.ishape != b.ishape or a.oshape != b.oshape:
+            raise ShapeError(f"cannot add {a!r} and {b!r}: shapes differ")
+        super().__init__(a.ishape, a.oshape)
+        self.a, self.b = a, b
+
+    def _apply(self, x):
+        return self.a._apply(x) + self.b._apply(x)
+
+    def _adjoint(self, y):
+        return self.a._adjoint(y) + self.b._adjoint(y)
+
+    @property
+    def name(self) -> str:
+        return f"({self.a.name} + {self.b.name})"
+
+
+class Identity(Linop):
+    """I: the identity on tensors with trailing shape ``shape`` (denoising's forward model)."""
+
+    def __init__(self, shape: Sequence[Optional[int]] = ()):
+        super().__init__(shape, shape)
+
+    def _apply(self, x):
+        return x
+
+    _adjoint = _apply
+    _normal = _apply
+
+
+class Scale(Identity):
+    """c I for a scalar c (complex allowed); the adjoint multiplies by conj(c)."""
+
+    def __init__(self, shape: Sequence[Optional[int]], scale):
+        super().__init__(shape)
+        self.scale = scale
+
+    def _apply(self, x):
+        return x * self.scale
+
+    def _adjoint(self, y):
+        c = self.scale
+        return y * (c.conjugate() if isinstance(c, complex) else (c.conj() if isinstance(c, torch.Tensor) else c))
+
+    def _normal(self, x):
+        return x * abs(self.scale) ** 2
+
+    @property
+    def name(self) -> str:
+        return f"{self.scale}*I"
+
+
+class Multiply(Linop):
+    """Elementwise multiplication by a fixed tensor ``w`` broadcast against the input: x -> w x.
+
+    The adjoint multiplies by conj(w). ``shape`` (the trailing input shape) defaults to ``w.shape``."""
+
+    def __init__(self, w: torch.Tensor, shape: Optional[Sequence[Optional[int]]] = None):
+        shape = tuple(w.shape) if shape is None else tuple(shape)
+        try:
+            torch.broadcast_shapes(tuple(1 if s is None else s for s in shape), tuple(w.shape))
+        except RuntimeError:
+            raise ShapeError(f"weights of shape {tuple(w.shape)} do not broadcast to {_fmt(shape)}") from None
+        super().__init__(shape, shape)
+        self.w = w
+
+    def _apply(self, x):
+        return x * self.w
+
+    def _adjoint(self, y):
+        return y * self.w.conj()
+
+    def _normal(self, x):
+        return x * (self.w.conj() * self.w)
+
+
+def adjoint_error(op: Linop, batch: Sequence[int] = (), dtype=torch.complex64,
+                  generator: Optional[torch.Generator] = None, fill: Optional[dict] = None) -> float:
+    """Relative adjoint mismatch |<A x, y> - <x, A^H y>| / (||A x|| ||y||) on random x and y.
+
+    ``None`` sizes in the operator's shapes must be given in ``fill`` (position -> size)."""
+    fill = fill or {}
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    def concrete(shape, key):
+        out = []
+        for i, s in enumerate(shape):
+            if s is None:
+                if (key, i) not in fill:
+                    raise ValueError(f"size {i} of the {key} shape is free; give it in fill[({key!r}, {i})]")
+                s = fill[(key, i)]
+            out.append(s)
+        return tuple(batch) + tuple(out)
+
+    x = torch.randn(concrete(op.ishape, "i"), generator=g, dtype=dtype)
+    y = torch.randn(concrete(op.oshape, "o"), generator=g, dtype=dtype)
+    ax = op(x)
+    y = y.to(ax.dtype)
+    lhs = inner(ax, y, ax.dim())
+    rhs = inner(x.to(ax.dtype) if ax.is_complex() else x, op.H(y), x.dim())
+    return float((lhs - rhs).abs() / (ax.norm() * y.norm()).clamp_min(1e-30))

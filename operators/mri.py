@@ -1,0 +1,126 @@
+"""Cartesian MRI forward models.
+
+With F the centered orthonormal 2-D FFT (``operators.fft``), P a real sampling mask and S_c coil
+sensitivity maps:
+
+    SingleCoilMRI(mask):        y = P F x,        x: (..., H, W)      -> y: (..., H, W)
+    MultiCoilMRI(maps, mask):   y_c = P F S_c x,  x: (..., H, W)      -> y: (..., C, H, W)   (SENSE)
+    CoilwiseMRI(mask):          y_c = P F x_c,    x: (..., C, H, W)   -> y: (..., C, H, W)
+
+Adjoints: F^H P y, sum_c conj(S_c) F^H P y_c, and F^H P y_c per coil. The normal operators use
+P^H P = P^2, so weighted (non-binary) masks are exact too.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .fft import fft2c, ifft2c
+from .linop import Linop, ShapeError
+
+
+def as_mask(mask, name: str = "mask") -> torch.Tensor:
+    """Validate a sampling mask and return it as a real float tensor with at least 2 dims.
+
+    A 1-D mask of length W is a line mask and becomes ``(1, W)``."""
+    mask = torch.as_tensor(mask)
+    if mask.is_complex():
+        raise ValueError(f"{name} must be real (0/1 or non-negative weights), got dtype {mask.dtype}")
+    if mask.dtype == torch.bool or not mask.is_floating_point():
+        mask = mask.float()
+    if mask.dim() == 0:
+        raise ShapeError(f"{name} must have at least 1 dimension (a line mask (W,) or (1, W), or (H, W)), got a scalar")
+    if mask.dim() == 1:
+        mask = mask[None, :]
+    if not torch.isfinite(mask).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    if (mask < 0).any():
+        raise ValueError(f"{name} must be non-negative")
+    return mask
+
+
+def _broadcast_to(mask: torch.Tensor, shape: tuple, what: str) -> None:
+    try:
+        out = torch.broadcast_shapes(tuple(mask.shape), shape)
+    except RuntimeError:
+        out = None
+    if out != shape:
+        raise ShapeError(f"mask of shape {tuple(mask.shape)} does not broadcast to {what} of shape {shape}")
+
+
+def _plane(mask: torch.Tensor) -> tuple:
+    """The (H, W) a mask fixes: H is free (None) for a line mask (1, W)."""
+    h, w = mask.shape[-2:]
+    return (None if h == 1 else h, w)
+
+
+class SingleCoilMRI(Linop):
+    """y = P F x: masked centered 2-D Fourier transform of a (complex) image."""
+
+    def __init__(self, mask, shape: Optional[tuple] = None):
+        self.mask = as_mask(mask)
+        plane = _plane(self.mask) if shape is None else tuple(shape)
+        if shape is not None:
+            _broadcast_to(self.mask, tuple(self.mask.shape[:-2]) + tuple(shape), "k-space")
+        lead = tuple(self.mask.shape[:-2])
+        super().__init__(lead + plane, lead + plane)
+
+    def _apply(self, x):
+        return self.mask * fft2c(x)
+
+    def _adjoint(self, y):
+        return ifft2c(self.mask * y)
+
+    def _normal(self, x):
+        return ifft2c(self.mask.square() * fft2c(x))
+
+
+class CoilwiseMRI(SingleCoilMRI):
+    """y_c = P F x_c: each coil image sampled independently (Score-MRI's coil-wise variant).
+
+    ``n_coils`` fixes the coil dimension of the input shape; ``None`` accepts any number of coils."""
+
+    def __init__(self, mask, n_coils: Optional[int] = None, shape: Optional[tuple] = None):
+        super().__init__(mask, shape)
+        m = self.mask
+        if m.dim() >= 3 and m.shape[-3] not in (1, n_coils) and n_coils is not None:
+            raise ShapeError(f"mask of shape {tuple(m.shape)} does not broadcast to {n_coils} coils")
+        plane = self.ishape[-2:]
+        lead = tuple(m.shape[:-3]) if m.dim() >= 3 else ()
+        self.ishape = self.oshape = lead + (n_coils,) + plane
+
+
+class MultiCoilMRI(Linop):
+    """y_c = P F S_c x (SENSE); adjoint sum_c conj(S_c) F^H P y_c.
+
+    ``maps`` is ``(..., C, H, W)`` complex (leading dims, e.g. slices, are kept in the shapes);
+    ``mask`` must broadcast to the maps' shape."""
+
+    def __init__(self, maps: torch.Tensor, mask):
+        maps = torch.as_tensor(maps)
+        if maps.dim() < 3:
+            raise ShapeError(f"maps must have shape (..., C, H, W), got {tuple(maps.shape)}")
+        if not maps.is_complex():
+            maps = maps.to(torch.complex64)
+        if not torch.isfinite(torch.view_as_real(maps)).all():
+            raise ValueError("maps contain NaN or Inf")
+        self.maps = maps
+        self.mask = as_mask(mask)
+        _broadcast_to(self.mask, tuple(maps.shape), "the maps/k-space")
+        lead, (c, h, w) = tuple(maps.shape[:-3]), maps.shape[-3:]
+        super().__init__(lead + (h, w), lead + (c, h, w))
+
+    @property
+    def n_coils(self) -> int:
+        return self.maps.shape[-3]
+
+    def _apply(self, x):
+        return self.mask * fft2c(self.maps * x.unsqueeze(-3))
+
+    def _adjoint(self, y):
+        return (self.maps.conj() * ifft2c(self.mask * y)).sum(dim=-3)
+
+    def _normal(self, x):
+        k = self.mask.square() * fft2c(self.maps * x.unsqueeze(-3))
+        return (self.maps.conj() * ifft2c(k)).sum(dim=-3)
