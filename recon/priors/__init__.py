@@ -1,0 +1,12 @@
+"""Priors: score networks wrapped into one denoiser in variance-exploding coordinates.
+
+    prior = priors.load("bundled:<name>")     # priors.available() lists the bundled names
+    prior.denoise(x, sigma), prior.score(x, sigma), prior.eps(x, sigma)
+"""
+from .prior import DiffusionPrior, Normalization
+from .parametrizations import EDM, VEScore, VPModel, Denoiser
+from .checkpoint import CheckpointError, available, load, save, load_state_strict
+from . import schedules
+
+__all__ = ["DiffusionPrior", "Normalization", "EDM", "VEScore", "VPModel", "Denoiser", "CheckpointError",
+           "available", "load", "save", "load_state_strict", "schedules"]

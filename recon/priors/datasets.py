@@ -1,0 +1,112 @@
+"""Training images for ``recon train``, as batches in the network's channels.
+
+A source is named by a string:
+- ``mni152``: axial slices of the MNI152 template (nilearn wheel) with augmentation and a random smooth
+  phase (complex), the held-out slab excluded (``recon.data.brain``);
+- a ``.pt`` file holding a tensor (N, H, W), complex or real;
+- a ``.nii``/``.nii.gz`` file or a folder of them: axial slices (needs nibabel);
+- a folder of fastMRI ``.h5`` files: the ``reconstruction_rss``/``_esc`` target slices (real);
+- a folder of ``.png`` images (grayscale).
+Every image is divided by its 99th percentile of |x| (``Normalization("percentile", 99)``), except for
+``.pt`` tensors, which are used as they are (``Normalization("none")``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .prior import Normalization
+
+
+def _percentile_normalise(x: torch.Tensor) -> torch.Tensor:
+    q = torch.quantile(x.abs().reshape(len(x), -1).float(), 0.99, dim=1).clamp_min(1e-8)
+    return x / q.reshape(-1, 1, 1).to(x.real.dtype)
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    if x.is_complex():
+        return torch.complex(_resize(x.real, size), _resize(x.imag, size))
+    return F.interpolate(x[:, None].float(), size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False)[:, 0]
+
+
+class SliceSource:
+    """Holds slices (N, H, W) in memory and draws augmented batches with an explicit generator."""
+
+    def __init__(self, images: torch.Tensor, normalization: Normalization, augment_fn=None, flip: bool = False):
+        if images.dim() != 3 or len(images) == 0:
+            raise ValueError(f"training images must be a non-empty (N, H, W) stack, got shape {tuple(images.shape)}")
+        self.images, self.normalization, self.augment_fn, self.flip = images, normalization, augment_fn, flip
+
+    @property
+    def is_complex(self) -> bool:
+        return self.images.is_complex() or self.augment_fn is not None
+
+    def batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(len(self.images), (n,), generator=generator)
+        x = self.images[idx]
+        if self.augment_fn is not None:
+            x = self.augment_fn(x, generator)
+        elif self.flip:
+            fl = torch.rand(n, generator=generator) < 0.5
+            x = torch.where(fl[:, None, None], x.flip(-1), x)
+        return x
+
+
+def to_channels(x: torch.Tensor, channels: str) -> torch.Tensor:
+    """(B, H, W) images -> (B, C, H, W) network input for the prior's channel convention."""
+    if channels == "complex":
+        return torch.view_as_real(x.to(torch.complex64)).permute(0, 3, 1, 2).contiguous()
+    if x.is_complex():  # magnitude prior: Re and Im are both training images
+        return torch.cat([x.real, x.imag])[:, None]
+    return x[:, None].float()
+
+
+def open_source(spec: str, image_size: int) -> SliceSource:
+    """Resolve a source string (see the module docstring)."""
+    if spec == "mni152":
+        from recon.data import brain
+
+        mag = brain.magnitude_slices("train", image_size)
+        return SliceSource(mag, Normalization("percentile", 99.0), augment_fn=brain.augment)
+    p = Path(spec)
+    if not p.exists():
+        raise FileNotFoundError(f"training data {spec!r}: no such file or folder (or use 'mni152')")
+    if p.suffix == ".pt":
+        x = torch.load(p, weights_only=True)
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{p}: expected a tensor (N, H, W), got {type(x).__name__}")
+        return SliceSource(x, Normalization("none"))
+    files = sorted(p.iterdir()) if p.is_dir() else [p]
+    nii = [f for f in files if f.name.endswith((".nii", ".nii.gz"))]
+    h5 = [f for f in files if f.suffix == ".h5"]
+    png = [f for f in files if f.suffix == ".png"]
+    if nii:
+        import nibabel
+        sl = [torch.from_numpy(nibabel.load(str(f)).get_fdata()).float().permute(2, 1, 0).flip(1) for f in nii]
+        x = torch.cat(sl)
+        x = x[x.reshape(len(x), -1).amax(1) > 0]
+    elif h5:
+        from recon.data import load_fastmri
+        parts = []
+        for f in h5:
+            vol = load_fastmri(f)
+            if vol.has_target:
+                parts.append(vol.target(slice(None)))
+        if not parts:
+            raise ValueError(f"{p}: none of the fastMRI files has a reconstruction target")
+        x = torch.cat([_resize(t, image_size) for t in parts])
+    elif png:
+        import matplotlib.image as mpimg
+        imgs = []
+        for f in png:
+            a = torch.as_tensor(mpimg.imread(str(f))).float()
+            imgs.append(a[..., :3].mean(-1) if a.dim() == 3 else a)
+        x = torch.cat([_resize(a[None], image_size) for a in imgs])
+    else:
+        raise ValueError(f"{p}: no .pt, .nii(.gz), .h5 or .png training data found")
+    return SliceSource(_percentile_normalise(_resize(x, image_size)), Normalization("percentile", 99.0), flip=True)

@@ -1,0 +1,145 @@
+"""Network parametrisations, each turned into one denoiser D(x, sigma) = E[x_0 | x_sigma] in
+variance-exploding coordinates x_sigma = x_0 + sigma z (as k-diffusion's ``external`` wrappers do).
+
+Every class here is an ``nn.Module`` taking ``x`` of shape (B, C, H, W) in the network's channels and
+``sigma`` of shape (B,), and returning the Tweedie estimate.
+
+- ``VEScore``: the network returns the score s(x, sigma) (NCSN++ with scale_by_sigma, NCSNv2):
+  D = x + sigma^2 s. Conditioning by sigma itself ("sigma", score_sde continuous VE), by log sigma
+  ("log_sigma"), or by the index of the nearest level of a discrete geometric ladder ("index", NCSNv2).
+- ``VPModel``: a DDPM/ADM network on x_vp = sqrt(abar) x_ve at timestep t(sigma), predicting eps, x0 or v.
+  With a learned variance (2C output channels) the first C channels are the prediction.
+  eps:  D = x - sigma eps;   x0: D = x0;   v: x0 = sqrt(abar) x_vp - sqrt(1 - abar) v.
+  t(sigma) is the fractional timestep, log-linear between the discrete levels (``timesteps="interp"``),
+  or the nearest integer timestep (``"round"``).
+- ``EDM``: Karras et al. (2022) preconditioning D = c_skip x + c_out F(c_in x, c_noise) with
+  c_skip = sd^2/(sigma^2 + sd^2), c_out = sigma sd / sqrt(sigma^2 + sd^2), c_in = 1/sqrt(sigma^2 + sd^2),
+  c_noise = log(sigma)/4.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import schedules
+
+
+class Denoiser(nn.Module):
+    """Base: ``forward(x, sigma) -> D(x, sigma)``; ``sigma_min``/``sigma_max`` bound the trained range."""
+
+    sigma_min: float
+    sigma_max: float
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def config(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class VEScore(Denoiser):
+    def __init__(self, net: nn.Module, sigma_min: float = 0.01, sigma_max: float = 50.0,
+                 conditioning: str = "sigma", n_levels: int = 0):
+        super().__init__(net)
+        if conditioning not in ("sigma", "log_sigma", "index"):
+            raise ValueError(f"conditioning must be 'sigma', 'log_sigma' or 'index', got {conditioning!r}")
+        if conditioning == "index" and n_levels < 2:
+            raise ValueError("index conditioning needs n_levels >= 2 (the size of the sigma ladder)")
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self.conditioning, self.n_levels = conditioning, int(n_levels)
+        if conditioning == "index":
+            # NCSNv2 ladder: index 0 is sigma_max
+            self.register_buffer("ladder", schedules.geometric_sigmas(sigma_min, sigma_max, n_levels), persistent=False)
+
+    def cond(self, sigma: torch.Tensor) -> torch.Tensor:
+        if self.conditioning == "sigma":
+            return sigma
+        if self.conditioning == "log_sigma":
+            return sigma.log()
+        return (self.ladder.log()[None, :].to(sigma.device) - sigma.double().log()[:, None]).abs().argmin(dim=1)
+
+    def forward(self, x, sigma):
+        score = self.net(x, self.cond(sigma))
+        return x + sigma.reshape(-1, 1, 1, 1).to(x.dtype) ** 2 * score
+
+    def config(self) -> dict:
+        return {"type": "ve_score", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max,
+                "conditioning": self.conditioning, "n_levels": self.n_levels}
+
+
+class VPModel(Denoiser):
+    def __init__(self, net: nn.Module, betas="linear", n_timesteps: int = 1000, prediction: str = "eps",
+                 learned_sigma: bool = False, timesteps: str = "interp"):
+        super().__init__(net)
+        if prediction not in ("eps", "x0", "v"):
+            raise ValueError(f"prediction must be 'eps', 'x0' or 'v', got {prediction!r}")
+        if timesteps not in ("interp", "round"):
+            raise ValueError(f"timesteps must be 'interp' or 'round', got {timesteps!r}")
+        self.schedule = betas if isinstance(betas, str) else "custom"
+        b = schedules.betas_by_name(betas, n_timesteps) if isinstance(betas, str) else torch.as_tensor(betas)
+        self.register_buffer("sigmas", schedules.abar_to_sigma(schedules.alphas_cumprod(b)), persistent=False)
+        self.prediction, self.learned_sigma, self.timesteps = prediction, learned_sigma, timesteps
+        self.sigma_min, self.sigma_max = float(self.sigmas[0]), float(self.sigmas[-1])
+
+    def t_of_sigma(self, sigma: torch.Tensor) -> torch.Tensor:
+        t = schedules.sigma_to_t(sigma, self.sigmas)
+        return t.round() if self.timesteps == "round" else t
+
+    def forward(self, x, sigma):
+        s = sigma.reshape(-1, 1, 1, 1).to(torch.float64)
+        abar = schedules.sigma_to_abar(s)
+        x_vp = (abar.sqrt() * x).to(x.dtype)
+        out = self.net(x_vp, self.t_of_sigma(sigma).to(x.dtype))
+        if self.learned_sigma:
+            out = out[:, : x.shape[1]]
+        s, abar = s.to(x.dtype), abar.to(x.dtype)
+        if self.prediction == "eps":
+            return x - s * out
+        if self.prediction == "x0":
+            return out
+        return abar.sqrt() * x_vp - (1 - abar).sqrt() * out
+
+    def config(self) -> dict:
+        return {"type": "vp", "betas": self.schedule, "n_timesteps": len(self.sigmas), "prediction": self.prediction,
+                "learned_sigma": self.learned_sigma, "timesteps": self.timesteps}
+
+
+class EDM(Denoiser):
+    def __init__(self, net: nn.Module, sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0):
+        super().__init__(net)
+        self.sigma_data, self.sigma_min, self.sigma_max = float(sigma_data), float(sigma_min), float(sigma_max)
+
+    def forward(self, x, sigma):
+        s = sigma.reshape(-1, 1, 1, 1).to(x.dtype)
+        sd2 = self.sigma_data ** 2
+        c_skip = sd2 / (s ** 2 + sd2)
+        c_out = s * self.sigma_data / (s ** 2 + sd2).sqrt()
+        c_in = 1 / (s ** 2 + sd2).sqrt()
+        return c_skip * x + c_out * self.net(c_in * x, sigma.log().to(x.dtype) / 4)
+
+    def config(self) -> dict:
+        return {"type": "edm", "sigma_data": self.sigma_data, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
+
+
+def build(net: nn.Module, config: dict) -> Denoiser:
+    """Rebuild a parametrisation from its ``config()``."""
+    cfg = dict(config)
+    kind = cfg.pop("type", None)
+    if kind == "ve_score":
+        return VEScore(net, **cfg)
+    if kind == "vp":
+        return VPModel(net, **cfg)
+    if kind == "edm":
+        return EDM(net, **cfg)
+    raise ValueError(f"unknown parametrisation {kind!r}; expected 've_score', 'vp' or 'edm'")
+
+
+def edm_loss_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """EDM's loss weight lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 (unit effective weight)."""
+    return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
+
+
+__all__ = ["Denoiser", "VEScore", "VPModel", "EDM", "build", "edm_loss_weight", "math"]

@@ -1,0 +1,241 @@
+"""Training a prior by denoising score matching (``recon train``).
+
+Losses, for clean x_0, noise n ~ N(0, I):
+- "edm" (Karras et al. 2022): ln sigma ~ N(P_mean, P_std^2); lambda(sigma) ||D(x_0 + sigma n, sigma) - x_0||^2
+  with lambda = (sigma^2 + sd^2)/(sigma sd)^2 and the EDM preconditioning.
+- "ve" (Song & Ermon 2019; Song et al. 2021): sigma log-uniform in [sigma_min, sigma_max];
+  || sigma s(x_0 + sigma n, sigma) + n ||^2 (DSM with weight sigma^2).
+- "vp" (Ho et al. 2020): t uniform in {0..T-1}; || eps(sqrt(abar_t) x_0 + sqrt(1 - abar_t) n, t) - n ||^2.
+
+With an exponential moving average of the weights (the EMA weights are what is saved as the prior),
+gradient clipping, bf16 autocast (on CUDA, and on CPUs with native bf16), periodic checkpoints that resume exactly (weights, EMA,
+optimiser, step and every random generator), a progress bar with the loss, periodic sample grids, and data
+parallelism through torch.distributed (launch with ``torchrun``; gloo on CPU, NCCL on GPU).
+All randomness comes from one ``torch.Generator`` per process, seeded by ``seed`` and the rank.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from . import checkpoint, networks, parametrizations
+from .datasets import open_source, to_channels
+from .prior import DiffusionPrior
+
+
+@dataclass
+class TrainConfig:
+    out: str
+    data: str = "mni152"
+    image_size: int = 128
+    channels: str = "complex"           # complex | magnitude | real
+    loss: str = "edm"                   # edm | ve | vp
+    network: dict = field(default_factory=lambda: {"name": "unet", "base": 24, "channel_mult": [1, 2, 3, 4],
+                                                   "num_blocks": 1, "attn_levels": [3]})
+    batch_size: int = 8
+    lr: float = 2e-4
+    warmup: int = 200
+    steps: int = 5000
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    ckpt_every: int = 500
+    sample_every: int = 1000
+    seed: int = 0
+    amp: bool = True
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 0.5
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    betas: str = "linear"
+    n_timesteps: int = 1000
+    name: str = ""
+
+    @staticmethod
+    def from_file(path) -> "TrainConfig":
+        return TrainConfig(**json.loads(Path(path).read_text()))
+
+
+def _cpu_has_bf16() -> bool:
+    """bf16 autocast pays off on CPUs with native bf16 instructions (AVX512-BF16 / AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _dist_info():
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def build_prior(cfg: TrainConfig, normalization) -> DiffusionPrior:
+    n_in = 2 if cfg.channels == "complex" else 1
+    net = networks.build({**cfg.network, "in_channels": n_in, "out_channels": n_in})
+    if cfg.loss == "edm":
+        den = parametrizations.EDM(net, cfg.sigma_data, cfg.sigma_min, cfg.sigma_max)
+    elif cfg.loss == "ve":
+        den = parametrizations.VEScore(net, cfg.sigma_min, cfg.sigma_max, conditioning="log_sigma")
+    elif cfg.loss == "vp":
+        den = parametrizations.VPModel(net, cfg.betas, cfg.n_timesteps, prediction="eps")
+    else:
+        raise ValueError(f"loss must be 'edm', 've' or 'vp', got {cfg.loss!r}")
+    return DiffusionPrior(den, cfg.channels, (cfg.image_size, cfg.image_size), normalization, cfg.name)
+
+
+class DSMLoss(torch.nn.Module):
+    """The training loss as a module (so DistributedDataParallel can wrap it); randomness is drawn by ``draw``."""
+
+    def __init__(self, den, cfg: TrainConfig):
+        super().__init__()
+        self.den, self.cfg = den, cfg
+
+    def draw(self, x0: torch.Tensor, g: torch.Generator):
+        """Noise n and noise level (sigma, or timestep for VP) for a batch, from generator ``g``."""
+        b, cfg = x0.shape[0], self.cfg
+        n = torch.randn(x0.shape, generator=g)
+        if cfg.loss == "edm":
+            level = (torch.randn(b, generator=g) * cfg.p_std + cfg.p_mean).exp()
+        elif cfg.loss == "ve":
+            u = torch.rand(b, generator=g)
+            level = (math.log(cfg.sigma_min) + u * (math.log(cfg.sigma_max) - math.log(cfg.sigma_min))).exp()
+        else:
+            level = torch.randint(len(self.den.sigmas), (b,), generator=g).float()
+        return n.to(x0.device), level.to(x0.device)
+
+    def forward(self, x0, n, level):
+        den, cfg = self.den, self.cfg
+        if cfg.loss == "edm":
+            w = parametrizations.edm_loss_weight(level, cfg.sigma_data).reshape(-1, 1, 1, 1)
+            d = den(x0 + level.reshape(-1, 1, 1, 1) * n, level)
+            return (w * (d - x0) ** 2).mean()
+        if cfg.loss == "ve":
+            s = level.reshape(-1, 1, 1, 1)
+            score = den.net(x0 + s * n, den.cond(level))
+            return ((s * score + n) ** 2).mean()
+        abar = (1 / (1 + den.sigmas[level.long()] ** 2)).float().reshape(-1, 1, 1, 1)
+        eps = den.net(abar.sqrt() * x0 + (1 - abar).sqrt() * n, level)
+        if den.learned_sigma:
+            eps = eps[:, : x0.shape[1]]
+        return ((eps - n) ** 2).mean()
+
+
+def _save_grid(prior: DiffusionPrior, path: Path, n: int, seed: int, device) -> None:
+    from recon import plots
+    from recon.samplers.unconditional import heun
+
+    size = prior.image_size or (64, 64)
+    with torch.no_grad():
+        x = heun(prior, (n,) + tuple(size), prior.sigmas(18), generator=torch.Generator().manual_seed(seed),
+                 device=device)
+    plots.save_grid(x.abs().cpu() if x.is_complex() else x.cpu(), path, title=f"{prior.name} samples")
+
+
+def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, device: Optional[str] = None) -> Path:
+    """Train (or resume) and return the path of the saved prior's JSON config."""
+    rank, world = _dist_info()
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", rank % torch.cuda.device_count())
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    source = open_source(cfg.data, cfg.image_size)
+    if cfg.channels == "real" and source.is_complex:
+        raise ValueError("channels='real' needs real training images; use 'complex' or 'magnitude'")
+    prior = build_prior(cfg, source.normalization).to(dev)
+    den = prior.denoiser
+    net = den.net
+    ema = [p.detach().clone() for p in net.parameters()]
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    g = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    step, history = 0, []
+    state_path = out / "train_state.pt"
+    if resume and state_path.exists():
+        st = torch.load(state_path, map_location=dev, weights_only=False)
+        net.load_state_dict(st["net"])
+        for e, v in zip(ema, st["ema"]):
+            e.copy_(v)
+        opt.load_state_dict(st["opt"])
+        g.set_state(st["generators"][rank])
+        step, history = st["step"], st["history"]
+    loss_fn = DSMLoss(den, cfg)
+    model = torch.nn.parallel.DistributedDataParallel(loss_fn) if world > 1 else loss_fn
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2)) if rank == 0 else None
+    use_amp = cfg.amp and (dev.type == "cuda" or _cpu_has_bf16())
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, desc="train", dynamic_ncols=True)
+    t0 = time.time()
+    while step < cfg.steps:
+        x0 = to_channels(source.batch(cfg.batch_size, g), cfg.channels).to(dev)
+        for pg in opt.param_groups:
+            pg["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+        n, level = loss_fn.draw(x0, g)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = model(x0, n, level)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in net.parameters()], 1 - cfg.ema_decay)
+        step += 1
+        history.append((step, loss.item()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{history[-1][1]:.4f}")
+        last = step == cfg.steps
+        if step % cfg.ckpt_every == 0 or last:
+            _checkpoint(prior, net, ema, opt, g, step, history, cfg, out, rank, world, time.time() - t0)
+        if rank == 0 and cfg.sample_every and (step % cfg.sample_every == 0 or last):
+            _with_ema(prior, net, ema, lambda: _save_grid(prior, out / f"samples_{step:07d}.png", 16, 0, dev))
+    bar.close()
+    return out / "prior.json"
+
+
+def _with_ema(prior, net, ema, fn):
+    backup = [p.detach().clone() for p in net.parameters()]
+    with torch.no_grad():
+        for p, e in zip(net.parameters(), ema):
+            p.copy_(e)
+    try:
+        return fn()
+    finally:
+        with torch.no_grad():
+            for p, b in zip(net.parameters(), backup):
+                p.copy_(b)
+
+
+def _checkpoint(prior, net, ema, opt, g, step, history, cfg, out, rank, world, seconds):
+    gens = [None] * world
+    if world > 1:
+        dist.all_gather_object(gens, g.get_state())
+    else:
+        gens = [g.get_state()]
+    if rank != 0:
+        return
+    st = {"net": net.state_dict(), "ema": ema, "opt": opt.state_dict(), "generators": gens, "step": step,
+          "history": history, "config": asdict(cfg)}
+    tmp = out / f".train_state.pt.tmp{os.getpid()}"
+    torch.save(st, tmp)
+    os.replace(tmp, out / "train_state.pt")
+    meta = {"steps": step, "train_seconds_this_run": round(seconds, 1), "data": cfg.data, "loss": cfg.loss,
+            "parameters": sum(p.numel() for p in net.parameters()), "world_size": world}
+    _with_ema(prior, net, ema, lambda: checkpoint.save(prior, out / "prior", half=True, meta=meta))
+    tmp = out / ".loss.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "loss"])
+        w.writerows(history)
+    os.replace(tmp, out / "loss.csv")

@@ -1,0 +1,121 @@
+"""A compact UNet for the bundled priors: small enough for a laptop CPU, the usual diffusion ingredients.
+
+Residual blocks with GroupNorm/SiLU and a scale-shift noise embedding (as in ADM), self-attention at the
+coarsest resolutions, skip connections by concatenation. ``forward(x, c)`` takes images (B, C, H, W) and a
+conditioning scalar of order one per image (EDM's c_noise = log(sigma)/4), embedded with sinusoidal features.
+H and W must be divisible by 2^(len(channel_mult) - 1).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sinusoidal(c: torch.Tensor, dim: int, max_freq: float = 100.0) -> torch.Tensor:
+    """Sinusoidal features of a scalar of order one (e.g. log(sigma)/4), frequencies 1..max_freq."""
+    half = dim // 2
+    freqs = torch.exp(torch.linspace(0, math.log(max_freq), half, device=c.device))
+    args = c.float()[:, None] * freqs[None]
+    return torch.cat([args.cos(), args.sin()], dim=1)
+
+
+def _norm(ch: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, ch), ch)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, emb: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(cin), nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb = nn.Linear(emb, 2 * cout)
+        self.norm2, self.conv2 = _norm(cout), nn.Conv2d(cout, cout, 3, padding=1)
+        self.drop = nn.Dropout(dropout)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x, e):
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(e)[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.drop(F.silu(h)))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    def __init__(self, ch: int, heads: int = 1):
+        super().__init__()
+        self.norm, self.qkv, self.out, self.heads = _norm(ch), nn.Conv2d(ch, 3 * ch, 1), nn.Conv2d(ch, ch, 1), heads
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
+        a = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        return x + self.out(a.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class UNet(nn.Module):
+    registry_name = "unet"
+
+    def __init__(self, in_channels: int = 2, out_channels: int = 2, base: int = 32,
+                 channel_mult=(1, 2, 2, 2), num_blocks: int = 2, attn_levels=(3,), dropout: float = 0.0):
+        super().__init__()
+        self.config = dict(in_channels=in_channels, out_channels=out_channels, base=base,
+                           channel_mult=list(channel_mult), num_blocks=num_blocks, attn_levels=list(attn_levels),
+                           dropout=dropout)
+        emb = 4 * base
+        self.emb_dim = base
+        self.embed = nn.Sequential(nn.Linear(base, emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.inp = nn.Conv2d(in_channels, base, 3, padding=1)
+        chans = [base * m for m in channel_mult]
+        self.down, skips, ch = nn.ModuleList(), [base], base
+        for lvl, c in enumerate(chans):
+            for _ in range(num_blocks):
+                self.down.append(nn.ModuleList([ResBlock(ch, c, emb, dropout),
+                                                Attention(c) if lvl in attn_levels else nn.Identity()]))
+                ch = c
+                skips.append(ch)
+            if lvl < len(chans) - 1:
+                self.down.append(nn.ModuleList([nn.Conv2d(ch, ch, 3, stride=2, padding=1)]))
+                skips.append(ch)
+        self.mid = nn.ModuleList([ResBlock(ch, ch, emb, dropout), Attention(ch), ResBlock(ch, ch, emb, dropout)])
+        self.up = nn.ModuleList()
+        for lvl in reversed(range(len(chans))):
+            c = chans[lvl]
+            for _ in range(num_blocks + 1):
+                self.up.append(nn.ModuleList([ResBlock(ch + skips.pop(), c, emb, dropout),
+                                              Attention(c) if lvl in attn_levels else nn.Identity()]))
+                ch = c
+            if lvl > 0:
+                self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"),
+                                              nn.Conv2d(ch, ch, 3, padding=1)]))
+        self.out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+        self.factor = 2 ** (len(chans) - 1)
+
+    def forward(self, x, c):
+        if x.shape[-1] % self.factor or x.shape[-2] % self.factor:
+            raise ValueError(f"UNet needs H and W divisible by {self.factor}, got {tuple(x.shape[-2:])}")
+        c = c.reshape(-1).expand(x.shape[0]) if c.numel() == 1 else c.reshape(-1)
+        e = self.embed(sinusoidal(c, self.emb_dim))
+        h = self.inp(x)
+        hs = [h]
+        for mods in self.down:
+            if len(mods) == 1:
+                h = mods[0](h)
+            else:
+                h = mods[1](mods[0](h, e))
+            hs.append(h)
+        h = self.mid[2](self.mid[1](self.mid[0](h, e)), e)
+        for mods in self.up:
+            if isinstance(mods[0], nn.Upsample):
+                h = mods[1](mods[0](h))
+            else:
+                h = mods[1](mods[0](torch.cat([h, hs.pop()], dim=1), e))
+        return self.out(h)

@@ -1,0 +1,36 @@
+"""The recon command: the demo runs, info describes a file, errors are one line with exit status 2."""
+import h5py
+import numpy as np
+
+from recon.cli import main
+
+
+def test_demo_writes_figure_and_cg_sense_beats_zero_filled(tmp_path, capsys):
+    out = tmp_path / "demo.png"
+    assert main(["demo", "--out", str(out)]) == 0
+    assert out.exists() and out.stat().st_size > 10_000
+    text = capsys.readouterr().out
+    rows = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line.startswith(("zero-filled", "CG-SENSE"))}
+    assert rows["CG-SENSE"] > rows["zero-filled"] + 3
+
+
+def test_simulate_then_info(tmp_path, capsys):
+    f = tmp_path / "sim.h5"
+    assert main(["simulate", str(f), "--slices", "0:2", "--coils", "4"]) == 0
+    with h5py.File(f) as h:
+        assert h["kspace"].shape == (2, 4, 128, 128) and "reconstruction_rss" in h
+    assert main(["info", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "2 slices x 4 coils x 128 x 128 (multi-coil)" in out and "reconstruction_rss" in out
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not an hdf5 file at all")
+    for argv in (["info", str(tmp_path / "missing.h5")], ["info", str(bad)], ["info", str(tmp_path)],
+                 ["demo", "--slice", "99", "--out", str(tmp_path / "x.png")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("recon: error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "x.png").exists()
