@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -98,7 +99,8 @@ def cmd_train(args) -> int:
     for k, v in overrides.items():
         setattr(cfg, k, v)
     path = train(cfg, resume=not args.restart, progress=not args.quiet)
-    print(f"prior written to {path}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"prior written to {path}")
     return 0
 
 

@@ -111,8 +111,117 @@ def available() -> list:
     return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "prior.json").exists())
 
 
-def load(path_or_name, map_location="cpu") -> DiffusionPrior:
-    """Load a prior: ``bundled:<name>``, a toolkit prior (``.json``, or a folder with ``prior.json``)."""
+# Published checkpoints: the network, parametrisation, channel convention and data scaling each was trained
+# with (from the papers' configs). Any of them can be overridden in ``load``.
+PUBLISHED = {
+    # Score-MRI (Chung & Ye 2022): NCSN++ magnitude prior on fastMRI knee, VE SDE, data min-max scaled to [0, 1]
+    "score-mri": {"network": ("ncsnpp", "SCORE_MRI_FASTMRI_KNEE"),
+                  "parametrization": {"type": "ve_score", "sigma_min": 0.01, "sigma_max": 378.0, "conditioning": "sigma"},
+                  "channels": "magnitude", "normalization": {"kind": "max"}},
+    # csgm-mri-langevin (Jalal et al. 2021): NCSNv2-Deepest on complex MVUE scaled by its 99th percentile
+    "csgm": {"network": ("ncsnv2", "CSGM_MRI_CONFIG"),
+             "parametrization": {"type": "ve_score", "sigma_min": 0.0066, "sigma_max": 232.0,
+                                 "conditioning": "index", "n_levels": 2311},
+             "channels": "complex", "normalization": {"kind": "percentile", "q": 99.0}},
+    # DDS (Chung, Lee & Ye 2024): ADM on complex fastMRI knee (2 channels) / AAPM CT (1 channel), linear VP, 1000 steps.
+    # Their data scaling is not recorded in the checkpoint; "max" is assumed here, pass normalization= to change it.
+    "dds-fastmri": {"network": ("adm", "dds_fastmri"), "parametrization": "dds_fastmri",
+                    "channels": "complex", "normalization": {"kind": "max"}},
+    "dds-aapm": {"network": ("adm", "dds_aapm"), "parametrization": "dds_aapm",
+                 "channels": "real", "normalization": {"kind": "max"}},
+}
+
+
+def _published_defaults(kind: str) -> dict:
+    spec = PUBLISHED[kind]
+    name, ref = spec["network"]
+    if name == "ncsnpp":
+        from .ncsnpp import SCORE_MRI_FASTMRI_KNEE as cfg
+    elif name == "ncsnv2":
+        from .ncsnv2 import CSGM_MRI_CONFIG as cfg
+    else:
+        cfg = _adm_config(ref)
+    par = spec["parametrization"]
+    if isinstance(par, str):
+        from .adm import ADMUNet
+        par = dict(ADMUNet.DIFFUSION[par]["parametrization"])
+    return {"network": {"name": name, **dict(cfg)}, "parametrization": dict(par), "channels": spec["channels"],
+            "normalization": dict(spec["normalization"])}
+
+
+def _adm_config(ref: str) -> dict:
+    from .adm import ADMUNet
+
+    with torch.device("meta"):
+        return dict(getattr(ADMUNet, ref)().config)
+
+
+def detect_format(obj) -> str:
+    """Which published layout a loaded checkpoint object has: 'score-sde', 'csgm' or 'state-dict'."""
+    if isinstance(obj, dict) and {"model", "ema", "step"} <= set(obj):
+        return "score-sde"
+    if isinstance(obj, (list, tuple)) and len(obj) >= 2 and isinstance(obj[0], dict):
+        return "csgm"
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return "state-dict"
+    raise CheckpointError("not a recognised checkpoint: expected a Score-MRI/score_sde dict (model, ema, step), "
+                          "a csgm list [state_dict, ..., ema_shadow], or a raw state dict")
+
+
+def load_published(path, kind: Optional[str] = None, network: Optional[dict] = None,
+                   parametrization: Optional[dict] = None, channels: Optional[str] = None,
+                   normalization: Optional[dict] = None, map_location="cpu") -> DiffusionPrior:
+    """Load a published checkpoint file strictly into its network and wrap it as a ``DiffusionPrior``.
+
+    ``kind`` is one of ``PUBLISHED`` (inferred from the file layout when omitted: a score_sde dict is
+    'score-mri', a list is 'csgm', a raw state dict is an ADM model, 'dds-fastmri' for 2 input channels and
+    'dds-aapm' for 1). ``network``/``parametrization``/``channels``/``normalization`` override the defaults."""
+    p = Path(path)
+    try:
+        obj = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # unpickling errors come in many types
+        raise CheckpointError(f"{p}: cannot be read as a torch checkpoint ({type(e).__name__}: {e})") from None
+    fmt = detect_format(obj)
+    if kind is None:
+        if fmt == "score-sde":
+            kind = "score-mri"
+        elif fmt == "csgm":
+            kind = "csgm"
+        else:
+            w = obj.get("input_blocks.0.0.weight")
+            kind = "dds-fastmri" if w is not None and w.shape[1] == 2 else "dds-aapm"
+    if kind not in PUBLISHED:
+        raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {sorted(PUBLISHED)}")
+    cfg = _published_defaults(kind)
+    if network is not None:
+        cfg["network"] = {**cfg["network"], **network}
+    for key, val in (("parametrization", parametrization), ("channels", channels), ("normalization", normalization)):
+        if val is not None:
+            cfg[key] = val
+    net = networks.build(cfg["network"])
+    if fmt == "score-sde":
+        from .ncsnpp import state_from_score_sde_checkpoint
+        try:
+            state = state_from_score_sde_checkpoint(obj, net)
+        except ValueError as e:
+            raise CheckpointError(f"{p}: {e}") from None
+    elif fmt == "csgm":
+        from .ncsnv2 import state_from_csgm_checkpoint
+        try:
+            state = state_from_csgm_checkpoint(obj)
+        except ValueError as e:
+            raise CheckpointError(f"{p}: {e}") from None
+    else:
+        state = obj
+    load_state_strict(net, state, source=str(p))
+    prior = DiffusionPrior(parametrizations.build(net, cfg["parametrization"]), channels=cfg["channels"],
+                           normalization=Normalization(**cfg["normalization"]), name=f"{kind}:{p.name}")
+    return prior.eval()
+
+
+def load(path_or_name, map_location="cpu", **published) -> DiffusionPrior:
+    """Load a prior: ``bundled:<name>``, a toolkit prior (``.json``, or a folder with ``prior.json``), or a
+    published checkpoint file (Score-MRI, csgm, DDS; see ``load_published`` for the keyword overrides)."""
     s = str(path_or_name)
     if s.startswith("bundled:"):
         name = s.split(":", 1)[1]
@@ -130,4 +239,4 @@ def load(path_or_name, map_location="cpu") -> DiffusionPrior:
         return _load_own(p, map_location)
     if p.with_suffix(".json").exists():
         return _load_own(p.with_suffix(".json"), map_location)
-    raise CheckpointError(f"{p}: not a toolkit prior (expected a .json config beside the weights)")
+    return load_published(p, map_location=map_location, **published)

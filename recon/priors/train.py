@@ -85,7 +85,9 @@ def _dist_info():
 
 def build_prior(cfg: TrainConfig, normalization) -> DiffusionPrior:
     n_in = 2 if cfg.channels == "complex" else 1
-    net = networks.build({**cfg.network, "in_channels": n_in, "out_channels": n_in})
+    with torch.random.fork_rng(devices=[]):  # initial weights from the seed, global RNG state left untouched
+        torch.manual_seed(cfg.seed)
+        net = networks.build({**cfg.network, "in_channels": n_in, "out_channels": n_in})
     if cfg.loss == "edm":
         den = parametrizations.EDM(net, cfg.sigma_data, cfg.sigma_min, cfg.sigma_max)
     elif cfg.loss == "ve":

@@ -1,0 +1,218 @@
+"""The prior layer: schedules, parametrisations (VP <-> VE exactness), channel conventions, the exact
+Gaussian prior, saving/loading (own format and published layouts), and the bundled prior."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from recon import priors
+from recon.priors import checkpoint, schedules
+from recon.priors.gaussian import GaussianDenoiser
+from recon.priors.parametrizations import EDM, VEScore, VPModel
+from recon.priors.prior import DiffusionPrior, Normalization
+from recon.priors.unet import UNet
+
+
+class TinyNet(nn.Module):
+    """A small conditional conv net: out = conv(x) * (1 + a c) + b c (any parametrisation's raw network)."""
+
+    def __init__(self, ch=2, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+        self.a, self.b = nn.Parameter(torch.tensor(0.3)), nn.Parameter(torch.tensor(-0.2))
+
+    def forward(self, x, c):
+        c = c.float().reshape(-1, 1, 1, 1) / 100.0
+        return self.conv(x) * (1 + self.a * c) + self.b * c
+
+
+# --- schedules ---------------------------------------------------------------------------------------------
+def test_vp_ve_change_of_variables_is_exact():
+    abar = schedules.alphas_cumprod(schedules.linear_betas(1000))
+    sig = schedules.abar_to_sigma(abar)
+    assert torch.allclose(schedules.sigma_to_abar(sig), abar, rtol=1e-12)
+    t = torch.tensor([0.0, 10.0, 999.0, 417.0])
+    assert torch.allclose(schedules.sigma_to_t(sig[t.long()], sig), t.double(), atol=1e-9)
+    assert torch.allclose(schedules.t_to_sigma(schedules.sigma_to_t(torch.tensor([0.5, 3.0]), sig), sig),
+                          torch.tensor([0.5, 3.0], dtype=torch.float64), rtol=1e-9)
+    cos = schedules.cosine_betas(1000)
+    assert cos.max() <= 0.999 and (cos > 0).all()
+    g = schedules.geometric_sigmas(0.01, 378, 2000)
+    assert g[0] == pytest.approx(378) and g[-1] == pytest.approx(0.01)
+    k = schedules.karras_sigmas(0.002, 80, 10)
+    assert k[0] == pytest.approx(80) and k[-1] == pytest.approx(0.002) and (k.diff() < 0).all()
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_vp_model_in_ve_coordinates_gives_its_own_tweedie_estimate(prediction):
+    net = TinyNet()
+    den = VPModel(net, "linear", 1000, prediction=prediction)
+    abar = schedules.alphas_cumprod(schedules.linear_betas(1000))
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 2, 8, 8, generator=g)
+    t = torch.tensor([5, 300, 900])
+    ab = abar[t].float().reshape(-1, 1, 1, 1)
+    x_vp = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn(x0.shape, generator=g)
+    out = net(x_vp, t.float())
+    # the DDPM's own estimate of x_0, in VP coordinates
+    ref = {"eps": (x_vp - (1 - ab).sqrt() * out) / ab.sqrt(), "x0": out,
+           "v": ab.sqrt() * x_vp - (1 - ab).sqrt() * out}[prediction]
+    sigma = schedules.abar_to_sigma(abar[t]).float()
+    got = den(x_vp / ab.sqrt(), sigma)  # x_ve = x_vp / sqrt(abar)
+    assert torch.allclose(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_learned_sigma_uses_first_half_of_channels():
+    net = TinyNet(ch=2)
+    wide = nn.Module()
+    wide.forward = lambda x, c: torch.cat([net(x, c), 100 + net(x, c)], dim=1)
+    den = VPModel(wide, learned_sigma=True)
+    plain = VPModel(net)
+    x, s = torch.randn(2, 2, 8, 8), torch.tensor([0.5, 2.0])
+    assert torch.allclose(den(x, s), plain(x, s))
+
+
+def test_ve_score_and_edm_formulas():
+    net = TinyNet()
+    x, s = torch.randn(2, 2, 8, 8), torch.tensor([0.1, 5.0])
+    ve = VEScore(net, 0.01, 50, conditioning="sigma")
+    assert torch.allclose(ve(x, s), x + s.reshape(-1, 1, 1, 1) ** 2 * net(x, s))
+    idx = VEScore(net, 0.01, 50, conditioning="index", n_levels=10)
+    ladder = schedules.geometric_sigmas(0.01, 50, 10)
+    assert idx.cond(ladder[[3, 7]].float()).tolist() == [3, 7]
+    edm = EDM(net, sigma_data=0.5)
+    sd = 0.5
+    sb = s.reshape(-1, 1, 1, 1)
+    ref = sd ** 2 / (sb ** 2 + sd ** 2) * x + sb * sd / (sb ** 2 + sd ** 2).sqrt() * net(
+        x / (sb ** 2 + sd ** 2).sqrt(), s.log() / 4)
+    assert torch.allclose(edm(x, s), ref, atol=1e-6)
+
+
+# --- DiffusionPrior ------------------------------------------------------------------------------------------
+def _gaussian(n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    d = n * n
+    L = torch.randn(d, d, generator=g, dtype=torch.float64) / d ** 0.5
+    return torch.randn(n, n, generator=g, dtype=torch.float64), L @ L.T + 0.1 * torch.eye(d, dtype=torch.float64)
+
+
+def test_gaussian_prior_has_the_exact_score():
+    mu, cov = _gaussian()
+    prior = DiffusionPrior(GaussianDenoiser(mu, cov), channels="real")
+    x = torch.randn(5, 4, 4, dtype=torch.float64)
+    for sigma in (0.05, 1.0, 20.0):
+        prec = torch.linalg.inv(cov + sigma ** 2 * torch.eye(16, dtype=torch.float64))
+        score = -((x.reshape(5, -1) - mu.reshape(-1)) @ prec).reshape(5, 4, 4)
+        assert torch.allclose(prior.score(x, sigma), score, atol=1e-8)
+        assert torch.allclose(prior.eps(x, sigma), -sigma * score, atol=1e-8)
+
+
+def test_channel_conventions():
+    net = TinyNet(ch=1)
+    den = VEScore(net, conditioning="sigma")
+    mag = DiffusionPrior(den, channels="magnitude")
+    real = DiffusionPrior(den, channels="real")
+    z = torch.randn(3, 8, 8, dtype=torch.complex64)
+    # magnitude-only prior on complex data: Re and Im denoised separately (Score-MRI, Alg. 7.1)
+    assert torch.allclose(mag.denoise(z, 0.3), torch.complex(real.denoise(z.real, 0.3), real.denoise(z.imag, 0.3)),
+                          atol=1e-6)
+    cplx = DiffusionPrior(VEScore(TinyNet(ch=2), conditioning="sigma"), channels="complex")
+    out = cplx.denoise(z.reshape(3, 1, 8, 8), torch.tensor([[0.1], [0.2], [0.3]]))
+    assert out.shape == (3, 1, 8, 8) and out.dtype == torch.complex64
+    with pytest.raises(ValueError, match="real-valued prior cannot denoise a complex"):
+        real.denoise(z, 0.3)
+    with pytest.raises(ValueError, match="sigma must be a scalar or have the batch shape"):
+        cplx.denoise(z, torch.tensor([0.1, 0.2]))
+
+
+def test_normalization_scales():
+    x = torch.arange(1, 101, dtype=torch.float32).reshape(1, 10, 10) * (1 + 1j)
+    p = Normalization("percentile", 99.0).scale(x)
+    assert p.shape == (1, 1, 1) and p.item() == pytest.approx(torch.quantile(x.abs().flatten(), 0.99).item())
+    assert Normalization("max").scale(x).item() == pytest.approx(100 * 2 ** 0.5, rel=1e-6)
+    with pytest.raises(ValueError, match="normalization kind"):
+        Normalization("zscore")
+
+
+# --- saving and loading ------------------------------------------------------------------------------------
+def _small_prior():
+    torch.manual_seed(0)
+    net = UNet(2, 2, base=8, channel_mult=(1, 2), num_blocks=1, attn_levels=(1,))
+    return DiffusionPrior(EDM(net), "complex", (16, 16), Normalization("percentile", 99.0), name="tiny")
+
+
+def test_own_format_round_trip(tmp_path):
+    prior = _small_prior()
+    path = checkpoint.save(prior, tmp_path / "p", half=False)
+    loaded = priors.load(path)
+    x = torch.randn(2, 16, 16, dtype=torch.complex64)
+    assert torch.allclose(loaded.denoise(x, 0.7), prior.denoise(x, 0.7), atol=1e-6)
+    assert loaded.config() == prior.config()
+    assert priors.load(tmp_path / "p.pt").name == "tiny"  # the weights file finds its config
+
+
+def test_mismatched_checkpoint_is_refused_by_name(tmp_path):
+    prior = _small_prior()
+    path = checkpoint.save(prior, tmp_path / "p", half=False)
+    state = torch.load(tmp_path / "p.pt")
+    state["renamed.weight"] = state.pop("inp.weight")
+    torch.save(state, tmp_path / "p.pt")
+    with pytest.raises(priors.CheckpointError, match=r"missing keys: inp\.weight.*unexpected keys: renamed\.weight"):
+        priors.load(path)
+    cfg = json.loads(path.read_text())
+    cfg["network"]["base"] = 16
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(priors.CheckpointError, match="mis-shaped keys"):
+        priors.load(path)
+    with pytest.raises(priors.CheckpointError, match="no such file"):
+        priors.load(tmp_path / "nothing.json")
+    with pytest.raises(priors.CheckpointError, match="no bundled prior named"):
+        priors.load("bundled:does-not-exist")
+
+
+def test_published_layouts_load_strictly_through_load(tmp_path):
+    from recon.priors.adm import ADMUNet
+    from recon.priors.ncsnpp import NCSNpp
+    from recon.priors.ncsnv2 import NCSNv2
+
+    tiny_ncsnpp = dict(image_size=16, num_channels=1, nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,))
+    net = NCSNpp(**tiny_ncsnpp)
+    ckpt = {"model": {"module." + k: v for k, v in net.state_dict().items()},
+            "ema": {"decay": 0.999, "num_updates": 1, "shadow_params": [p.detach() + 1 for p in net.parameters() if p.requires_grad]},
+            "optimizer": {}, "step": 10}
+    torch.save(ckpt, tmp_path / "score.pth")
+    prior = priors.load(tmp_path / "score.pth", network=tiny_ncsnpp)
+    assert prior.channels == "magnitude" and prior.sigma_max == 378.0
+    loaded = dict(prior.denoiser.net.named_parameters())
+    trained = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    assert all(torch.equal(loaded[n], p + 1) for n, p in trained)  # the EMA shadow, not the raw weights
+    x = torch.randn(1, 16, 16, dtype=torch.complex64)
+    assert torch.isfinite(torch.view_as_real(prior.denoise(x, 1.0))).all()
+
+    tiny_adm = dict(image_size=16, in_channels=2, model_channels=32, num_res_blocks=1, attention_resolutions=(8,),
+                    channel_mult=(1, 2), num_head_channels=16, learn_sigma=True, use_scale_shift_norm=True,
+                    resblock_updown=True)
+    adm = ADMUNet(**tiny_adm)
+    torch.save(adm.state_dict(), tmp_path / "dds.pt")
+    prior = priors.load(tmp_path / "dds.pt", network=tiny_adm)
+    assert prior.channels == "complex" and prior.denoiser.learned_sigma
+    state = adm.state_dict()
+    state.pop("out.2.bias")
+    torch.save(state, tmp_path / "broken.pt")
+    with pytest.raises(priors.CheckpointError, match=r"missing keys: out\.2\.bias"):
+        priors.load(tmp_path / "broken.pt", network=tiny_adm)
+
+    tiny_v2 = dict(image_size=16, channels=2, ngf=8, num_classes=10, variant="plain")
+    v2 = NCSNv2(**tiny_v2)
+    sd = {"module." + k: v for k, v in v2.state_dict().items()}
+    shadow = {k: v for k, v in sd.items() if k != "module.sigmas"}
+    torch.save([sd, {}, 1, 2, shadow], tmp_path / "csgm.pth")
+    prior = priors.load(tmp_path / "csgm.pth", network=tiny_v2,
+                        parametrization={"type": "ve_score", "sigma_min": 0.0066, "sigma_max": 232.0,
+                                         "conditioning": "index", "n_levels": 10})
+    assert prior.channels == "complex"
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(priors.CheckpointError, match="cannot be read as a torch checkpoint"):
+        priors.load(tmp_path / "junk.pt")
