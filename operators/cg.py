@@ -19,8 +19,9 @@ def conjugate_gradient(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.T
                        ndim: int = 2) -> torch.Tensor:
     """Run at most ``max_iter`` CG iterations on ``apply(x) = b`` starting from ``x0`` (default 0).
 
-    Stops early when every system's residual norm is below ``tol`` times its right-hand side norm.
-    A system whose residual is exactly zero stays where it is (no division by zero)."""
+    Stops early when every system's residual norm is below ``tol`` times its right-hand side norm. A system
+    whose residual has reached rounding level (relative to its start or its right-hand side) stays where it
+    is, so singular but consistent systems (A^H A x = A^H y with a sampling mask) remain finite."""
     if max_iter < 0:
         raise ValueError(f"max_iter must be >= 0, got {max_iter}")
     if b.dim() < ndim:
@@ -31,18 +32,25 @@ def conjugate_gradient(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.T
     p = r.clone()
     rr = inner(r, r, ndim).real
     bb = inner(b, b, ndim).real
+    # a system whose residual has fallen to rounding level relative to where it started is converged:
+    # further steps would divide rounding noise by rounding noise (singular A^H A, e.g. a Cartesian mask)
+    floor = (100 * torch.finfo(rr.dtype).eps) ** 2 * torch.maximum(rr, bb)
     for _ in range(max_iter):
         if tol > 0 and bool((rr <= (tol ** 2) * bb).all()):
             break
+        active = ~(rr <= floor)  # NaN stays active, so a NaN propagates instead of being skipped
+        if not bool(active.any()):
+            break
         ap = apply(p)
         pap = inner(p, ap, ndim).real
-        alpha = torch.where(pap > 0, rr / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
+        ok = active & (pap > 0)
+        alpha = torch.where(ok, rr / torch.where(ok, pap, torch.ones_like(pap)), torch.zeros_like(pap))
         x = x + alpha.reshape(shape) * p
         r = r - alpha.reshape(shape) * ap
         rr_new = inner(r, r, ndim).real
-        beta = torch.where(rr > 0, rr_new / torch.where(rr > 0, rr, torch.ones_like(rr)), torch.zeros_like(rr))
+        beta = torch.where(ok, rr_new / torch.where(ok, rr, torch.ones_like(rr)), torch.zeros_like(rr))
         p = r + beta.reshape(shape) * p
-        rr = rr_new
+        rr = torch.where(ok, rr_new, rr)
     return x
 
 

@@ -1,6 +1,8 @@
 """NCSN++ (recon.priors.ncsnpp): the published Score-MRI parameter layout, a tiny forward pass, score_sde
-checkpoint conversion, and (when a score_sde_pytorch / Score-MRI source tree is given in SCORE_SDE_SRC)
-numerical agreement with the reference implementation."""
+checkpoint conversion, and numerical agreement with the reference implementation: always against the stored
+outputs of ``fixtures/ncsnpp_tiny_reference.pt`` (made once by score_sde_pytorch / Score-MRI themselves, see its
+``provenance`` field; weights stored as int8 codes times a power-of-two scale, exact in float32), and live when a
+score_sde_pytorch / Score-MRI source tree is given in SCORE_SDE_SRC."""
 import ast
 import importlib
 import json
@@ -16,6 +18,7 @@ from recon.priors.checkpoint import CheckpointError, load_state_strict
 from recon.priors.ncsnpp import SCORE_MRI_FASTMRI_KNEE, NCSNpp, state_from_score_sde_checkpoint
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ncsnpp_fastmri_knee_params.txt"
+REFERENCE_FIXTURE = Path(__file__).parent / "fixtures" / "ncsnpp_tiny_reference.pt"
 TINY = dict(image_size=32, nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,), num_scales=50)
 
 
@@ -204,3 +207,33 @@ def test_matches_reference_implementation(reference_ncsnpp, overrides):
     with torch.no_grad():
         want, got = ref(x, cond), ours(x, cond)
     assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+
+# (e) agreement with score_sde's outputs stored in a fixture (the configurations of (d); no reference code needed)
+
+@pytest.fixture(scope="module")
+def reference_outputs():
+    return {c["name"]: c for c in torch.load(REFERENCE_FIXTURE, weights_only=True)["cases"]}
+
+
+@pytest.mark.parametrize("name", [
+    "score_mri_knee",                          # Score-MRI (score-MRI's code): fourier, biggan, residual input, FIR
+    "fir_off_no_progressive_centered",
+    "positional_output_skip_input_skip_cat",   # positional embedding, output_skip / input_skip / cat
+    "ddpm_resblock_residual_no_rescale",
+])
+def test_output_equals_stored_reference_output(reference_outputs, name):
+    case = reference_outputs[name]
+    cfg = case["config"]
+    assert cfg == tiny(**case["overrides"]).config  # the fixture holds the configurations of test (d)
+    net = NCSNpp(**cfg).eval()
+    assert torch.equal(net.sigmas, case["buffers"]["sigmas"])  # our sigmas are score_sde's get_sigmas
+    state = {k: q.float() * s for k, (q, s) in case["state"].items()}
+    load_state_strict(net, {**state, **case["buffers"]}, f"fixture {name}")
+    with torch.no_grad():
+        got = net(case["x"], case["cond"])
+    want = case["out"]  # float64 for the positional case, where score_sde divides by its float64 sigmas
+    assert got.shape == want.shape and got.dtype == case["x"].dtype
+    for i, (g, w) in enumerate(zip(got.to(want.dtype), want)):  # per sample: scale_by_sigma sets each sample's magnitude
+        assert w.abs().max() > 0 and (g - w).abs().max() <= 1e-5 * w.abs().max(), (i, (g - w).abs().max())

@@ -1,0 +1,42 @@
+"""Single reverse-diffusion steps in variance-exploding coordinates, shared by all samplers.
+
+- ``ddim_update`` (Song, Meng & Ermon 2021; chapter 7 Eq. 7.21 with x_vp = sqrt(abar) x_ve):
+      x' = x0 + sqrt(sigma'^2 - s~^2) eps + s~ z,   s~ = eta sigma' sqrt(sigma^2 - sigma'^2) / sigma,
+  eta = 0 deterministic DDIM, eta = 1 ancestral DDPM sampling.
+- ``reverse_diffusion`` predictor (Euler-Maruyama of the reverse VE SDE, Eq. 7.26):
+      x' = x + (sigma^2 - sigma'^2) score + sqrt(sigma^2 - sigma'^2) z.
+- ``langevin`` corrector (Song et al. 2021, Alg. 4): eps = 2 (snr ||z|| / ||score||)^2 per image,
+      x' = x + eps score + sqrt(2 eps) z.
+Each returns (x', x'_mean), the mean being the step without the injected noise.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def ddim_noise(sigma: float, sigma_next: float, eta: float) -> float:
+    return eta * sigma_next * max(sigma ** 2 - sigma_next ** 2, 0.0) ** 0.5 / sigma
+
+
+def ddim_update(x0: torch.Tensor, eps: torch.Tensor, sigma: float, sigma_next: float, eta: float,
+                z: torch.Tensor | None) -> torch.Tensor:
+    s_tilde = ddim_noise(sigma, sigma_next, eta)
+    out = x0 + max(sigma_next ** 2 - s_tilde ** 2, 0.0) ** 0.5 * eps
+    return out + s_tilde * z if (s_tilde > 0 and z is not None) else out
+
+
+def reverse_diffusion(x: torch.Tensor, score: torch.Tensor, sigma: float, sigma_next: float, z: torch.Tensor):
+    var = sigma ** 2 - sigma_next ** 2
+    mean = x + var * score
+    return mean + var ** 0.5 * z, mean
+
+
+def _norm(v: torch.Tensor) -> torch.Tensor:
+    """Per-image L2 norm over the last two dims, shaped for broadcasting."""
+    return v.abs().square().sum(dim=(-2, -1), keepdim=True).sqrt()
+
+
+def langevin(x: torch.Tensor, score: torch.Tensor, snr: float, z: torch.Tensor):
+    step = 2 * (snr * _norm(z) / _norm(score).clamp_min(1e-12)) ** 2
+    mean = x + step * score
+    return mean + (2 * step).sqrt() * z, mean

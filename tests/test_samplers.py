@@ -1,0 +1,205 @@
+"""Samplers against the truth: closed-form Gaussian posteriors, the update rules written out, reproducibility."""
+import math
+
+import pytest
+import torch
+
+from gaussian_problems import inpainting_problem, mri_problem, real_matrix, stationary_mri_problem
+from operators import fft2c
+from recon import samplers
+from recon.priors.gaussian import gaussian_posterior
+from recon.samplers.base import noise_like
+from recon.samplers.dc import cg_consistency, project
+from recon.samplers.steps import ddim_update, langevin, reverse_diffusion
+
+N = 1000
+
+
+def _stats(x):
+    x = x.to(torch.complex128) if x.is_complex() else x.double()
+    mean = x.mean(0)
+    return mean, (x - mean).abs().square().mean(0)
+
+
+def test_score_ald_samples_its_target_posterior():
+    """Annealed Langevin ends at the posterior of the sigma_L-smoothed prior with likelihood variance
+    sigma_y^2 + sigma_L^2; with enough steps its samples have that mean and those variances."""
+    prior, A, y, m_true, _ = mri_problem()
+    sy, sl = 0.05 / math.sqrt(2), 0.05
+    mu, cov = prior.denoiser.mu, prior.denoiser.cov
+    Ar = real_matrix(A, (4, 6), True)
+    yr = torch.cat([y.real.flatten(), y.imag.flatten()]).double()
+    m, c = gaussian_posterior(mu, cov + sl ** 2 * torch.eye(48, dtype=torch.float64), Ar, yr, math.hypot(sy, sl))
+    m = torch.complex(m[:24], m[24:]).reshape(4, 6)
+    v = (c.diagonal()[:24] + c.diagonal()[24:]).reshape(4, 6)
+    s = samplers.ScoreALD(sigma_start=5.0, sigma_end=sl, n_levels=60, steps_each=20, step_lr=2e-3, sigma_y=sy)
+    mean, var = _stats(s(y, A, prior, n_samples=N, generator=torch.Generator().manual_seed(1)))
+    z = (mean - m).abs() / (v / N).sqrt()
+    assert z.max() < 4.5, z
+    assert ((var / v) - 1).abs().max() < 0.12
+    assert (mean - m_true).norm() / m_true.norm() < 0.1  # and that target is close to the true posterior
+
+
+def test_score_mri_is_exact_when_fourier_coefficients_are_independent():
+    prior, A, y, k_mean, k_var = stationary_mri_problem()
+    x = samplers.ScoreMRI(steps=200)(y, A, prior, n_samples=N, generator=torch.Generator().manual_seed(1))
+    mean, var = _stats(fft2c(x.to(torch.complex128)))
+    un = k_var > 0
+    assert ((mean - k_mean).abs()[un] / (k_var[un] / N).sqrt()).max() < 4.5
+    assert ((var[un] / k_var[un]) - 1).abs().max() < 0.15
+    assert (mean - k_mean).abs()[~un].max() < 1e-4 and var[~un].max() < 1e-8  # measured lines are y exactly
+
+
+@pytest.mark.parametrize("name,sampler,tol", [
+    ("score-mri", samplers.ScoreMRI(steps=300), 0.2),
+    ("dds", samplers.DDS(steps=50), 0.2),
+    ("dds-gamma", samplers.DDS(steps=50, gamma=50.0), 0.2),
+    ("dps", samplers.DPS(steps=200, zeta=0.5), 0.2),
+])
+def test_posterior_mean_on_a_correlated_gaussian(name, sampler, tol):
+    """Approximate samplers: the sample mean is within ``tol`` (relative) of the posterior mean, while the
+    prior mean is 0.7 away; the marginal variance is in the right range."""
+    prior, A, y, m, v = mri_problem()
+    mu = torch.complex(prior.denoiser.mu[:24], prior.denoiser.mu[24:]).reshape(4, 6)
+    assert (mu - m).norm() / m.norm() > 0.6
+    mean, var = _stats(sampler(y, A, prior, n_samples=400, generator=torch.Generator().manual_seed(2)))
+    assert (mean - m).norm() / m.norm() < tol
+    assert 0.6 < float((var / v).mean()) < 1.4
+
+
+def test_inpainting_posterior_with_score_ald():
+    prior, A, y, m, v = inpainting_problem(noise=0.05)
+    s = samplers.ScoreALD(sigma_start=5.0, sigma_end=0.02, n_levels=60, steps_each=20, step_lr=3e-4, sigma_y=0.05)
+    mean, var = _stats(s(y, A, prior, n_samples=N, generator=torch.Generator().manual_seed(3)))
+    assert (mean - m).norm() / m.norm() < 0.05
+    assert 0.8 < float((var / v).mean()) < 1.2
+
+
+# --- one step of each sampler against its equation -------------------------------------------------------
+def _replay(prior, y, A, seed):
+    g = torch.Generator().manual_seed(seed)
+    return g, noise_like(A.H(y[None]), g)
+
+
+def test_dds_step_is_ddim_of_the_cg_corrected_tweedie_estimate():
+    prior, A, y, _, _ = mri_problem()
+    s = samplers.DDS(steps=2, eta=0.85, cg_iter=3)
+    out = s(y, A, prior, n_samples=1, generator=torch.Generator().manual_seed(5))
+    sig = [float(v) for v in samplers.default_sigmas(prior, 2)]
+    g, z = _replay(prior, y, A, 5)
+    yb = y[None]
+    x = z * sig[0]
+    x0 = prior.denoise(x, sig[0])
+    x0c = cg_consistency(x0, yb, A, 3)
+    st = 0.85 * sig[1] * math.sqrt(sig[0] ** 2 - sig[1] ** 2) / sig[0]
+    x1 = x0c + math.sqrt(sig[1] ** 2 - st ** 2) * (x - x0) / sig[0] + st * noise_like(x, g)
+    ref = cg_consistency(prior.denoise(x1, sig[1]), yb, A, 3)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_score_mri_step_is_predictor_projection_corrector_projection():
+    prior, A, y, _, _ = mri_problem()
+    out = samplers.ScoreMRI(steps=2, snr=0.16)(y, A, prior, generator=torch.Generator().manual_seed(6))
+    s0, s1 = (float(v) for v in prior.sigmas(2, "geometric"))
+    g, z = _replay(prior, y, A, 6)
+    yb = y[None]
+    x = z * s0
+    zp = noise_like(x, g)
+    mean = x + (s0 ** 2 - s1 ** 2) * prior.score(x, s0)
+    x = project(mean + math.sqrt(s0 ** 2 - s1 ** 2) * zp, yb, A)
+    sc, zc = prior.score(x, s1), noise_like(x, g)
+    eps = 2 * (0.16 * zc.abs().square().sum().sqrt() / sc.abs().square().sum().sqrt()) ** 2
+    ref = project(x + eps * sc, yb, A)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_score_ald_step_is_langevin_with_the_likelihood_gradient():
+    prior, A, y, _, _ = mri_problem()
+    s = samplers.ScoreALD(sigma_start=1.0, sigma_end=0.5, n_levels=2, steps_each=1, step_lr=1e-3, sigma_y=0.1)
+    out = s(y, A, prior, generator=torch.Generator().manual_seed(7))
+    g, z = _replay(prior, y, A, 7)
+    yb = y[None]
+    x = z * 1.0
+    for sig in (1.0, 0.5):
+        eta = 1e-3 * (sig / 0.5) ** 2
+        grad = prior.score(x, sig) - A.H(A(x) - yb) / (0.1 ** 2 + sig ** 2)
+        x = x + eta * grad + math.sqrt(2 * eta) * noise_like(x, g)
+    assert torch.allclose(out, x, atol=1e-5)
+
+
+def test_dps_step_uses_the_gradient_of_the_residual_norm_through_the_denoiser():
+    prior, A, y, _, _ = mri_problem()
+    out = samplers.DPS(steps=2, zeta=0.3)(y, A, prior, generator=torch.Generator().manual_seed(8))
+    s0, s1 = (float(v) for v in samplers.default_sigmas(prior, 2))
+    g, z = _replay(prior, y, A, 8)
+    yb = y[None]
+    x = (z * s0).requires_grad_(True)
+    x0 = prior.denoise(x, s0)
+    (grad,) = torch.autograd.grad((yb - A(x0)).abs().square().sum().sqrt(), x)
+    x0 = x0.detach()
+    st = s1 * math.sqrt(s0 ** 2 - s1 ** 2) / s0
+    x1 = x0 + math.sqrt(s1 ** 2 - st ** 2) * (x.detach() - x0) / s0 + st * noise_like(x0, g)
+    x1 = x1 - 0.3 * math.sqrt((1 + s0 ** 2) * (1 + s1 ** 2)) * grad
+    assert torch.allclose(out, prior.denoise(x1, s1), atol=1e-5)
+
+
+def test_step_formulas():
+    x0, eps, z = torch.randn(3, 4, 4), torch.randn(3, 4, 4), torch.randn(3, 4, 4)
+    # eta = 0: deterministic DDIM keeps the noise direction; eta = 1 with sigma' = 0 returns x0
+    assert torch.allclose(ddim_update(x0, eps, 2.0, 1.0, 0.0, z), x0 + eps)
+    assert torch.allclose(ddim_update(x0, eps, 2.0, 0.0, 1.0, z), x0)
+    # ancestral (eta = 1): total variance sigma'^2 split between eps and fresh noise
+    st = 1.0 * math.sqrt(4 - 1) / 2
+    assert torch.allclose(ddim_update(x0, eps, 2.0, 1.0, 1.0, z), x0 + math.sqrt(1 - st ** 2) * eps + st * z)
+    xn, mean = reverse_diffusion(x0, eps, 2.0, 1.0, z)
+    assert torch.allclose(mean, x0 + 3 * eps) and torch.allclose(xn, mean + math.sqrt(3) * z)
+    xl, ml = langevin(x0, eps, 0.16, z)
+    e = 2 * (0.16 * z.flatten(1).norm(dim=1) / eps.flatten(1).norm(dim=1)) ** 2
+    assert torch.allclose(ml, x0 + e[:, None, None] * eps, atol=1e-6)
+
+
+# --- reproducibility, batching, errors ----------------------------------------------------------------------
+@pytest.mark.parametrize("sampler", [samplers.DDS(steps=5), samplers.ScoreMRI(steps=5), samplers.DPS(steps=5),
+                                     samplers.ScoreALD(n_levels=3, steps_each=1)])
+def test_same_seed_same_samples_different_seed_different(sampler):
+    prior, A, y, _, _ = mri_problem()
+    a = sampler(y, A, prior, n_samples=3, generator=torch.Generator().manual_seed(0))
+    b = sampler(y, A, prior, n_samples=3, generator=torch.Generator().manual_seed(0))
+    c = sampler(y, A, prior, n_samples=3, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (3, 4, 6) and torch.equal(a, b) and not torch.allclose(a, c)
+    assert not torch.allclose(a[0], a[1])  # the samples of one batch differ
+
+
+def test_chunked_batches_and_callback():
+    prior, A, y, _, _ = mri_problem()
+    seen = []
+    s = samplers.DDS(steps=4, max_batch=2)
+    out = s(y, A, prior, n_samples=5, generator=torch.Generator().manual_seed(0),
+            callback=lambda i, sigma, x, x0: seen.append((i, sigma, x.shape)))
+    assert out.shape == (5, 4, 6)
+    assert [c[0] for c in seen] == [0, 1, 2, 3] * 3 and seen[0][2] == (2, 4, 6) and seen[-1][2] == (1, 4, 6)
+
+
+def test_results_are_in_the_measurement_scale():
+    prior, A, y, _, _ = mri_problem()
+    prior.normalization.kind = "max"
+    a = samplers.DDS(steps=5)(y, A, prior, generator=torch.Generator().manual_seed(0))
+    b = samplers.DDS(steps=5)(1000 * y, A, prior, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(b, 1000 * a, rtol=1e-4, atol=1e-3)
+
+
+def test_nan_stops_with_step_and_sigma():
+    prior, A, y, _, _ = mri_problem()
+    bad = y.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="measurement contains NaN or Inf"):
+        samplers.DDS(steps=3)(bad, A, prior)
+    denoise = prior.denoise
+    prior.denoise = lambda x, s: denoise(x, s) * (float("inf") if s < 1.0 else 1.0)
+    for s in (samplers.DDS(steps=10), samplers.ScoreMRI(steps=10), samplers.DPS(steps=10)):
+        with pytest.raises(samplers.SamplingError, match=r"non-finite values in the iterate at step \d+ \(sigma=\d"):
+            s(y, A, prior)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        samplers.get("ddpm")
+    with pytest.raises(ValueError, match="n_samples"):
+        samplers.DDS()(y, A, prior, n_samples=0)
