@@ -5,14 +5,15 @@ import numpy as np
 from recon.cli import main
 
 
-def test_demo_writes_figure_and_cg_sense_beats_zero_filled(tmp_path, capsys):
+def test_demo_writes_figure_and_beats_zero_filled(tmp_path, capsys):
     out = tmp_path / "demo.png"
-    assert main(["demo", "--out", str(out)]) == 0
+    assert main(["--quiet", "demo", "--out", str(out), "--steps", "20"]) == 0
     assert out.exists() and out.stat().st_size > 10_000
     text = capsys.readouterr().out
-    rows = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-            if line.startswith(("zero-filled", "CG-SENSE"))}
+    rows = {line[:16].strip(): float(line[16:24]) for line in text.splitlines()
+            if line.startswith(("zero-filled", "CG-SENSE", "DDS"))}
     assert rows["CG-SENSE"] > rows["zero-filled"] + 3
+    assert rows["DDS (20 NFE)"] > rows["zero-filled"] + 3
 
 
 def test_simulate_then_info(tmp_path, capsys):

@@ -7,7 +7,8 @@ Losses, for clean x_0, noise n ~ N(0, I):
   || sigma s(x_0 + sigma n, sigma) + n ||^2 (DSM with weight sigma^2).
 - "vp" (Ho et al. 2020): t uniform in {0..T-1}; || eps(sqrt(abar_t) x_0 + sqrt(1 - abar_t) n, t) - n ||^2.
 
-With an exponential moving average of the weights (the EMA weights are what is saved as the prior),
+With an exponential moving average of the weights (decay min(ema_decay, (1 + step)/(10 + step)); the EMA
+weights are what is saved as the prior),
 gradient clipping, bf16 autocast (on CUDA, and on CPUs with native bf16), periodic checkpoints that resume exactly (weights, EMA,
 optimiser, step and every random generator), a progress bar with the loss, periodic sample grids, and data
 parallelism through torch.distributed (launch with ``torchrun``; gloo on CPU, NCCL on GPU).
@@ -191,8 +192,9 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, device: 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in net.parameters()], 1 - cfg.ema_decay)
+        with torch.no_grad():  # EMA with warm-up, so early averages are not dominated by the initial weights
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+            torch._foreach_lerp_(ema, [p.detach() for p in net.parameters()], 1 - decay)
         step += 1
         history.append((step, loss.item()))
         bar.update(1)

@@ -83,7 +83,11 @@ class Sampler:
                     outs.append(self._run(yb, A, prior, g, callback, bar))
         finally:
             bar.close()
-        return torch.cat(outs) * scale
+        return self._finalize(torch.cat(outs) * scale, A)
+
+    def _finalize(self, x: torch.Tensor, A) -> torch.Tensor:
+        """Post-processing in the measurement's scale (e.g. coil combination); identity by default."""
+        return x
 
     def _run(self, y, A, prior, generator, callback, bar):  # pragma: no cover - abstract
         raise NotImplementedError

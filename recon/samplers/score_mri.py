@@ -56,6 +56,9 @@ class ScoreMRI(Sampler):
                 callback(i, sn, x, mean)
             bar.update(1)
         bar.update(1)
-        if isinstance(A, CoilwiseMRI) and self.combine in ("auto", "rss"):
-            return mean.abs().square().sum(dim=-3).sqrt().to(mean.dtype)
         return mean
+
+    def _finalize(self, x, A):
+        if isinstance(A, CoilwiseMRI) and self.combine in ("auto", "rss"):
+            return x.abs().square().sum(dim=-3).sqrt().to(x.dtype)
+        return x

@@ -1,0 +1,43 @@
+"""Package a trained prior as a bundled prior: EMA weights (half precision), config, loss curve, sample grid.
+
+    python experiments/bundle_prior.py out/train-mni128 recon/priors/bundled/mni-brain-128
+
+Writes prior.json/prior.pt (from the training run's prior.json/pt), train_config.json, loss.csv, loss.png and
+samples.png (16 unconditional samples, Heun, 30 levels, seed 0). The model card (MODEL_CARD.md) is written by
+hand next to them.
+"""
+import csv
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from recon import plots, priors
+from recon.samplers.unconditional import heun
+
+
+def main(run: str, dest: str):
+    run, dest = Path(run), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("prior.json", "prior.pt", "loss.csv"):
+        shutil.copy(run / name, dest / name)
+    shutil.copy(run / "config.json", dest / "train_config.json")
+    steps, losses = [], []
+    with open(dest / "loss.csv") as f:
+        for r in csv.DictReader(f):
+            steps.append(int(r["step"]))
+            losses.append(float(r["loss"]))
+    k = 50  # running mean over 50 steps
+    smooth = [sum(losses[max(0, i - k + 1):i + 1]) / len(losses[max(0, i - k + 1):i + 1]) for i in range(len(losses))]
+    plots.save_curve(steps, smooth, dest / "loss.png", xlabel="step", ylabel="EDM loss (running mean of 50)",
+                     logy=True, title="training loss")
+    prior = priors.load(dest / "prior.json")
+    with torch.no_grad():
+        x = heun(prior, (16, 128, 128), prior.sigmas(30), generator=torch.Generator().manual_seed(0))
+    plots.save_grid(x.abs(), dest / "samples.png", ncols=4, title=f"{prior.name}: unconditional samples (|x|)")
+    print(f"bundled {run} -> {dest}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
