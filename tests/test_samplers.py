@@ -223,3 +223,20 @@ def test_score_mri_coilwise_batches_coils_and_combines_by_rss():
     rss = samplers.ScoreMRI(steps=20)(y, A, prior, n_samples=2, generator=torch.Generator().manual_seed(0))
     assert rss.shape == (2, 4, 6)
     assert torch.allclose(rss.real, coils.abs().square().sum(1).sqrt(), atol=1e-5)
+
+
+def test_score_mri_hybrid_sense_step_makes_coils_consistent_with_maps():
+    from operators import CoilwiseMRI, MultiCoilMRI
+
+    prior, A1, _, _, _ = mri_problem()
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(3, 4, 6, dtype=torch.complex64, generator=g)
+    maps = maps / maps.abs().square().sum(0).sqrt()
+    x = torch.randn(4, 6, dtype=torch.complex64, generator=g)
+    full = torch.ones(1, 6)
+    y = MultiCoilMRI(maps, full)(x)  # fully sampled: the SENSE step and the projection agree
+    out = samplers.ScoreMRI(steps=10, combine=None, maps=maps, sense_every=1)(y, CoilwiseMRI(full, 3), prior,
+                                                                              generator=g)
+    assert torch.allclose(out[0], maps * x, atol=1e-4)
+    with pytest.raises(ValueError, match="needs the coil sensitivity maps"):
+        samplers.ScoreMRI(sense_every=5)
