@@ -94,3 +94,36 @@ def test_two_process_torchrun(tmp_path):
     assert meta["world_size"] == 2 and meta["steps"] == 4
     st = torch.load(tmp_path / "run" / "train_state.pt", weights_only=False)
     assert len(st["generators"]) == 2
+
+
+def test_training_sources_nifti_png_and_fastmri(tmp_path):
+    import matplotlib.image as mpimg
+    import nibabel
+    import numpy as np
+
+    from recon.data import write_fastmri
+    from recon.priors.datasets import open_source
+
+    vol = np.zeros((16, 16, 5), dtype=np.float32)
+    vol[4:12, 4:12, 1:4] = 100.0
+    nibabel.save(nibabel.Nifti1Image(vol, np.eye(4)), str(tmp_path / "v.nii.gz"))
+    src = open_source(str(tmp_path / "v.nii.gz"), 8)
+    assert src.images.shape == (3, 8, 8)  # empty slices dropped
+    assert torch.allclose(torch.quantile(src.images.reshape(3, -1), 0.99, dim=1), torch.ones(3), atol=1e-5)
+
+    pngs = tmp_path / "png"
+    pngs.mkdir()
+    for i in range(2):
+        mpimg.imsave(pngs / f"{i}.png", np.random.default_rng(i).random((12, 12)), cmap="gray")
+    assert open_source(str(pngs), 8).images.shape == (2, 8, 8)
+
+    h5 = tmp_path / "h5"
+    h5.mkdir()
+    k = torch.randn(3, 2, 16, 16, dtype=torch.complex64)
+    write_fastmri(h5 / "a.h5", k, target=torch.rand(3, 16, 16) + 0.1)
+    assert open_source(str(h5), 8).images.shape == (3, 8, 8)
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        open_source(str(tmp_path / "missing"), 8)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"no \.pt, \.nii"):
+        open_source(str(tmp_path / "empty"), 8)
