@@ -115,6 +115,12 @@ class MultiCoilMRI(Linop):
     def n_coils(self) -> int:
         return self.maps.shape[-3]
 
+    @property
+    def support(self) -> torch.Tensor:
+        """Pixels some coil sees (sum_c |S_c|^2 > 0), e.g. the object region of ESPIRiT maps with a crop;
+        outside it the model predicts no signal, so the MVUE there is 0."""
+        return self.maps.abs().square().sum(dim=-3) > 0
+
     def _apply(self, x):
         return self.mask * fft2c(self.maps * x.unsqueeze(-3))
 

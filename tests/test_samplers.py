@@ -240,3 +240,17 @@ def test_score_mri_hybrid_sense_step_makes_coils_consistent_with_maps():
     assert torch.allclose(out[0], maps * x, atol=1e-4)
     with pytest.raises(ValueError, match="needs the coil sensitivity maps"):
         samplers.ScoreMRI(sense_every=5)
+
+
+def test_pixels_no_coil_sees_are_zero_unless_asked_otherwise():
+    from operators import MultiCoilMRI
+
+    prior, _, _, _, _ = mri_problem()
+    maps = torch.ones(2, 4, 6, dtype=torch.complex64) / 2 ** 0.5
+    maps[:, :, 0] = 0  # column 0 outside the support
+    A = MultiCoilMRI(maps, torch.tensor([[1.0, 0, 1, 1, 0, 1]]))
+    y = A(torch.randn(4, 6, dtype=torch.complex64, generator=torch.Generator().manual_seed(0)))
+    x = samplers.DDS(steps=5)(y, A, prior)
+    assert torch.equal(A.support[:, 0], torch.zeros(4, dtype=torch.bool)) and (x[..., 0] == 0).all()
+    x = samplers.DDS(steps=5, support=False)(y, A, prior)
+    assert (x[..., 0] != 0).all()

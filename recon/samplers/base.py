@@ -51,9 +51,10 @@ class Sampler:
 
     name = "sampler"
 
-    def __init__(self, progress: bool = False, max_batch: Optional[int] = None):
+    def __init__(self, progress: bool = False, max_batch: Optional[int] = None, support: bool = True):
         self.progress = progress
         self.max_batch = max_batch
+        self.support = support
 
     def steps_total(self) -> int:
         return 0
@@ -86,8 +87,11 @@ class Sampler:
         return self._finalize(torch.cat(outs) * scale, A)
 
     def _finalize(self, x: torch.Tensor, A) -> torch.Tensor:
-        """Post-processing in the measurement's scale (e.g. coil combination); identity by default."""
-        return x
+        """Post-processing in the measurement's scale. With ``support=True`` (default) and an operator that
+        has a ``support`` (SENSE with cropped maps), pixels outside it are set to 0: the model says no coil
+        sees them, the measurement says nothing about them, and the MVUE there is 0."""
+        sup = getattr(A, "support", None) if self.support else None
+        return x * sup.to(x.device) if sup is not None else x
 
     def _run(self, y, A, prior, generator, callback, bar):  # pragma: no cover - abstract
         raise NotImplementedError

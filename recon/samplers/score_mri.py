@@ -73,4 +73,4 @@ class ScoreMRI(Sampler):
     def _finalize(self, x, A):
         if isinstance(A, CoilwiseMRI) and self.combine in ("auto", "rss"):
             return x.abs().square().sum(dim=-3).sqrt().to(x.dtype)
-        return x
+        return super()._finalize(x, A)
