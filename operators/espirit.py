@@ -129,3 +129,19 @@ def _torch_maps(kspace, calib_width, threshold, kernel_width, crop, max_iter):
     eig = torch.fft.fftshift(eig[..., 0, 0], dim=(-2, -1))
     x = x * torch.sgn(x[:, :1]).conj()
     return x * (eig > crop)[:, None]
+
+
+def maps_for_mask(kspace, mask, crop=0.95, max_calib=24, **kw):
+    """ESPIRiT maps from undersampled k-space, sized to the mask's fully sampled calibration region.
+
+    The calibration width is the mask's calibration size (at most ``max_calib``, at least 4); the kernel
+    width scales with it (width // 3 + 1, between 3 and 6), so small calibration regions (e.g. 10 lines)
+    still give well-conditioned kernels."""
+    from .masks import calibration_size
+
+    calib = [c for c in calibration_size(torch.as_tensor(mask).cpu()) if c]
+    if not calib or min(calib) < 4:
+        raise ValueError(f"the mask has no fully sampled calibration region of at least 4 lines "
+                         f"(found {tuple(calib)}); ESPIRiT needs one")
+    width = min(max_calib, min(calib))
+    return maps(kspace, calib_width=width, kernel_width=min(6, max(3, width // 3 + 1)), crop=crop, **kw)

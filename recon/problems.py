@@ -50,7 +50,5 @@ def multicoil_problem(slice_index=5, n_coils: int = 8, mask: str = "random", acc
     if mask in ("random", "equispaced", "equispaced_fraction", "magic", "magic_fraction", "gaussian1d"):
         mask_params.setdefault("center_fraction", center_fraction)
     m = masks.get(mask, acceleration=acceleration, **mask_params)(tuple(k.shape), seed=seed)
-    calib = masks.calibration_size(m)
-    width = max(4, min(24, min(c for c in calib if c)))
-    maps = espirit.maps(m * k, calib_width=width, kernel_width=min(6, width), crop=0.95)
+    maps = espirit.maps_for_mask(m * k, m)
     return Problem(x, k, m, maps, maps_true)

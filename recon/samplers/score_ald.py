@@ -50,10 +50,11 @@ class ScoreALD(Sampler):
         for i, s in enumerate(ladder):
             eta = self.step_lr * (s / ladder[-1]) ** 2
             for _ in range(self.steps_each):
-                grad = prior.score(x, s) - likelihood_gradient(x, y, A, self.sigma_y, self.gamma_scale * s)
+                score = prior.score(x, s)
+                if callback is not None:
+                    callback(i, s, x, x + s * s * score)  # Tweedie: D(x) = x + sigma^2 score
+                grad = score - likelihood_gradient(x, y, A, self.sigma_y, self.gamma_scale * s)
                 x = x + eta * grad + (2 * eta) ** 0.5 * noise_like(x, g)
                 bar.update(1)
             check_finite(x, i, s, self.name)
-            if callback is not None:
-                callback(i, s, x, None)
         return prior.denoise(x, ladder[-1]) if self.denoise_last else x
