@@ -2,6 +2,7 @@
 
     recon demo [--out out/demo.png]          DDS with the bundled prior on a simulated 8-coil held-out brain slice (4x)
     recon reconstruct FILE.h5 [--sampler dds] reconstruct slices of a fastMRI file into an HDF5 result
+    recon uncertainty FILE.h5 --samples 32   mean, std and quantile maps from repeated posterior samples
     recon info FILE.h5                       what a fastMRI file holds
     recon simulate OUT.h5                    write held-out brain slices as a fastMRI multi-coil file
     recon train CONFIG.json                  train a prior (see recon.priors.train.TrainConfig)
@@ -116,6 +117,21 @@ def cmd_reconstruct(args) -> int:
     return 0
 
 
+def cmd_uncertainty(args) -> int:
+    from recon.reconstruct import Settings
+    from recon.uncertainty import uncertainty_file
+
+    settings = Settings(method=args.sampler, mask=args.mask, acceleration=args.acceleration,
+                        center_fraction=args.center_fraction, prior=args.prior, samples=args.samples,
+                        seed=args.seed, steps=args.steps, device=args.device)
+    res = uncertainty_file(args.file, args.out, args.slice, settings, png=args.png, level=args.level)
+    if "coverage" in res:
+        print(f"std/|error| correlation {res['std_error_correlation']:.3f}, coverage of the {res['level']:.0%} "
+              f"intervals {res['coverage']:.3f}, mean std in the object {res['mean_std_in_object']:.4g}")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from recon.priors.train import TrainConfig, train
 
@@ -161,6 +177,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="result.h5")
     p.add_argument("--png")
     p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("uncertainty", help="posterior samples of one slice: mean, std and quantile maps")
+    p.add_argument("file")
+    p.add_argument("--slice", type=int, default=0)
+    p.add_argument("--samples", type=int, default=32)
+    p.add_argument("--sampler", default="dds", choices=[m for m in METHODS if m not in
+                                                          ("zero-filled", "cg-sense", "l1-wavelet", "tv")])
+    p.add_argument("--mask", default="random")
+    p.add_argument("--acceleration", type=float, default=4.0)
+    p.add_argument("--center-fraction", type=float, default=0.08)
+    p.add_argument("--prior", default="bundled:mni-brain-128")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--level", type=float, default=0.9, help="central interval for the coverage check")
+    p.add_argument("--out", default="uncertainty.h5")
+    p.add_argument("--png")
+    p.set_defaults(func=cmd_uncertainty)
 
     p = sub.add_parser("info", help="describe a fastMRI HDF5 file")
     p.add_argument("file")

@@ -1,0 +1,36 @@
+"""Uncertainty maps: the summary statistics, and recon uncertainty end to end."""
+import h5py
+import pytest
+import torch
+
+from recon.cli import main
+from recon.uncertainty import summarize
+
+
+def test_summary_statistics_on_known_samples():
+    g = torch.Generator().manual_seed(0)
+    std_map = torch.linspace(0.01, 0.3, 32).repeat(32, 1)
+    samples = 2 + std_map * torch.randn(4000, 32, 32, generator=g)
+    truth = 2 + std_map * torch.randn(32, 32, generator=g)  # drawn from the same distribution as the samples
+    res = summarize(samples, truth, level=0.9)
+    assert torch.allclose(res["std"], std_map, rtol=0.08)
+    assert abs(res["coverage"] - 0.9) < 0.05  # calibrated: ~90% of the truths inside the 90% intervals
+    biased = summarize(samples + 3 * std_map, truth)
+    assert biased["coverage"] < 0.2 and biased["std_error_correlation"] > 0.8  # error grows with std
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        summarize(samples[:1], ref)
+
+
+def test_uncertainty_command(tmp_path, capsys):
+    f = tmp_path / "sim.h5"
+    assert main(["simulate", str(f), "--slices", "5:6", "--coils", "4"]) == 0
+    out = tmp_path / "u.h5"
+    assert main(["--quiet", "uncertainty", str(f), "--samples", "4", "--steps", "10", "--out", str(out),
+                 "--png", str(tmp_path / "u.png")]) == 0
+    with h5py.File(out) as h:
+        assert h["samples"].shape == (4, 128, 128) and h["std"].shape == (128, 128)
+        assert 0 <= h.attrs["coverage"] <= 1 and -1 <= h.attrs["std_error_correlation"] <= 1
+        assert (h["q_hi"][()] >= h["q_lo"][()]).all()
+    assert (tmp_path / "u.png").exists() and "coverage" in capsys.readouterr().out
+    assert main(["uncertainty", str(f), "--samples", "1", "--out", str(tmp_path / "x.h5")]) == 2
+    assert "at least 2 samples" in capsys.readouterr().err
