@@ -18,7 +18,7 @@ def test_summary_statistics_on_known_samples():
     biased = summarize(samples + 3 * std_map, truth)
     assert biased["coverage"] < 0.2 and biased["std_error_correlation"] > 0.8  # error grows with std
     with pytest.raises(ValueError, match="at least 2 samples"):
-        summarize(samples[:1], ref)
+        summarize(samples[:1], truth)
 
 
 def test_uncertainty_command(tmp_path, capsys):
