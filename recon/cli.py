@@ -3,6 +3,7 @@
     recon demo [--out out/demo.png]          DDS with the bundled prior on a simulated 8-coil held-out brain slice (4x)
     recon reconstruct FILE.h5 [--sampler dds] reconstruct slices of a fastMRI file into an HDF5 result
     recon uncertainty FILE.h5 --samples 32   mean, std and quantile maps from repeated posterior samples
+    recon sweep CONFIG.toml                  mask sweep, one CSV row per run, resumable, with summary plots
     recon info FILE.h5                       what a fastMRI file holds
     recon simulate OUT.h5                    write held-out brain slices as a fastMRI multi-coil file
     recon train CONFIG.json                  train a prior (see recon.priors.train.TrainConfig)
@@ -132,6 +133,15 @@ def cmd_uncertainty(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from recon.sweep import run
+
+    out = run(args.config, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from recon.priors.train import TrainConfig, train
 
@@ -195,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="uncertainty.h5")
     p.add_argument("--png")
     p.set_defaults(func=cmd_uncertainty)
+
+    p = sub.add_parser("sweep", help="masks x accelerations x methods x seeds -> one CSV row per run (resumable)")
+    p.add_argument("config", help="TOML file (see recon.sweep)")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("info", help="describe a fastMRI HDF5 file")
     p.add_argument("file")
