@@ -18,8 +18,6 @@ Every class here is an ``nn.Module`` taking ``x`` of shape (B, C, H, W) in the n
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -142,4 +140,4 @@ def edm_loss_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
     return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
 
 
-__all__ = ["Denoiser", "VEScore", "VPModel", "EDM", "build", "edm_loss_weight", "math"]
+__all__ = ["Denoiser", "VEScore", "VPModel", "EDM", "build", "edm_loss_weight"]

@@ -177,7 +177,8 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, device: 
         step, history = st["step"], st["history"]
     loss_fn = DSMLoss(den, cfg)
     model = torch.nn.parallel.DistributedDataParallel(loss_fn) if world > 1 else loss_fn
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2)) if rank == 0 else None
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     use_amp = cfg.amp and (dev.type == "cuda" or _cpu_has_bf16())
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, desc="train", dynamic_ncols=True)
     t0 = time.time()
