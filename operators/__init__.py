@@ -6,10 +6,11 @@ from .linop import Linop, Identity, Scale, Multiply, ShapeError, adjoint_error, 
 from .fft import fft2c, ifft2c
 from .mri import SingleCoilMRI, MultiCoilMRI, CoilwiseMRI
 from .cg import conjugate_gradient, solve_normal
+from .ct import ParallelBeamCT, FanBeamCT, fbp
 from . import masks, espirit
 
 __all__ = [
     "Linop", "Identity", "Scale", "Multiply", "ShapeError", "adjoint_error", "inner",
     "fft2c", "ifft2c", "SingleCoilMRI", "MultiCoilMRI", "CoilwiseMRI",
-    "conjugate_gradient", "solve_normal", "masks", "espirit",
+    "conjugate_gradient", "solve_normal", "masks", "espirit", "ParallelBeamCT", "FanBeamCT", "fbp",
 ]
