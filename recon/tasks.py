@@ -1,0 +1,184 @@
+"""Other generative tasks through the same prior and samplers: each is a forward operator plus a sampler.
+
+- ``synthesize``: unconditional samples (Heun, DDIM or predictor-corrector).
+- ``inpaint``: fill a region (mask, or ``region(...)``) with DDS on ``Inpainting``; pixels outside are kept exactly.
+  Lesion removal is inpainting the lesion with a prior of normal anatomy.
+- ``insert``: paste a lesion (a patch, or a synthetic disk of given radius and contrast) at (row, col) and
+  harmonise it SDEdit-style (Meng et al. 2022): noise the image to sigma = ``strength``, then run DDS back with the
+  pixels away from the lesion held to the pasted image.
+- ``denoise``: y = x + sigma_n z is exactly a VE-noisy sample at sigma_n, so the MMSE estimate is the prior's
+  Tweedie denoiser; ``sample=True`` draws a posterior sample by DDIM from sigma_n instead.
+- ``super_resolve``: DDS on ``Downsample`` (in-plane, or along the slice axis of a stack).
+- ``anomaly``: pseudo-healthy projection (SDEdit from ``strength``) and the residual |x - healthy|.
+- ``invert`` / ``interpolate``: deterministic DDIM inversion to sigma_max (Euler steps of the probability-flow ODE,
+  Song et al. 2021) and spherical interpolation between two images' latents.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+
+from operators.image import Downsample, Inpainting
+from recon import samplers
+from recon.samplers.base import default_sigmas, noise_like
+from recon.samplers.unconditional import ddim, heun, predictor_corrector
+
+
+def _gen(seed) -> torch.Generator:
+    return seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
+
+
+def synthesize(prior, n: int, shape: Optional[Sequence[int]] = None, steps: int = 30, method: str = "heun",
+               seed=0) -> torch.Tensor:
+    shape = tuple(shape or prior.image_size or ())
+    if len(shape) != 2:
+        raise ValueError("give the image shape (H, W); the prior does not record one")
+    sig = prior.sigmas(steps)
+    g = _gen(seed)
+    if method == "heun":
+        return heun(prior, (n,) + shape, sig, generator=g)
+    if method == "ddim":
+        return ddim(prior, (n,) + shape, sig, eta=0.0, generator=g)
+    if method == "pc":
+        return predictor_corrector(prior, (n,) + shape, prior.sigmas(steps, "geometric"), generator=g)
+    raise ValueError(f"unknown method {method!r}; expected 'heun', 'ddim' or 'pc'")
+
+
+def region(shape: Sequence[int], center: Sequence[float], radius: float, kind: str = "circle") -> torch.Tensor:
+    """A boolean (H, W) region: a disk or a square box of half-side ``radius`` around (row, col)."""
+    h, w = shape
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                            indexing="ij")
+    dy, dx = yy - center[0], xx - center[1]
+    if kind == "circle":
+        return dy ** 2 + dx ** 2 <= radius ** 2
+    if kind == "box":
+        return (dy.abs() <= radius) & (dx.abs() <= radius)
+    raise ValueError(f"unknown region kind {kind!r}; expected 'circle' or 'box'")
+
+
+def inpaint(image: torch.Tensor, missing: torch.Tensor, prior, steps: int = 50, n_samples: int = 1,
+            seed=0) -> torch.Tensor:
+    """Fill the ``missing`` (True) pixels of ``image`` (H, W); returns (n_samples, H, W)."""
+    missing = torch.as_tensor(missing, dtype=torch.bool)
+    if missing.shape != image.shape[-2:]:
+        raise ValueError(f"the region {tuple(missing.shape)} does not match the image {tuple(image.shape[-2:])}")
+    keep = (~missing).to(image.real.dtype)
+    A = Inpainting(keep)
+    x = samplers.DDS(steps=steps, eta=0.85)(A(image), A, prior, n_samples=n_samples, generator=_gen(seed))
+    return keep * image + (1 - keep) * x
+
+
+def _sdedit(image, prior, strength: float, hold: Optional[torch.Tensor], steps: int, g) -> torch.Tensor:
+    """Noise to sigma = strength, then DDIM/DDS back to sigma_min; ``hold`` (H, W) pixels kept data-consistent."""
+    sig = [s for s in default_sigmas(prior, steps).tolist() if s <= strength]
+    if len(sig) < 2:
+        raise ValueError(f"strength {strength} is below the prior's noise range (min {prior.sigma_min:.3g})")
+    sig = [strength] + sig
+    x = image[None] + strength * noise_like(image[None], g)
+    A = Inpainting(hold.to(image.real.dtype)) if hold is not None else None
+    y = A(image) if A is not None else None
+    from recon.samplers.dc import cg_consistency
+    from recon.samplers.steps import ddim_update
+    for i, s in enumerate(sig):
+        x0 = prior.denoise(x, s)
+        x0c = cg_consistency(x0, y, A, 3) if A is not None else x0
+        if i == len(sig) - 1:
+            return x0c[0]
+        x = ddim_update(x0c, (x - x0) / s, s, sig[i + 1], 0.0, None)
+
+
+def insert(image: torch.Tensor, center: Sequence[float], prior, radius: float = 6.0, contrast: float = 0.5,
+           patch: Optional[torch.Tensor] = None, strength: float = 0.3, steps: int = 50, seed=0) -> torch.Tensor:
+    """Place a lesion at ``center`` (row, col) and harmonise it; pixels farther than 2 radii stay data-consistent."""
+    h, w = image.shape[-2:]
+    r, c = center
+    if not (0 <= r < h and 0 <= c < w):
+        raise ValueError(f"lesion centre {tuple(center)} is outside the image {h}x{w}")
+    pasted = image.clone()
+    if patch is not None:
+        ph, pw = patch.shape
+        r0, c0 = int(round(r)) - ph // 2, int(round(c)) - pw // 2
+        if r0 < 0 or c0 < 0 or r0 + ph > h or c0 + pw > w:
+            raise ValueError("the lesion patch does not fit in the image at that centre")
+        pasted[r0:r0 + ph, c0:c0 + pw] = patch.to(image.dtype)
+        radius = max(ph, pw) / 2
+    else:
+        d = region((h, w), center, radius)
+        soft = torch.where(d, 1.0, 0.0)
+        pasted = image + contrast * float(image.abs().max()) * soft.to(image.real.dtype) * \
+            (image / image.abs().clamp_min(1e-8) if image.is_complex() else 1.0)
+    hold = ~region((h, w), center, 2 * radius)
+    scale = float(torch.quantile(pasted.abs().flatten().float(), 0.99))
+    out = _sdedit(pasted / scale, prior, strength, hold, steps, _gen(seed))
+    return out * scale
+
+
+def denoise(image: torch.Tensor, noise_std: float, prior, sample: bool = False, steps: int = 30, seed=0):
+    """MMSE denoising (Tweedie) of ``image`` = x + noise_std z, in the image's units; or, with ``sample=True``, a
+    posterior sample by ancestral DDIM steps from sigma = noise_std down to the prior's sigma_min."""
+    scale = float(torch.quantile(image.abs().flatten().float(), 0.99))
+    s0 = noise_std / scale
+    x = image[None] / scale
+    if not sample:
+        return prior.denoise(x, s0)[0] * scale
+    from recon.samplers.steps import ddim_update
+    sig = [s0] + [v for v in prior.sigmas(steps).tolist() if v < s0]
+    g = _gen(seed)
+    for i, s in enumerate(sig):
+        x0 = prior.denoise(x, s)
+        if i == len(sig) - 1:
+            return x0[0] * scale
+        x = ddim_update(x0, (x - x0) / s, s, sig[i + 1], 1.0, noise_like(x, g))
+
+
+def super_resolve(low: torch.Tensor, factor, prior, steps: int = 50, n_samples: int = 1, seed=0) -> torch.Tensor:
+    """High-resolution images whose block averages equal ``low``; ``factor`` an int (in-plane) or per dim."""
+    f = (factor, factor) if isinstance(factor, int) else tuple(factor)
+    shape = tuple(s * k for s, k in zip(low.shape[-len(f):], f))
+    A = Downsample(shape, f)
+    return samplers.DDS(steps=steps, eta=0.85)(low, A, prior, n_samples=n_samples, generator=_gen(seed))
+
+
+def anomaly(image: torch.Tensor, prior, strength: float = 0.5, steps: int = 50, seed=0):
+    """Pseudo-healthy projection (SDEdit without data consistency) and the residual map |image - healthy|."""
+    scale = float(torch.quantile(image.abs().flatten().float(), 0.99))
+    healthy = _sdedit(image / scale, prior, strength, None, steps, _gen(seed)) * scale
+    return healthy, (image - healthy).abs()
+
+
+def invert(image: torch.Tensor, prior, steps: int = 50) -> torch.Tensor:
+    """Deterministic DDIM inversion: the latent at sigma_max whose DDIM sample (same schedule) is ``image``."""
+    sig = prior.sigmas(steps).flip(0).tolist()   # increasing
+    x = image[None]
+    for i in range(len(sig) - 1):
+        s, sn = sig[i], sig[i + 1]
+        x = x + (sn - s) * (x - prior.denoise(x, s)) / s
+    return x[0]
+
+
+def generate(latent: torch.Tensor, prior, steps: int = 50) -> torch.Tensor:
+    """Deterministic DDIM from a latent at sigma_max (the inverse of ``invert``)."""
+    sig = prior.sigmas(steps).tolist()
+    x = latent[None]
+    for i in range(len(sig) - 1):
+        s, sn = sig[i], sig[i + 1]
+        x = x + (sn - s) * (x - prior.denoise(x, s)) / s
+    return x[0]
+
+
+def interpolate(a: torch.Tensor, b: torch.Tensor, prior, alphas: Sequence[float], steps: int = 50):
+    """Images along the spherical interpolation between the DDIM latents of ``a`` and ``b``."""
+    za, zb = invert(a, prior, steps), invert(b, prior, steps)
+    cos = float((za.conj() * zb).real.sum() / (za.norm() * zb.norm()))
+    omega = math.acos(max(-1.0, min(1.0, cos)))
+    out = []
+    for t in alphas:
+        if omega < 1e-6:
+            z = (1 - t) * za + t * zb
+        else:
+            z = (math.sin((1 - t) * omega) * za + math.sin(t * omega) * zb) / math.sin(omega)
+        out.append(generate(z, prior, steps))
+    return torch.stack(out)
