@@ -7,6 +7,7 @@
     recon info FILE.h5                       what a fastMRI file holds
     recon simulate OUT.h5                    write held-out brain slices as a fastMRI multi-coil file
     recon train CONFIG.json                  train a prior (see recon.priors.train.TrainConfig)
+    recon synthesize | inpaint | insert | denoise | super-resolve | anomaly   generative tasks (PNG figures)
 
 Errors are reported as one line (``recon: error: ...``) with exit status 2; ``--debug`` shows the traceback.
 """
@@ -142,6 +143,68 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _task_image(args) -> torch.Tensor:
+    """The input image of a task: a held-out brain slice (default) or a .npy/.pt/.png file, scaled to its 99th
+    percentile like the bundled prior's training data."""
+    if args.image:
+        from pathlib import Path
+        p = Path(args.image)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such file")
+        if p.suffix == ".npy":
+            import numpy as np
+            x = torch.as_tensor(np.load(p))
+        elif p.suffix == ".pt":
+            x = torch.load(p, weights_only=True)
+        elif p.suffix == ".png":
+            import matplotlib.image as mpimg
+            a = torch.as_tensor(mpimg.imread(str(p))).float()
+            x = a[..., :3].mean(-1) if a.dim() == 3 else a
+        else:
+            raise ValueError(f"{p}: expected a .npy, .pt or .png image")
+        if x.dim() != 2:
+            raise ValueError(f"{p}: expected a 2-D image, got shape {tuple(x.shape)}")
+        return x.to(torch.complex64)
+    from recon.data import brain
+    return brain.load_heldout(128)[args.heldout]
+
+
+def cmd_task(args) -> int:
+    from recon import plots, priors, tasks
+
+    prior = priors.load(args.prior)
+    if args.task == "synthesize":
+        x = tasks.synthesize(prior, args.n, steps=args.steps, seed=args.seed)
+        plots.save_grid(x.abs(), args.out, title=f"{args.n} samples of {prior.name}")
+        print(f"wrote {args.out}")
+        return 0
+    img = _task_image(args)
+    if args.task == "inpaint":
+        hole = tasks.region(img.shape, (args.row, args.col), args.radius, args.shape)
+        out = tasks.inpaint(img, hole, prior, steps=args.steps, seed=args.seed)[0]
+        panels = [("input", img.abs() * (~hole)), ("inpainted", out.abs())]
+    elif args.task == "insert":
+        out = tasks.insert(img, (args.row, args.col), prior, radius=args.radius, contrast=args.contrast,
+                           strength=args.strength, steps=args.steps, seed=args.seed)
+        panels = [("input", img.abs()), ("with lesion", out.abs()), ("difference", (out.abs() - img.abs()).abs())]
+    elif args.task == "denoise":
+        g = torch.Generator().manual_seed(args.seed)
+        noisy = img + args.noise * float(img.abs().max()) * torch.randn(img.shape, generator=g, dtype=img.dtype)
+        out = tasks.denoise(noisy, args.noise * float(img.abs().max()) / (2 ** 0.5 if img.is_complex() else 1), prior)
+        panels = [("input", img.abs()), ("noisy", noisy.abs()), ("denoised", out.abs())]
+    elif args.task == "super-resolve":
+        from operators.image import Downsample
+        low = Downsample(tuple(img.shape), args.factor)(img)
+        out = tasks.super_resolve(low, args.factor, prior, steps=args.steps, seed=args.seed)[0]
+        panels = [("input", img.abs()), (f"low-res /{args.factor}", low.abs()), ("super-resolved", out.abs())]
+    else:  # anomaly
+        out, resid = tasks.anomaly(img, prior, strength=args.strength, steps=args.steps, seed=args.seed)
+        panels = [("input", img.abs()), ("pseudo-healthy", out.abs()), ("residual", resid)]
+    plots.save_panels(panels, args.out, vmax=float(img.abs().max()), title=args.task)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from recon.priors.train import TrainConfig, train
 
@@ -208,6 +271,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="masks x accelerations x methods x seeds -> one CSV row per run (resumable)")
     p.add_argument("config", help="TOML file (see recon.sweep)")
     p.set_defaults(func=cmd_sweep)
+
+    for task, helptext in (("synthesize", "unconditional samples from a prior (PNG grid)"),
+                           ("inpaint", "fill a circle/box region of an image"),
+                           ("insert", "place a synthetic lesion at (row, col) and harmonise it"),
+                           ("denoise", "add Gaussian noise of a stated level and denoise (MMSE)"),
+                           ("super-resolve", "downsample by --factor and super-resolve"),
+                           ("anomaly", "pseudo-healthy projection and residual map")):
+        p = sub.add_parser(task, help=helptext)
+        p.add_argument("--prior", default="bundled:mni-brain-128")
+        p.add_argument("--image", help=".npy/.pt/.png image (default: a held-out brain slice)")
+        p.add_argument("--heldout", type=int, default=5, help="held-out slice index when no --image is given")
+        p.add_argument("--steps", type=int, default=50)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--n", type=int, default=16, help="number of samples (synthesize)")
+        p.add_argument("--row", type=float, default=64.0)
+        p.add_argument("--col", type=float, default=64.0)
+        p.add_argument("--radius", type=float, default=8.0)
+        p.add_argument("--shape", default="circle", choices=["circle", "box"])
+        p.add_argument("--contrast", type=float, default=0.5)
+        p.add_argument("--strength", type=float, default=0.3, help="SDEdit noise level (insert, anomaly)")
+        p.add_argument("--noise", type=float, default=0.1, help="noise std relative to the image maximum")
+        p.add_argument("--factor", type=int, default=2)
+        p.add_argument("--out", default=f"out/{task}.png")
+        p.set_defaults(func=cmd_task, task=task)
 
     p = sub.add_parser("info", help="describe a fastMRI HDF5 file")
     p.add_argument("file")

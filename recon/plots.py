@@ -37,7 +37,7 @@ def save_grid(images: torch.Tensor, path, ncols: Optional[int] = None, title: st
     for ax in axes.flat:
         ax.axis("off")
     for ax, im in zip(axes.flat, images):
-        ax.imshow(im.float().numpy(), cmap="gray")
+        ax.imshow(im.detach().float().numpy(), cmap="gray")
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
@@ -49,7 +49,7 @@ def save_panels(panels: Sequence[tuple], path, vmax: Optional[float] = None, tit
     for ax, panel in zip(axes[0], panels):
         label, im = panel[0], panel[1]
         vm = panel[2] if len(panel) > 2 else vmax
-        ax.imshow(torch.as_tensor(im).float().numpy(), cmap="gray", vmin=0, vmax=vm)
+        ax.imshow(torch.as_tensor(im).detach().float().numpy(), cmap="gray", vmin=0, vmax=vm)
         ax.set_title(label, fontsize=9)
         ax.axis("off")
     if title:

@@ -30,6 +30,7 @@ def _gen(seed) -> torch.Generator:
     return seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
 
 
+@torch.no_grad()
 def synthesize(prior, n: int, shape: Optional[Sequence[int]] = None, steps: int = 30, method: str = "heun",
                seed=0) -> torch.Tensor:
     shape = tuple(shape or prior.image_size or ())
@@ -71,6 +72,7 @@ def inpaint(image: torch.Tensor, missing: torch.Tensor, prior, steps: int = 50, 
     return keep * image + (1 - keep) * x
 
 
+@torch.no_grad()
 def _sdedit(image, prior, strength: float, hold: Optional[torch.Tensor], steps: int, g) -> torch.Tensor:
     """Noise to sigma = strength, then DDIM/DDS back to sigma_min; ``hold`` (H, W) pixels kept data-consistent."""
     sig = [s for s in default_sigmas(prior, steps).tolist() if s <= strength]
@@ -116,6 +118,7 @@ def insert(image: torch.Tensor, center: Sequence[float], prior, radius: float = 
     return out * scale
 
 
+@torch.no_grad()
 def denoise(image: torch.Tensor, noise_std: float, prior, sample: bool = False, steps: int = 30, seed=0):
     """MMSE denoising (Tweedie) of ``image`` = x + noise_std z, in the image's units; or, with ``sample=True``, a
     posterior sample by ancestral DDIM steps from sigma = noise_std down to the prior's sigma_min."""
@@ -149,6 +152,7 @@ def anomaly(image: torch.Tensor, prior, strength: float = 0.5, steps: int = 50, 
     return healthy, (image - healthy).abs()
 
 
+@torch.no_grad()
 def invert(image: torch.Tensor, prior, steps: int = 50) -> torch.Tensor:
     """Deterministic DDIM inversion: the latent at sigma_max whose DDIM sample (same schedule) is ``image``."""
     sig = prior.sigmas(steps).flip(0).tolist()   # increasing
@@ -159,6 +163,7 @@ def invert(image: torch.Tensor, prior, steps: int = 50) -> torch.Tensor:
     return x[0]
 
 
+@torch.no_grad()
 def generate(latent: torch.Tensor, prior, steps: int = 50) -> torch.Tensor:
     """Deterministic DDIM from a latent at sigma_max (the inverse of ``invert``)."""
     sig = prior.sigmas(steps).tolist()

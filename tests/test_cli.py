@@ -35,3 +35,14 @@ def test_errors_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("recon: error: ") and err.count("\n") == 1, err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_generative_task_commands(tmp_path, capsys):
+    for task, extra in (("synthesize", ["--n", "2", "--steps", "4"]), ("inpaint", ["--steps", "4"]),
+                        ("insert", ["--steps", "6"]), ("denoise", []), ("super-resolve", ["--steps", "4"]),
+                        ("anomaly", ["--steps", "6"])):
+        out = tmp_path / f"{task}.png"
+        assert main(["--quiet", task, "--out", str(out)] + extra) == 0, task
+        assert out.exists()
+    assert main(["inpaint", "--image", str(tmp_path / "nope.npy"), "--out", str(tmp_path / "x.png")]) == 2
+    assert "no such file" in capsys.readouterr().err
