@@ -181,7 +181,7 @@ def cmd_task(args) -> int:
     img = _task_image(args)
     if args.task == "inpaint":
         hole = tasks.region(img.shape, (args.row, args.col), args.radius, args.shape)
-        out = tasks.inpaint(img, hole, prior, steps=args.steps, seed=args.seed)[0]
+        out = tasks.inpaint(img, hole, prior, steps=2 * args.steps, seed=args.seed)[0]
         panels = [("input", img.abs() * (~hole)), ("inpainted", out.abs())]
     elif args.task == "insert":
         out = tasks.insert(img, (args.row, args.col), prior, radius=args.radius, contrast=args.contrast,
