@@ -30,7 +30,7 @@ def test_errors_are_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"not an hdf5 file at all")
     for argv in (["info", str(tmp_path / "missing.h5")], ["info", str(bad)], ["info", str(tmp_path)],
-                 ["demo", "--slice", "99", "--out", str(tmp_path / "x.png")]):
+                 ["demo", "--prior", "bundled:nope", "--out", str(tmp_path / "x.png")]):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("recon: error: ") and err.count("\n") == 1, err
