@@ -106,12 +106,19 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def cmd_reconstruct(args) -> int:
-    from recon.reconstruct import Settings, reconstruct_file
+def _settings(args):
+    """The reconstruction settings shared by ``reconstruct`` and ``uncertainty``."""
+    from recon.reconstruct import Settings
 
-    settings = Settings(method=args.sampler, mask=args.mask, acceleration=args.acceleration,
-                        center_fraction=args.center_fraction, prior=args.prior, samples=args.samples,
-                        seed=args.seed, steps=args.steps, device=args.device)
+    return Settings(method=args.sampler, mask=args.mask, acceleration=args.acceleration,
+                    center_fraction=args.center_fraction, prior=args.prior, samples=args.samples,
+                    seed=args.seed, steps=args.steps, device=args.device)
+
+
+def cmd_reconstruct(args) -> int:
+    from recon.reconstruct import reconstruct_file
+
+    settings = _settings(args)
     res = reconstruct_file(args.file, args.out, _parse_slices(args.slices) if args.slices else None, settings,
                            png=args.png, progress=not args.quiet)
     for r in res["metrics"]:
@@ -124,12 +131,9 @@ def cmd_reconstruct(args) -> int:
 
 
 def cmd_uncertainty(args) -> int:
-    from recon.reconstruct import Settings
     from recon.uncertainty import uncertainty_file
 
-    settings = Settings(method=args.sampler, mask=args.mask, acceleration=args.acceleration,
-                        center_fraction=args.center_fraction, prior=args.prior, samples=args.samples,
-                        seed=args.seed, steps=args.steps, device=args.device)
+    settings = _settings(args)
     res = uncertainty_file(args.file, args.out, args.slice, settings, png=args.png, level=args.level)
     if "coverage" in res:
         print(f"std/|error| correlation {res['std_error_correlation']:.3f}, coverage of the {res['level']:.0%} "
