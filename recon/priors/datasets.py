@@ -3,6 +3,8 @@
 A source is named by a string:
 - ``mni152``: axial slices of the MNI152 template (nilearn wheel) with augmentation and a random smooth
   phase (complex), the held-out slab excluded (``recon.data.brain``);
+- ``ct-phantoms``: procedural CT body phantoms (``recon.data.phantoms``), a fresh batch every step, in
+  attenuation relative to water divided by 2 (``Normalization("fixed", 2.0)``: air 0, water 0.5, bone ~1);
 - a ``.pt`` file holding a tensor (N, H, W), complex or real;
 - a ``.nii``/``.nii.gz`` file or a folder of them: axial slices (needs nibabel);
 - a folder of fastMRI ``.h5`` files: the ``reconstruction_rss``/``_esc`` target slices (real);
@@ -57,6 +59,22 @@ class SliceSource:
         return x
 
 
+class PhantomSource:
+    """An endless source of procedural CT phantoms (real), scaled as the CT prior records."""
+
+    is_complex = False
+    normalization = Normalization("fixed", value=2.0)
+
+    def __init__(self, image_size: int, region: str = "mixed"):
+        self.image_size, self.region = image_size, region
+
+    def batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        from recon.data import phantoms
+
+        mu = phantoms.hu_to_mu(phantoms.ct_phantom(n, self.image_size, generator, self.region))
+        return mu / self.normalization.value
+
+
 def to_channels(x: torch.Tensor, channels: str) -> torch.Tensor:
     """(B, H, W) images -> (B, C, H, W) network input for the prior's channel convention."""
     if channels == "complex":
@@ -73,9 +91,11 @@ def open_source(spec: str, image_size: int) -> SliceSource:
 
         mag = brain.magnitude_slices("train", image_size)
         return SliceSource(mag, Normalization("percentile", 99.0), augment_fn=brain.augment)
+    if spec == "ct-phantoms":
+        return PhantomSource(image_size)
     p = Path(spec)
     if not p.exists():
-        raise FileNotFoundError(f"training data {spec!r}: no such file or folder (or use 'mni152')")
+        raise FileNotFoundError(f"training data {spec!r}: no such file or folder (or use 'mni152' or 'ct-phantoms')")
     if p.suffix == ".pt":
         x = torch.load(p, weights_only=True)
         if not isinstance(x, torch.Tensor):

@@ -9,17 +9,18 @@ from .dds import DDS
 from .dps import DPS
 from .score_ald import ScoreALD
 from .score_mri import ScoreMRI
+from .score_sde import ScoreSDE
 from . import unconditional
 
-REGISTRY = {"dds": DDS, "dps": DPS, "score-ald": ScoreALD, "score-mri": ScoreMRI}
+REGISTRY = {"dds": DDS, "dps": DPS, "score-ald": ScoreALD, "score-mri": ScoreMRI, "score-sde": ScoreSDE}
 
 
 def get(name: str, **params) -> Sampler:
-    """A sampler by name ("dds", "dps", "score-ald", "score-mri")."""
+    """A sampler by name ("dds", "dps", "score-ald", "score-mri", "score-sde")."""
     if name not in REGISTRY:
         raise ValueError(f"unknown sampler {name!r}; known: {sorted(REGISTRY)}")
     return REGISTRY[name](**params)
 
 
-__all__ = ["Sampler", "SamplingError", "DDS", "DPS", "ScoreALD", "ScoreMRI", "unconditional", "get", "REGISTRY",
+__all__ = ["Sampler", "SamplingError", "DDS", "DPS", "ScoreALD", "ScoreMRI", "ScoreSDE", "unconditional", "get", "REGISTRY",
            "default_sigmas"]
