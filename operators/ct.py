@@ -5,7 +5,9 @@ units (x to the right, y up). A ray is a point p0 and a unit direction d; its li
 by Joseph's method (Joseph, IEEE TMI 1982): step through the rows (or the columns, whichever the ray crosses
 more steeply), interpolate linearly between the two nearest pixel centres of that row, and multiply by the
 path length per row, 1/|d_y| (or 1/|d_x|). The projector is a sparse linear map applied on the fly; its adjoint
-(the backprojection) scatters with the same weights, so <A x, y> = <x, A^H y> holds to rounding.
+(the backprojection) scatters with the same weights, so <A x, y> = <x, A^H y> holds to rounding. The weights
+are computed once per device and dtype and kept as a sparse CSR matrix and its transpose (about 20x faster
+than tracing the rays at every call); beyond ``max_matrix_entries`` the rays are traced on the fly.
 
 - ``ParallelBeamCT(img_size, angles, n_detectors, detector_spacing)``: detector direction
   n = (cos th, sin th), ray direction d = (-sin th, cos th), detector offsets t centred on the rotation centre.
@@ -22,6 +24,7 @@ The API mirrors torch-radon's (``forward``, ``backprojection``, ``filter_sinogra
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional, Sequence, Union
 
 import torch
@@ -53,10 +56,24 @@ def _size(img_size) -> tuple:
     return s
 
 
+class _SparseMatmul(torch.autograd.Function):
+    """rows of x (B, n) -> (M x^T)^T with the gradient through M^T (M and M^T given as CSR)."""
+
+    @staticmethod
+    def forward(ctx, x, m, mt):
+        ctx.mt, ctx.m = mt, m
+        return (m @ x.T).T
+
+    @staticmethod
+    def backward(ctx, g):
+        return _SparseMatmul.apply(g.contiguous(), ctx.mt, ctx.m), None, None
+
+
 class _RayCT(Linop):
     """Joseph's projector for a fixed set of rays (origins ``p0`` and unit directions ``d``, (A, D, 2))."""
 
     chunk = 8  # angles per gather, bounds the memory of the index tensors
+    max_matrix_entries = 60_000_000  # above this the projector is traced on the fly instead of stored
 
     def __init__(self, img_size, p0: torch.Tensor, d: torch.Tensor):
         self.h, self.w = _size(img_size)
@@ -99,7 +116,54 @@ class _RayCT(Linop):
             wts.append(torch.where(ok, wt * step_len, torch.zeros_like(wt)).to(dtype))
         return idx, wts
 
+    def _matrix(self, device, dtype):
+        """The projector as CSR sparse matrices (M, M^T), built once per device and dtype (None when too big;
+        then the rays are traced on the fly)."""
+        key = (str(device), dtype)
+        cache = self.__dict__.setdefault("_csr", {})
+        if key not in cache:
+            n_rays = self.oshape[0] * self.oshape[1]
+            if n_rays * 2 * max(self.h, self.w) > self.max_matrix_entries:
+                cache[key] = None
+                return None
+            rows, cols, vals = [], [], []
+            for a0 in range(0, self.oshape[0], self.chunk):
+                a1 = min(a0 + self.chunk, self.oshape[0])
+                idx, wts = self._plan(a0, a1, device, dtype)
+                ray = (torch.arange(a0 * self.oshape[1], a1 * self.oshape[1], device=device)
+                       .reshape(a1 - a0, self.oshape[1], 1))
+                for i, wt in zip(idx, wts):
+                    keep = wt != 0
+                    rows.append(ray.expand_as(i)[keep])
+                    cols.append(i[keep])
+                    vals.append(wt[keep])
+            r, c, v = torch.cat(rows), torch.cat(cols), torch.cat(vals)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+                m = torch.sparse_coo_tensor(torch.stack([r, c]), v, (n_rays, self.h * self.w),
+                                            check_invariants=False).coalesce()
+                mt = torch.sparse_coo_tensor(torch.stack([c, r]), v, (self.h * self.w, n_rays),
+                                             check_invariants=False).coalesce()
+                cache[key] = (m.to_sparse_csr(), mt.to_sparse_csr())
+        return cache[key]
+
     def _apply(self, x):
+        mats = None if x.is_complex() else self._matrix(x.device, x.dtype)
+        if mats is not None:
+            lead = x.shape[:-2]
+            out = _SparseMatmul.apply(x.reshape(-1, self.h * self.w), mats[0], mats[1])
+            return out.reshape(lead + self.oshape)
+        return self._trace(x)
+
+    def _adjoint(self, y):
+        mats = None if y.is_complex() else self._matrix(y.device, y.dtype)
+        if mats is not None:
+            lead = y.shape[:-2]
+            out = _SparseMatmul.apply(y.reshape(-1, self.oshape[0] * self.oshape[1]), mats[1], mats[0])
+            return out.reshape(lead + (self.h, self.w))
+        return self._backtrace(y)
+
+    def _trace(self, x):
         lead = x.shape[:-2]
         xf = x.reshape(-1, self.h * self.w)
         out = []
@@ -112,7 +176,7 @@ class _RayCT(Linop):
             out.append(acc)
         return torch.cat(out, dim=1).reshape(lead + self.oshape)
 
-    def _adjoint(self, y):
+    def _backtrace(self, y):
         lead = y.shape[:-2]
         yf = y.reshape((-1,) + self.oshape)
         img = torch.zeros(yf.shape[0], self.h * self.w, dtype=y.dtype, device=y.device)

@@ -113,7 +113,8 @@ def test_samplers_run_unchanged_with_ct_operators():
     m, _ = gaussian_posterior(mu[0], cov, real_matrix(A, (6, 6), False), y.double(), 0.05)
     m = m.reshape(6, 6)
     assert (mu[0] - m).norm() / m.norm() > 0.3
-    for s in (samplers.DDS(steps=50, gamma=400.0), samplers.ScoreALD(sigma_start=5.0, sigma_end=0.05, n_levels=60,
+    for s in (samplers.DDS(steps=50, gamma=400.0), samplers.ScoreSDE(steps=300, inverse="fbp", lam=0.2),
+              samplers.ScoreSDE(steps=300, inverse="cg", lam=0.2), samplers.ScoreALD(sigma_start=5.0, sigma_end=0.05, n_levels=60,
                                                                      steps_each=20, step_lr=1e-4, sigma_y=0.05)):
         out = s(y, A, prior, n_samples=300, generator=torch.Generator().manual_seed(0)).double()
         assert out.shape == (300, 6, 6)

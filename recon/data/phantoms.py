@@ -7,6 +7,7 @@ or darker than their organ. Shapes, sizes, positions and intensities vary per ph
 texture is added, and the image is rendered at twice the resolution and averaged down (partial volume).
 
 - ``ct_phantom(n, size, generator, region="mixed")``: (n, size, size) float32 HU images.
+- ``ct_phantom_stack(n_slices, size, generator)``: a z-coherent stack of one phantom (spherical lesions).
 - ``hu_to_mu(hu)`` / ``mu_to_hu(mu)``: HU <-> attenuation relative to water (mu/mu_water = 1 + HU/1000),
   the unit of the CT prior and of the CT operators' images (line integrals per pixel in units of mu_water).
 - ``shepp_logan(size)``: the modified Shepp-Logan phantom (Toft's contrast-enhanced values), for tests.
@@ -51,12 +52,12 @@ class _Canvas:
         self.img[mask] = hu
 
 
-def _one(size: int, g: torch.Generator, region: str) -> torch.Tensor:
+def _one(size: int, g: torch.Generator, region: str, z: float = 0.0) -> torch.Tensor:
     cv = _Canvas(2 * size)
     if region == "mixed":
         region = "thorax" if torch.rand((), generator=g).item() < 0.5 else "abdomen"
     # body outline, with fat layer
-    bx, by = _u(g, 0.72, 0.92), _u(g, 0.5, 0.7)
+    bx, by = _u(g, 0.72, 0.92) * (1 + 0.3 * z), _u(g, 0.5, 0.7) * (1 + 0.3 * z)
     cx, cy = _u(g, -0.04, 0.04), _u(g, -0.04, 0.06)
     rot = _u(g, -0.08, 0.08)
     body = cv.ellipse(cx, cy, bx, by, rot)
@@ -119,10 +120,13 @@ def _one(size: int, g: torch.Generator, region: str) -> torch.Tensor:
             ox, oy, oa, ob, base = cx, cy - ay * 0.3, ax * 0.4, ay * 0.3, 40.0
         rr, th = math.sqrt(_u(g, 0, 1)) * 0.8, _u(g, 0, 2 * math.pi)
         lx, ly = ox + rr * oa * math.cos(th), oy + rr * ob * math.sin(th)
-        lr = _u(g, 0.015, 0.05)
+        lr, lz = _u(g, 0.015, 0.05), _u(g, -0.05, 0.05)  # a sphere of radius lr centred at height lz
+        lr = math.sqrt(max(lr ** 2 - (z - lz) ** 2, 0.0))
         contrast = _u(g, 25, 90) * (1 if torch.rand((), generator=g).item() < 0.5 else -1)
         hu = base + contrast if base > -500 else _u(g, 0, 60)  # a nodule in the lung is soft tissue
-        cv.set(cv.ellipse(lx, ly, lr * _u(g, 0.8, 1.25), lr, _u(g, 0, 3)), hu)
+        ecc, rot_l = _u(g, 0.8, 1.25), _u(g, 0, 3)
+        if lr > 0:
+            cv.set(cv.ellipse(lx, ly, lr * ecc, lr, rot_l), hu)
     img = cv.img
     # weak smooth texture inside the body
     tex = torch.randn((1, 1, size // 4, size // 4), generator=g)
@@ -142,6 +146,23 @@ def ct_phantom(n: int, size: int = 128, generator: torch.Generator = None, regio
     return torch.stack([_one(size, generator, region) for _ in range(n)])
 
 
+def ct_phantom_stack(n_slices: int, size: int = 128, generator: torch.Generator = None, region: str = "mixed",
+                     spacing: float = 0.01) -> torch.Tensor:
+    """A coherent stack (n_slices, size, size) in HU: one random phantom cut at heights z = (k - (n-1)/2) spacing
+    (in units of half the field of view), so lesions are spheres that grow and shrink across slices and the
+    body outline changes slowly."""
+    if generator is None:
+        raise ValueError("ct_phantom_stack needs an explicit torch.Generator (randomness is explicit)")
+    if region not in REGIONS or n_slices < 1:
+        raise ValueError(f"need region in {REGIONS} and n_slices >= 1, got {region!r}, {n_slices}")
+    state = generator.get_state()
+    out = []
+    for k in range(n_slices):
+        generator.set_state(state)
+        out.append(_one(size, generator, region, (k - (n_slices - 1) / 2) * spacing))
+    return torch.stack(out)
+
+
 # (intensity, a, b, x0, y0, phi in degrees): the modified Shepp-Logan phantom of Toft (1996)
 _SHEPP_LOGAN = [(1.0, 0.69, 0.92, 0.0, 0.0, 0.0), (-0.8, 0.6624, 0.874, 0.0, -0.0184, 0.0),
                 (-0.2, 0.11, 0.31, 0.22, 0.0, -18.0), (-0.2, 0.16, 0.41, -0.22, 0.0, 18.0),
@@ -159,4 +180,4 @@ def shepp_logan(size: int = 128) -> torch.Tensor:
         c, s = math.cos(math.radians(phi)), math.sin(math.radians(phi))
         u, w = c * (x - x0) + s * (y - y0), -s * (x - x0) + c * (y - y0)
         img += v * (((u / a) ** 2 + (w / b) ** 2) <= 1)
-    return img.float()
+    return img.clamp_min(0).float()

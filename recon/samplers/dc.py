@@ -7,6 +7,10 @@
 - ``cg_consistency``: M conjugate-gradient steps on (I + gamma A^H A) x = x0 + gamma A^H y, or on
   A^H A x = A^H y when ``gamma`` is None (noiseless), warm-started at x0 (DDS, Eq. 7.40); CG lives with the
   operators and uses ``A.normal`` (fused where the operator has one).
+- ``TVzConsistency``: for a stack of slices (..., S, H, W) reconstructed slice by slice, data consistency
+  with a total-variation coupling along the slice axis (DDS for 3-D, after DiffusionMBIR): one ADMM
+  iteration per diffusion step on 1/2 ||A x - y||^2 + lam ||D_z x||_1, its split variables carried from
+  step to step, the x-update by CG warm-started at the Tweedie estimate.
 """
 from __future__ import annotations
 
@@ -33,3 +37,43 @@ def cg_consistency(x0: torch.Tensor, y: torch.Tensor, A, n_iter: int = 5, gamma:
         raise ValueError(f"gamma must be > 0 (or None for the noiseless normal equations), got {gamma}")
     return conjugate_gradient(lambda v: v + gamma * A.normal(v), x0 + gamma * A.H(y), x0=x0, max_iter=n_iter,
                               ndim=ndim)
+
+
+def dz(x: torch.Tensor) -> torch.Tensor:
+    """Forward differences along the slice axis (dim -3): (..., S, H, W) -> (..., S - 1, H, W)."""
+    return x[..., 1:, :, :] - x[..., :-1, :, :]
+
+
+def dz_adjoint(d: torch.Tensor) -> torch.Tensor:
+    z = torch.zeros_like(d[..., :1, :, :])
+    return torch.cat([z, d], dim=-3) - torch.cat([d, z], dim=-3)
+
+
+class TVzConsistency:
+    """ADMM state for the slice-coupled data consistency. ``lam`` and ``rho`` are relative to the largest
+    eigenvalue L of A^H A (estimated once by power iteration): lam_abs = lam L, rho_abs = rho L."""
+
+    def __init__(self, lam: float, rho: float = 1.0, cg_iter: int = 5):
+        if lam <= 0 or rho <= 0 or cg_iter < 1:
+            raise ValueError(f"TV-z coupling needs lam > 0, rho > 0 and cg_iter >= 1, got {lam}, {rho}, {cg_iter}")
+        self.lam, self.rho, self.cg_iter = lam, rho, cg_iter
+        self.z = self.u = None
+        self.L = None
+
+    def __call__(self, x0: torch.Tensor, y: torch.Tensor, A) -> torch.Tensor:
+        if x0.dim() < 3 or x0.shape[-3] < 2:
+            raise ValueError(f"TV-z coupling needs a stack of at least 2 slices (..., S, H, W), got {tuple(x0.shape)}")
+        if self.L is None:
+            from operators.transforms import power_iteration
+            self.L = max(power_iteration(A.normal, x0, n_iter=20), 1e-30)
+            self.z = dz(x0)
+            self.u = torch.zeros_like(self.z)
+        r = self.rho * self.L
+        aty = A.H(y)
+        x = conjugate_gradient(lambda v: A.normal(v) + r * dz_adjoint(dz(v)), aty + r * dz_adjoint(self.z - self.u),
+                               x0=x0, max_iter=self.cg_iter, ndim=x0.dim())
+        v = dz(x) + self.u
+        t = self.lam / self.rho
+        self.z = torch.sign(v) * (v.abs() - t).clamp_min(0)
+        self.u = v - self.z
+        return x

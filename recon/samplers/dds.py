@@ -5,13 +5,17 @@ iterations on (I + gamma A^H A) x = x0 + gamma A^H y (or A^H A x = A^H y when ``
 warm-started at x0; then x' = x0' + sqrt(sigma'^2 - s~^2) eps + s~ z with eps = (x - x0)/sigma the network's
 noise estimate (DDIM with stochasticity ``eta``). The last step returns the data-consistent x0'.
 Defaults from the paper: 50 steps, eta = 0.85, 5 CG iterations. The CG uses the Hermitian inner product.
+
+For a stack of slices (measurement (..., S, ...), images (..., S, H, W)), ``tv_z`` > 0 couples the slices: the
+CG step becomes one ADMM iteration of 1/2 ||A x - y||^2 + tv_z L ||D_z x||_1 per diffusion step (DDS's 3-D
+variant; ``dc.TVzConsistency``, L the largest eigenvalue of A^H A); the network still sees single slices.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 from .base import Sampler, check_finite, default_sigmas, noise_like
-from .dc import cg_consistency
+from .dc import TVzConsistency, cg_consistency
 from .steps import ddim_update
 
 
@@ -19,11 +23,14 @@ class DDS(Sampler):
     name = "dds"
 
     def __init__(self, steps: int = 50, eta: float = 0.85, cg_iter: int = 5, gamma: Optional[float] = None,
-                 schedule: str = "auto", **kw):
+                 schedule: str = "auto", tv_z: float = 0.0, tv_rho: float = 1.0, **kw):
         super().__init__(**kw)
         if steps < 1 or cg_iter < 0 or not 0 <= eta <= 1:
             raise ValueError(f"need steps >= 1, cg_iter >= 0 and 0 <= eta <= 1, got {steps}, {cg_iter}, {eta}")
         self.steps, self.eta, self.cg_iter, self.gamma, self.schedule = steps, eta, cg_iter, gamma, schedule
+        if tv_z < 0:
+            raise ValueError(f"tv_z must be >= 0, got {tv_z}")
+        self.tv_z, self.tv_rho = tv_z, tv_rho
 
     def steps_total(self) -> int:
         return self.steps
@@ -31,9 +38,14 @@ class DDS(Sampler):
     def _run(self, y, A, prior, g, callback, bar):
         sig = [float(s) for s in default_sigmas(prior, self.steps, self.schedule)]
         x = noise_like(A.H(y), g) * sig[0]
+        if self.tv_z > 0:
+            tvz = TVzConsistency(self.tv_z, self.tv_rho, max(self.cg_iter, 1))
+            dc = lambda v: tvz(v, y, A)  # noqa: E731
+        else:
+            dc = lambda v: cg_consistency(v, y, A, self.cg_iter, self.gamma)  # noqa: E731
         for i, s in enumerate(sig):
             x0 = prior.denoise(x, s)
-            x0_dc = cg_consistency(x0, y, A, self.cg_iter, self.gamma)
+            x0_dc = dc(x0)
             if callback is not None:
                 callback(i, s, x, x0_dc)
             bar.update(1)
