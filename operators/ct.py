@@ -126,25 +126,26 @@ class _RayCT(Linop):
             if n_rays * 2 * max(self.h, self.w) > self.max_matrix_entries:
                 cache[key] = None
                 return None
-            rows, cols, vals = [], [], []
-            for a0 in range(0, self.oshape[0], self.chunk):
+            cols, vals, counts = [], [], []
+            for a0 in range(0, self.oshape[0], self.chunk):  # rays in order, so rows come out sorted
                 a1 = min(a0 + self.chunk, self.oshape[0])
                 idx, wts = self._plan(a0, a1, device, dtype)
-                ray = (torch.arange(a0 * self.oshape[1], a1 * self.oshape[1], device=device)
-                       .reshape(a1 - a0, self.oshape[1], 1))
-                for i, wt in zip(idx, wts):
-                    keep = wt != 0
-                    rows.append(ray.expand_as(i)[keep])
-                    cols.append(i[keep])
-                    vals.append(wt[keep])
-            r, c, v = torch.cat(rows), torch.cat(cols), torch.cat(vals)
+                i, wt = torch.cat(idx, -1), torch.cat(wts, -1)
+                keep = wt != 0
+                counts.append(keep.sum(-1).reshape(-1))
+                cols.append(i[keep])
+                vals.append(wt[keep])
+            cnt = torch.cat(counts)
+            crow = torch.zeros(n_rays + 1, dtype=torch.long, device=device)
+            crow[1:] = cnt.cumsum(0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-                m = torch.sparse_coo_tensor(torch.stack([r, c]), v, (n_rays, self.h * self.w),
-                                            check_invariants=False).coalesce()
-                mt = torch.sparse_coo_tensor(torch.stack([c, r]), v, (self.h * self.w, n_rays),
-                                             check_invariants=False).coalesce()
-                cache[key] = (m.to_sparse_csr(), mt.to_sparse_csr())
+                m = torch.sparse_csr_tensor(crow, torch.cat(cols), torch.cat(vals), (n_rays, self.h * self.w),
+                                            check_invariants=False)
+                csc = m.to_sparse_csc()  # the CSC arrays of M are the CSR arrays of M^T
+                mt = torch.sparse_csr_tensor(csc.ccol_indices(), csc.row_indices(), csc.values(),
+                                             (self.h * self.w, n_rays), check_invariants=False)
+            cache[key] = (m, mt)
         return cache[key]
 
     def _apply(self, x):
