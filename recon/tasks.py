@@ -63,7 +63,8 @@ def region(shape: Sequence[int], center: Sequence[float], radius: float, kind: s
 
 def inpaint(image: torch.Tensor, missing: torch.Tensor, prior, steps: int = 100, n_samples: int = 1,
             seed=0, sampler=None) -> torch.Tensor:
-    """Fill the ``missing`` (True) pixels of ``image`` (H, W); returns (n_samples, H, W).
+    """Fill the ``missing`` (True) pixels of ``image`` (H, W); returns (n_samples, H, W) posterior samples (their
+    mean, ``.mean(0)``, is the posterior-mean estimate, the one to score by PSNR).
 
     The default sampler is DPS (``steps`` steps, zeta = 1): samplers that enforce the observed pixels exactly on a
     noisy iterate (projection, or CG on the Tweedie estimate) leave a seam of mismatched noise levels around a
@@ -159,13 +160,23 @@ def anomaly(image: torch.Tensor, prior, strength: float = 0.5, steps: int = 50, 
 
 
 @torch.no_grad()
-def invert(image: torch.Tensor, prior, steps: int = 50) -> torch.Tensor:
-    """Deterministic DDIM inversion: the latent at sigma_max whose DDIM sample (same schedule) is ``image``."""
+def invert(image: torch.Tensor, prior, steps: int = 50, refine: int = 0) -> torch.Tensor:
+    """Deterministic DDIM inversion: the latent at sigma_max whose DDIM sample (same schedule) is ``image``.
+
+    Each step runs the DDIM (probability-flow Euler) step backwards, x' = x + (s' - s) eps(x, s). That evaluates
+    the network at x instead of x', so the round trip is not exact; ``refine`` > 0 solves the exact inverse of
+    the generating step, x' = x + (s' - s) eps(x', s'), by that many fixed-point iterations started from the
+    plain step (the fixed-point inversion of Pan et al., ICCV 2023)."""
+    if refine < 0:
+        raise ValueError(f"refine must be >= 0, got {refine}")
     sig = prior.sigmas(steps).flip(0).tolist()   # increasing
     x = image[None]
     for i in range(len(sig) - 1):
         s, sn = sig[i], sig[i + 1]
-        x = x + (sn - s) * (x - prior.denoise(x, s)) / s
+        nxt = x + (sn - s) * (x - prior.denoise(x, s)) / s
+        for _ in range(refine):
+            nxt = x + (sn - s) * (nxt - prior.denoise(nxt, sn)) / sn
+        x = nxt
     return x[0]
 
 

@@ -46,3 +46,20 @@ def test_generative_task_commands(tmp_path, capsys):
         assert out.exists()
     assert main(["inpaint", "--image", str(tmp_path / "nope.npy"), "--out", str(tmp_path / "x.png")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_ct_demo_and_reconstruct_ct(tmp_path, capsys):
+    out = tmp_path / "ct.png"
+    assert main(["--quiet", "demo", "--ct", "--out", str(out), "--steps", "10"]) == 0
+    assert out.exists() and out.stat().st_size > 10_000
+    text = capsys.readouterr().out
+    rows = {line[:16].strip(): float(line[16:24]) for line in text.splitlines() if line.startswith(("FBP", "TV", "DDS"))}
+    assert rows["TV"] > rows["FBP"] + 5 and rows["DDS (10 NFE)"] > rows["FBP"] + 5
+    res = tmp_path / "r.h5"
+    assert main(["--quiet", "reconstruct-ct", "recon/data/samples/ct-phantom-demo.h5", "--slices", "0:2",
+                 "--sampler", "dds", "--steps", "5", "--limited", "0,120", "--tv-z", "0.01", "--out", str(res)]) == 0
+    with h5py.File(res) as f:
+        assert f["reconstruction"].shape == (2, 128, 128) and f["sinogram"].shape[:2] == (2, 120)
+    assert "dds" in capsys.readouterr().out
+    assert main(["reconstruct-ct", "recon/data/samples/ct-phantom-demo.h5", "--sampler", "sart"]) == 2
+    assert "unknown CT method 'sart'" in capsys.readouterr().err
