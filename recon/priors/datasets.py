@@ -8,6 +8,9 @@ A source is named by a string:
 - a ``.pt`` file holding a tensor (N, H, W), complex or real;
 - a ``.nii``/``.nii.gz`` file or a folder of them: axial slices (needs nibabel);
 - a folder of fastMRI ``.h5`` files: the ``reconstruction_rss``/``_esc`` target slices (real);
+- the same followed by ``:mvue`` (``data/knee_train:mvue``): complex SENSE-combined ("MVUE", Jalal et al. 2021)
+  images of the fully sampled multi-coil k-space, x = sum_c conj(S_c) F^H k_c / sqrt(sum_c |S_c|^2) with ESPIRiT
+  maps S from the central 24 lines, cropped to the header's recon size (the training data of Score-ALD and DDS);
 - a folder of ``.png`` images (grayscale).
 Every image is divided by its 99th percentile of |x| (``Normalization("percentile", 99)``), except for
 ``.pt`` tensors, which are used as they are (``Normalization("none")``).
@@ -75,6 +78,30 @@ class PhantomSource:
         return mu / self.normalization.value
 
 
+def mvue_slices(path) -> torch.Tensor:
+    """Complex MVUE images (N, h, w) of every slice of the multi-coil fastMRI file(s) at ``path``."""
+    from operators import espirit, ifft2c
+    from recon.data import center_crop, load_fastmri, sense_combine
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"training data {str(p)!r}: no such file or folder")
+    files = sorted(f for f in p.iterdir() if f.suffix == ".h5") if p.is_dir() else [p]
+    if not files:
+        raise ValueError(f"{p}: no fastMRI .h5 files found")
+    out = []
+    for f in files:
+        vol = load_fastmri(f)
+        if not vol.is_multicoil:
+            raise ValueError(f"{f}: MVUE needs multi-coil k-space; this file is single-coil (use its RSS target)")
+        rh, rw = vol.recon_size[0], vol.recon_size[1]
+        for i in range(vol.num_slices):
+            k = vol.kspace(i)
+            x = sense_combine(ifft2c(k), espirit.maps(k, calib_width=min(24, k.shape[-1] // 4)))
+            out.append(center_crop(x, (min(rh, x.shape[-2]), min(rw, x.shape[-1]))))
+    return torch.stack(out)
+
+
 def to_channels(x: torch.Tensor, channels: str) -> torch.Tensor:
     """(B, H, W) images -> (B, C, H, W) network input for the prior's channel convention."""
     if channels == "complex":
@@ -93,6 +120,9 @@ def open_source(spec: str, image_size: int) -> SliceSource:
         return SliceSource(mag, Normalization("percentile", 99.0), augment_fn=brain.augment)
     if spec == "ct-phantoms":
         return PhantomSource(image_size)
+    if spec.endswith(":mvue"):
+        x = mvue_slices(spec[: -len(":mvue")])
+        return SliceSource(_percentile_normalise(_resize(x, image_size)), Normalization("percentile", 99.0), flip=True)
     p = Path(spec)
     if not p.exists():
         raise FileNotFoundError(f"training data {spec!r}: no such file or folder (or use 'mni152' or 'ct-phantoms')")
