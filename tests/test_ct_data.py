@@ -62,3 +62,15 @@ def test_read_dicom_slice_and_series(tmp_path):
         ct.read_dicom(tmp_path / "x.dcm")
     with pytest.raises(FileNotFoundError):
         ct.read_dicom(tmp_path / "missing.dcm")
+
+
+def test_reconstruct_ct_from_a_dicom_series(tmp_path):
+    """A DICOM series in HU is converted to mu/mu_water, projected and reconstructed; FBP of 180 views is close."""
+    from recon.data import phantoms
+    from recon.reconstruct_ct import CTSettings, reconstruct_file
+
+    hu = phantoms.ct_phantom(2, 32, torch.Generator().manual_seed(0))
+    for i in range(2):
+        _write_dicom(tmp_path / f"s{i}.dcm", (hu[i] + 1024).round().numpy(), 1.0, -1024.0, z=float(i))
+    res = reconstruct_file(tmp_path, tmp_path / "out.h5", CTSettings(method="fbp", views=None), progress=False)
+    assert res["metrics"]["fbp"]["psnr"] > 25
