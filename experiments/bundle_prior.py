@@ -35,7 +35,14 @@ def main(run: str, dest: str):
     prior = priors.load(dest / "prior.json")
     with torch.no_grad():
         x = heun(prior, (16, 128, 128), prior.sigmas(30), generator=torch.Generator().manual_seed(0))
-    plots.save_grid(x.abs(), dest / "samples.png", ncols=4, title=f"{prior.name}: unconditional samples (|x|)")
+    if prior.channels == "real" and prior.normalization.kind == "fixed":  # a CT prior: show HU, soft-tissue window
+        from recon.data.ct import window
+        from recon.data.phantoms import mu_to_hu
+        hu = mu_to_hu(x * prior.normalization.value)
+        plots.save_grid(window(hu, -100.0, 1200.0), dest / "samples.png", ncols=4,
+                        title=f"{prior.name}: unconditional samples (HU, window -100/1200)")
+    else:
+        plots.save_grid(x.abs(), dest / "samples.png", ncols=4, title=f"{prior.name}: unconditional samples (|x|)")
     print(f"bundled {run} -> {dest}")
 
 

@@ -1,7 +1,7 @@
 """Generative tasks with the bundled prior on held-out brain slices, each against a diffusion-free baseline.
 
-- inpainting a disk of radius 10 px: PSNR inside the region of one DPS sample and of the mean of 8 samples (the
-  posterior-mean estimate) vs biharmonic (scikit-image) and TV inpainting;
+- inpainting a disk of radius 10 px: PSNR inside the region of one sample (Score-SDE projection, 200 steps) and of
+  the mean of 8 samples (the posterior-mean estimate) vs biharmonic (scikit-image) and TV inpainting;
 - lesion removal: a synthetic bright disk placed on the slice, inpainted away; error to the original in the region;
 - lesion insertion at (row, col): the detected position (centroid of the thresholded difference) and its error;
 - 2x super-resolution: PSNR of one DDS sample and of the mean of 8 vs bicubic upsampling;

@@ -1,7 +1,8 @@
 """Other generative tasks through the same prior and samplers: each is a forward operator plus a sampler.
 
 - ``synthesize``: unconditional samples (Heun, DDIM or predictor-corrector).
-- ``inpaint``: fill a region (mask, or ``region(...)``) by posterior sampling (DPS by default) on ``Inpainting``;
+- ``inpaint``: fill a region (mask, or ``region(...)``) by posterior sampling (Score-SDE's noised-measurement
+  projection by default) on ``Inpainting``;
   pixels outside are kept exactly.
   Lesion removal is inpainting the lesion with a prior of normal anatomy.
 - ``insert``: paste a lesion (a patch, or a synthetic disk of given radius and contrast) at (row, col) and
@@ -12,7 +13,8 @@
 - ``super_resolve``: DDS on ``Downsample`` (in-plane, or along the slice axis of a stack).
 - ``anomaly``: pseudo-healthy projection (SDEdit from ``strength``) and the residual |x - healthy|.
 - ``invert`` / ``interpolate``: deterministic DDIM inversion to sigma_max (Euler steps of the probability-flow ODE,
-  Song et al. 2021) and spherical interpolation between two images' latents.
+  Song et al. 2021; ``refine`` adds fixed-point iterations that invert each generating step exactly) and
+  spherical interpolation between two images' latents.
 """
 from __future__ import annotations
 
@@ -61,20 +63,21 @@ def region(shape: Sequence[int], center: Sequence[float], radius: float, kind: s
     raise ValueError(f"unknown region kind {kind!r}; expected 'circle' or 'box'")
 
 
-def inpaint(image: torch.Tensor, missing: torch.Tensor, prior, steps: int = 100, n_samples: int = 1,
+def inpaint(image: torch.Tensor, missing: torch.Tensor, prior, steps: int = 200, n_samples: int = 1,
             seed=0, sampler=None) -> torch.Tensor:
     """Fill the ``missing`` (True) pixels of ``image`` (H, W); returns (n_samples, H, W) posterior samples (their
     mean, ``.mean(0)``, is the posterior-mean estimate, the one to score by PSNR).
 
-    The default sampler is DPS (``steps`` steps, zeta = 1): samplers that enforce the observed pixels exactly on a
-    noisy iterate (projection, or CG on the Tweedie estimate) leave a seam of mismatched noise levels around a
-    local hole, which the gradient-guided DPS avoids."""
+    The default sampler is Score-SDE's noised-measurement projection (``steps`` predictor-corrector steps): the
+    known pixels are replaced by the image noised to the current level, so they match the iterate's noise and
+    leave no seam around the hole (plain projection onto the clean pixels does). DPS works too
+    (``sampler=samplers.DPS(...)``) but fills less accurately (experiments/RESULTS.md)."""
     missing = torch.as_tensor(missing, dtype=torch.bool)
     if missing.shape != image.shape[-2:]:
         raise ValueError(f"the region {tuple(missing.shape)} does not match the image {tuple(image.shape[-2:])}")
     keep = (~missing).to(image.real.dtype)
     A = Inpainting(keep)
-    sampler = sampler or samplers.DPS(steps=steps, zeta=1.0)
+    sampler = sampler or samplers.ScoreSDE(steps=steps, inverse="adjoint")
     x = sampler(A(image), A, prior, n_samples=n_samples, generator=_gen(seed))
     return keep * image + (1 - keep) * x
 
