@@ -87,7 +87,8 @@ def main():
 
 
 def stack_study(args, prior):
-    """DDS slice by slice with and without TV coupling along z on the bundled z-coherent 4-slice stack."""
+    """DDS slice by slice with and without TV coupling along z (ADMM penalty 0.01 L) on the bundled z-coherent
+    4-slice stack; z_variation = mean |x_{k+1} - x_k| relative to the reference's."""
     from recon.reconstruct_ct import read_input
     from pathlib import Path
     img, _, _ = read_input(Path(__file__).resolve().parent.parent / "recon/data/samples/ct-phantom-demo.h5")
@@ -97,7 +98,7 @@ def stack_study(args, prior):
         base = CTSettings(**SETTINGS[setting])
         op = operator(base, (128, 128))
         y = simulate(img, op, base, torch.Generator().manual_seed(0))
-        for tv_z in (0.0, 0.003, 0.01, 0.03):
+        for tv_z in (0.0, 3e-5, 1e-4, 3e-4, 1e-3):
             if (setting, str(tv_z)) in done:
                 continue
             st = CTSettings(method="dds", tv_z=tv_z, seed=0, **SETTINGS[setting])
@@ -118,7 +119,8 @@ def summarize(path):
     print("| setting | noise | method | PSNR | SSIM | NFE | s/slice | phantoms |\n|---|---|---|---|---|---|---|---|")
     for (setting, noise, m), rows in sorted(acc.items(), key=lambda kv: (kv[0][0], kv[0][1], order.index(kv[0][2]))):
         avg = lambda k: sum(float(x[k]) for x in rows) / len(rows)  # noqa: E731
-        name = NAMES[m] + (f" ({STEPS[m]} steps)" if m in STEPS else "")
+        name = NAMES[m] + ((f" ({STEPS[m]} levels x 3)" if m == "score-ald" else f" ({STEPS[m]} steps)")
+                           if m in STEPS else "")
         print(f"| {setting} ({rows[0]['views']} views) | {noise} | {name} | {avg('psnr'):.2f} | {avg('ssim'):.4f} | "
               f"{int(avg('nfe'))} | {avg('seconds'):.1f} | {len(rows)} |")
 

@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", default="bundled:ct-phantom-128")
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--steps", type=int)
-    p.add_argument("--tv-z", type=float, default=0.0, help="DDS: TV coupling of the slices along z (0: off)")
+    p.add_argument("--tv-z", type=float, default=0.0, help="DDS: TV coupling of the slices along z, relative weight (0: off; 1e-4 is a good start)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="result-ct.h5")

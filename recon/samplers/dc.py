@@ -53,7 +53,7 @@ class TVzConsistency:
     """ADMM state for the slice-coupled data consistency. ``lam`` and ``rho`` are relative to the largest
     eigenvalue L of A^H A (estimated once by power iteration): lam_abs = lam L, rho_abs = rho L."""
 
-    def __init__(self, lam: float, rho: float = 1.0, cg_iter: int = 5):
+    def __init__(self, lam: float, rho: float = 0.01, cg_iter: int = 5):
         if lam <= 0 or rho <= 0 or cg_iter < 1:
             raise ValueError(f"TV-z coupling needs lam > 0, rho > 0 and cg_iter >= 1, got {lam}, {rho}, {cg_iter}")
         self.lam, self.rho, self.cg_iter = lam, rho, cg_iter

@@ -8,7 +8,9 @@ Defaults from the paper: 50 steps, eta = 0.85, 5 CG iterations. The CG uses the 
 
 For a stack of slices (measurement (..., S, ...), images (..., S, H, W)), ``tv_z`` > 0 couples the slices: the
 CG step becomes one ADMM iteration of 1/2 ||A x - y||^2 + tv_z L ||D_z x||_1 per diffusion step (DDS's 3-D
-variant; ``dc.TVzConsistency``, L the largest eigenvalue of A^H A); the network still sees single slices.
+variant; ``dc.TVzConsistency``, L the largest eigenvalue of A^H A, ADMM penalty ``tv_rho`` L); the network
+still sees single slices. The ADMM variables persist across diffusion steps, so keep ``tv_rho`` small (0.01):
+at 0.1 the iteration drifts (experiments/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ class DDS(Sampler):
     name = "dds"
 
     def __init__(self, steps: int = 50, eta: float = 0.85, cg_iter: int = 5, gamma: Optional[float] = None,
-                 schedule: str = "auto", tv_z: float = 0.0, tv_rho: float = 1.0, **kw):
+                 schedule: str = "auto", tv_z: float = 0.0, tv_rho: float = 0.01, **kw):
         super().__init__(**kw)
         if steps < 1 or cg_iter < 0 or not 0 <= eta <= 1:
             raise ValueError(f"need steps >= 1, cg_iter >= 0 and 0 <= eta <= 1, got {steps}, {cg_iter}, {eta}")
