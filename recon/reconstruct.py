@@ -29,6 +29,13 @@ CLASSICAL = {"zero-filled": classical.zero_filled, "cg-sense": classical.cg_sens
 METHODS = sorted(CLASSICAL) + sorted(samplers.REGISTRY)
 
 
+def check_device(device: str) -> None:
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available")
+
+
 @dataclass
 class Settings:
     method: str = "dds"
@@ -50,10 +57,7 @@ class Settings:
             raise ValueError(f"acceleration must be >= 1, got {self.acceleration}")
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but no CUDA device is available")
+        check_device(self.device)
 
 
 def _sampler(settings: Settings):

@@ -32,6 +32,7 @@ import torch
 from operators.ct import FanBeamCT, ParallelBeamCT, angles as angle_set, fbp
 from operators.transforms import power_iteration
 from recon import classical, metrics, priors, samplers
+from recon.reconstruct import check_device
 
 BASELINES = ("fbp", "tv")
 METHODS = BASELINES + ("dds", "dps", "score-ald", "score-sde")
@@ -75,10 +76,7 @@ class CTSettings:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.tv_z < 0:
             raise ValueError(f"tv_z must be >= 0, got {self.tv_z}")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but no CUDA device is available")
+        check_device(self.device)
 
     def angles(self) -> torch.Tensor:
         full = 360.0 if self.geometry == "fan" else 180.0
