@@ -117,7 +117,8 @@ def cmd_reconstruct_ct(args) -> int:
     limited = tuple(float(v) for v in args.limited.split(",")) if args.limited else None
     st = CTSettings(method=args.sampler, geometry=args.geometry, views=None if limited else args.views,
                     limited=limited, noise=args.noise, noise_level=args.noise_level, prior=args.prior,
-                    samples=args.samples, seed=args.seed, steps=args.steps, tv_z=args.tv_z, device=args.device)
+                    samples=args.samples, seed=args.seed, steps=args.steps, tv_z=args.tv_z, device=args.device,
+                    pixel_mm=args.pixel_mm)
     sl = _parse_slices(args.slices) if args.slices else None
     if isinstance(sl, slice):
         sl = list(range(sl.start or 0, sl.stop))
@@ -333,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limited", help="limited angle: START,STOP in degrees, e.g. 0,120 (when simulating)")
     p.add_argument("--noise", default="none", choices=["none", "gaussian", "poisson"])
     p.add_argument("--noise-level", type=float, default=0.0, help="Gaussian std, or incident photons (Poisson)")
+    p.add_argument("--pixel-mm", type=float, default=3.0, help="pixel size for the photon statistics (Poisson)")
     p.add_argument("--prior", default="bundled:ct-phantom-128")
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--steps", type=int)

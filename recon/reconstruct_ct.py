@@ -37,6 +37,7 @@ from recon.reconstruct import check_device
 BASELINES = ("fbp", "tv")
 METHODS = BASELINES + ("dds", "dps", "score-ald", "score-sde")
 NOISE = ("none", "gaussian", "poisson")
+MU_WATER_PER_MM = 0.0192  # linear attenuation of water near 70 keV, 1/mm
 DEFAULT_PRIOR = "bundled:ct-phantom-128"
 
 
@@ -54,6 +55,7 @@ class CTSettings:
     steps: Optional[int] = None
     tv_z: float = 0.0
     tv_lam: float = 3e-3
+    pixel_mm: float = 3.0                # pixel size, for the photon statistics (Poisson noise) only
     filter: str = "ramp"
     source_distance: float = 400.0
     detector_distance: float = 200.0
@@ -95,14 +97,16 @@ def operator(settings: CTSettings, image_size, angles: Optional[torch.Tensor] = 
 
 
 def simulate(image: torch.Tensor, op, settings: CTSettings, generator: torch.Generator) -> torch.Tensor:
-    """The measured sinogram of ``image`` (mu units) with the settings' noise."""
+    """The measured sinogram of ``image`` (mu units) with the settings' noise. Poisson noise counts photons through
+    the physical attenuation: line integral x mu_water (0.0192/mm) x ``pixel_mm`` (a 128-pixel field of 38 cm by
+    default), with ``noise_level`` incident photons per detector bin."""
     from recon.data import ct as ctdata
 
     p = op(image.float())
     if settings.noise == "gaussian":
         return ctdata.gaussian_noise(p, settings.noise_level, generator)
     if settings.noise == "poisson":
-        return ctdata.poisson_noise(p, settings.noise_level, generator)
+        return ctdata.poisson_noise(p, settings.noise_level, generator, mu_scale=MU_WATER_PER_MM * settings.pixel_mm)
     return p
 
 

@@ -84,6 +84,21 @@ def test_tv_beats_fbp_at_30_views(geometry):
     assert score(img, t)["psnr"] > score(img, f)["psnr"] + 3
 
 
+def test_poisson_noise_uses_physical_attenuation():
+    """Line integrals in pixel units are converted to attenuation (mu_water x pixel size) before counting photons:
+    many photons give nearly the noiseless FBP, few photons a noisier one."""
+    img = phantoms.hu_to_mu(phantoms.ct_phantom(1, 64, torch.Generator().manual_seed(5)))
+    clean = CTSettings(views=60)
+    op = operator(clean, (64, 64))
+    ref = score(img, reconstruct(simulate(img, op, clean, torch.Generator()), op, CTSettings(method="fbp"))[0])["psnr"]
+    psnr = {}
+    for photons in (1e7, 1e3):
+        st = CTSettings(views=60, noise="poisson", noise_level=photons)
+        y = simulate(img, op, st, torch.Generator().manual_seed(0))
+        psnr[photons] = score(img, reconstruct(y, op, CTSettings(method="fbp"))[0])["psnr"]
+    assert psnr[1e7] > ref - 1.0 and psnr[1e3] < psnr[1e7] - 3
+
+
 def test_settings_are_checked():
     for kw, msg in (({"method": "sart"}, "unknown CT method"), ({"geometry": "cone"}, "geometry"),
                     ({"noise": "poisson"}, "noise_level"), ({"limited": (90, 10)}, "limited"),
