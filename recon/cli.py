@@ -86,7 +86,7 @@ def cmd_demo_ct(args) -> int:
     path = Path(__file__).resolve().parent.parent / CT_DEMO_FILE
     img, _, _ = read_input(path)
     img = img[:1]
-    prior_name = args.prior if args.prior != "bundled:mni-brain-128" else "bundled:ct-phantom-128"
+    prior_name = args.prior or "bundled:ct-phantom-128"
     base = CTSettings(views=args.views, prior=prior_name, seed=args.seed)
     op = operator(base, tuple(img.shape[-2:]))
     sino = simulate(img, op, base, torch.Generator().manual_seed(args.seed))
@@ -105,7 +105,7 @@ def cmd_demo_ct(args) -> int:
         print(f"{name:<16}{e['psnr']:>8.2f}{e['ssim']:>8.4f}{e['nmse']:>9.4f}{sec:>9.2f}")
     w = lambda v: window(mu_to_hu(v))  # noqa: E731
     panels = [("reference", w(img[0]))] + [(n, w(x)) for n, (x, _) in results.items()]
-    out = plots.save_panels(panels, args.out if args.out != "out/demo.png" else "out/demo-ct.png", vmax=1.0,
+    out = plots.save_panels(panels, args.out or "out/demo-ct.png", vmax=1.0,
                             title=f"recon demo --ct: {args.views} views (soft-tissue window)")
     print(f"wrote {out} in {time.time() - t0:.1f} s")
     return 0
@@ -135,6 +135,8 @@ def cmd_reconstruct_ct(args) -> int:
 def cmd_demo(args) -> int:
     if args.ct:
         return cmd_demo_ct(args)
+    args.prior = args.prior or "bundled:mni-brain-128"
+    args.out = args.out or "out/demo.png"
     from pathlib import Path
 
     from recon import metrics, plots, priors
@@ -296,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="reconstruct a simulated multi-coil slice with DDS and write a figure")
-    p.add_argument("--out", default="out/demo.png")
-    p.add_argument("--prior", default="bundled:mni-brain-128")
+    p.add_argument("--out", help="figure path (default out/demo.png, or out/demo-ct.png with --ct)")
+    p.add_argument("--prior", help="default bundled:mni-brain-128, or bundled:ct-phantom-128 with --ct")
     p.add_argument("--steps", type=int, default=50, help="DDS steps (network evaluations)")
     p.add_argument("--mask", default="random", help="mask name (operators.masks.available())")
     p.add_argument("--acceleration", type=float, default=4.0)
