@@ -9,7 +9,7 @@ from torch import nn
 from recon import priors
 from recon.priors import checkpoint, schedules
 from recon.priors.gaussian import GaussianDenoiser
-from recon.priors.parametrizations import EDM, VEScore, VPModel
+from recon.priors.parametrizations import EDM, PhaseEquivariant, VEScore, VPModel
 from recon.priors.prior import DiffusionPrior, Normalization
 from recon.priors.unet import UNet
 
@@ -151,6 +151,36 @@ def test_own_format_round_trip(tmp_path):
     assert torch.allclose(loaded.denoise(x, 0.7), prior.denoise(x, 0.7), atol=1e-6)
     assert loaded.config() == prior.config()
     assert priors.load(tmp_path / "p.pt").name == "tiny"  # the weights file finds its config
+
+
+def test_phase_equivariant_wrapper_is_exact_and_round_trips(tmp_path):
+    """D(e^{it} x) = e^{it} D(x) for any network; a denoiser that is already equivariant is left unchanged."""
+    base = _small_prior()
+    with torch.no_grad():  # the last layer starts at zero, which would make any network trivially equivariant
+        for i, p in enumerate(base.denoiser.net.parameters()):
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(i)))
+    prior = DiffusionPrior(PhaseEquivariant(base.denoiser), "complex", (16, 16), base.normalization, "pe")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 16, 16, dtype=torch.complex64, generator=g) + 0.5
+    for t in (0.4, 2.5, -3.0):
+        rot = torch.polar(torch.ones(()), torch.tensor(t))
+        assert torch.allclose(prior.denoise(rot * x, 0.5), rot * prior.denoise(x, 0.5), atol=1e-5)
+    # the plain network is not equivariant, so the wrapper changes its output
+    rot = torch.polar(torch.ones(()), torch.tensor(2.5))
+    assert not torch.allclose(base.denoise(rot * x, 0.5), rot * base.denoise(x, 0.5), atol=1e-3)
+    # an equivariant denoiser (the exact one of a circular complex Gaussian, D = x / (1 + sigma^2)) is unchanged
+    class Shrink(EDM):
+        def forward(self, x, sigma):
+            return x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)
+    exact = DiffusionPrior(Shrink(TinyNet()), "complex")
+    wrapped = DiffusionPrior(PhaseEquivariant(Shrink(TinyNet())), "complex")
+    assert torch.allclose(wrapped.denoise(x, 0.8), exact.denoise(x, 0.8), atol=1e-6)
+    path = checkpoint.save(prior, tmp_path / "pe", half=False)
+    loaded = priors.load(path)
+    assert loaded.config() == prior.config()
+    assert torch.allclose(loaded.denoise(x, 0.5), prior.denoise(x, 0.5), atol=1e-6)
+    with pytest.raises(ValueError, match="already phase-equivariant"):
+        PhaseEquivariant(prior.denoiser)
 
 
 def test_mismatched_checkpoint_is_refused_by_name(tmp_path):

@@ -15,6 +15,11 @@ Every class here is an ``nn.Module`` taking ``x`` of shape (B, C, H, W) in the n
 - ``EDM``: Karras et al. (2022) preconditioning D = c_skip x + c_out F(c_in x, c_noise) with
   c_skip = sd^2/(sigma^2 + sd^2), c_out = sigma sd / sqrt(sigma^2 + sd^2), c_in = 1/sqrt(sigma^2 + sd^2),
   c_noise = log(sigma)/4.
+- ``PhaseEquivariant``: wraps any of the above for complex (2-channel) images and makes it exactly
+  equivariant to a global phase, D(e^{it} x) = e^{it} D(x): the input is turned so that the sum of its
+  pixels is real and positive, denoised, and turned back. The distribution of MR images does not change
+  under a global phase, so the exact denoiser has this symmetry; building it in lets the network spend its
+  capacity on anatomy instead of on every phase offset.
 """
 from __future__ import annotations
 
@@ -122,17 +127,61 @@ class EDM(Denoiser):
         return {"type": "edm", "sigma_data": self.sigma_data, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
 
 
+class PhaseEquivariant(Denoiser):
+    def __init__(self, inner: Denoiser):
+        nn.Module.__init__(self)
+        if isinstance(inner, PhaseEquivariant):
+            raise ValueError("the denoiser is already phase-equivariant")
+        self.inner = inner
+
+    @property
+    def net(self) -> nn.Module:
+        return self.inner.net
+
+    @property
+    def sigma_min(self) -> float:
+        return self.inner.sigma_min
+
+    @property
+    def sigma_max(self) -> float:
+        return self.inner.sigma_max
+
+    @staticmethod
+    def _turn(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Multiply the complex image (Re, Im) = x[:, 0], x[:, 1] by c + i s, per batch item."""
+        re, im = x[:, 0], x[:, 1]
+        return torch.stack([c * re - s * im, s * re + c * im], dim=1)
+
+    def forward(self, x, sigma):
+        if x.dim() != 4 or x.shape[1] != 2:
+            raise ValueError(f"a phase-equivariant denoiser needs complex images as (B, 2, H, W), got {tuple(x.shape)}")
+        total = x.float().sum(dim=(-2, -1))  # (B, 2): the sum of the pixels, Re and Im
+        mag = total.norm(dim=1)
+        ok = mag > 0
+        c = torch.where(ok, total[:, 0] / mag.clamp_min(1e-30), torch.ones_like(mag)).to(x.dtype)[:, None, None]
+        s = torch.where(ok, total[:, 1] / mag.clamp_min(1e-30), torch.zeros_like(mag)).to(x.dtype)[:, None, None]
+        d = self.inner(self._turn(x, c, -s), sigma)
+        return self._turn(d, c.to(d.dtype), s.to(d.dtype))
+
+    def config(self) -> dict:
+        return {"type": "phase_equivariant", "inner": self.inner.config()}
+
+
 def build(net: nn.Module, config: dict) -> Denoiser:
     """Rebuild a parametrisation from its ``config()``."""
     cfg = dict(config)
     kind = cfg.pop("type", None)
+    if kind == "phase_equivariant":
+        if "inner" not in cfg:
+            raise ValueError("a phase_equivariant parametrisation needs the config of its inner denoiser ('inner')")
+        return PhaseEquivariant(build(net, cfg["inner"]))
     if kind == "ve_score":
         return VEScore(net, **cfg)
     if kind == "vp":
         return VPModel(net, **cfg)
     if kind == "edm":
         return EDM(net, **cfg)
-    raise ValueError(f"unknown parametrisation {kind!r}; expected 've_score', 'vp' or 'edm'")
+    raise ValueError(f"unknown parametrisation {kind!r}; expected 've_score', 'vp', 'edm' or 'phase_equivariant'")
 
 
 def edm_loss_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
@@ -140,4 +189,4 @@ def edm_loss_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
     return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
 
 
-__all__ = ["Denoiser", "VEScore", "VPModel", "EDM", "build", "edm_loss_weight"]
+__all__ = ["Denoiser", "VEScore", "VPModel", "EDM", "PhaseEquivariant", "build", "edm_loss_weight"]

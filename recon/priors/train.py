@@ -61,6 +61,8 @@ class TrainConfig:
     betas: str = "linear"
     n_timesteps: int = 1000
     name: str = ""
+    phase_equivariant: bool = False     # complex priors: exact equivariance to a global phase
+    init: str = ""                      # start from this saved prior's weights (path or "bundled:<name>")
 
     @staticmethod
     def from_file(path) -> "TrainConfig":
@@ -97,6 +99,12 @@ def build_prior(cfg: TrainConfig, normalization) -> DiffusionPrior:
         den = parametrizations.VPModel(net, cfg.betas, cfg.n_timesteps, prediction="eps")
     else:
         raise ValueError(f"loss must be 'edm', 've' or 'vp', got {cfg.loss!r}")
+    if cfg.phase_equivariant:
+        if cfg.channels != "complex":
+            raise ValueError(f"phase_equivariant needs channels='complex', got {cfg.channels!r}")
+        if cfg.loss != "edm":
+            raise ValueError(f"phase_equivariant is supported with the 'edm' loss, got {cfg.loss!r}")
+        den = parametrizations.PhaseEquivariant(den)
     return DiffusionPrior(den, cfg.channels, (cfg.image_size, cfg.image_size), normalization, cfg.name)
 
 
@@ -162,6 +170,8 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, device: 
     prior = build_prior(cfg, source.normalization).to(dev)
     den = prior.denoiser
     net = den.net
+    if cfg.init:
+        _init_from(net, cfg.init, dev)
     ema = [p.detach().clone() for p in net.parameters()]
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     g = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
@@ -207,6 +217,16 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, device: 
             _with_ema(prior, net, ema, lambda: _save_grid(prior, out / f"samples_{step:07d}.png", 16, 0, dev))
     bar.close()
     return out / "prior.json"
+
+
+def _init_from(net: torch.nn.Module, spec: str, dev) -> None:
+    """Copy the weights of a saved prior into ``net`` (fine-tuning); the networks must match key for key."""
+    src = checkpoint.load(spec, map_location=dev).denoiser.net
+    try:
+        checkpoint.load_state_strict(net, {k: v.float() for k, v in src.state_dict().items()}, source=spec)
+    except checkpoint.CheckpointError as e:
+        raise checkpoint.CheckpointError(f"init: the prior {spec!r} does not match the network in this config: {e}") \
+            from None
 
 
 def _with_ema(prior, net, ema, fn):
