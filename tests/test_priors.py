@@ -181,6 +181,23 @@ def test_phase_equivariant_wrapper_is_exact_and_round_trips(tmp_path):
     assert torch.allclose(loaded.denoise(x, 0.5), prior.denoise(x, 0.5), atol=1e-6)
     with pytest.raises(ValueError, match="already phase-equivariant"):
         PhaseEquivariant(prior.denoiser)
+    # with a smooth phase map: still exactly equivariant to a global phase, and an image with a smooth phase
+    # is turned to (almost) real and positive before the network sees it
+    smooth = DiffusionPrior(PhaseEquivariant(base.denoiser, smooth=3.0), "complex", (16, 16), name="pe-smooth")
+    for t in (0.4, -3.0):
+        rot = torch.polar(torch.ones(()), torch.tensor(t))
+        assert torch.allclose(smooth.denoise(rot * x, 0.5), rot * smooth.denoise(x, 0.5), atol=1e-5)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    img = torch.polar(1 + 0.2 * torch.cos(3 * xx), 1.0 * xx + 0.5 * yy ** 2 + 2.0)[None]
+    pe = smooth.denoiser
+    net_in = torch.view_as_real(img).permute(0, 3, 1, 2)
+    c, s = pe.phase(net_in)
+    turned = pe._turn(net_in, c, -s)
+    assert (turned[:, 0] > 0).all() and turned[:, 1].pow(2).sum() < 0.01 * turned[:, 0].pow(2).sum()
+    before = torch.view_as_real(img)
+    assert before[..., 1].pow(2).sum() > 0.3 * before[..., 0].pow(2).sum()  # it was not real to begin with
+    assert checkpoint.from_config(json.loads(checkpoint.save(smooth, tmp_path / "s", half=False).read_text()),
+                                  smooth.denoiser.net.state_dict()).denoiser.smooth == 3.0
 
 
 def test_mismatched_checkpoint_is_refused_by_name(tmp_path):

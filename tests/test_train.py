@@ -158,7 +158,7 @@ def test_phase_equivariant_training_and_init_from_a_saved_prior(tmp_path):
     x = torch.polar(torch.rand(64, 8, 8, generator=g) + 0.5, torch.rand(64, 1, 1, generator=g) * 6.28)
     torch.save(x, tmp_path / "c.pt")
     cfg = _cfg(tmp_path, tmp_path / "c.pt", out=str(tmp_path / "a"), channels="complex", phase_equivariant=True,
-               steps=3, ckpt_every=3, batch_size=4)
+               phase_smooth=2.0, steps=3, ckpt_every=3, batch_size=4)
     prior = priors.load(train(cfg, progress=False))
     assert prior.denoiser.config()["type"] == "phase_equivariant"
     rot = torch.polar(torch.ones(()), torch.tensor(2.0))
@@ -166,7 +166,7 @@ def test_phase_equivariant_training_and_init_from_a_saved_prior(tmp_path):
     assert torch.allclose(prior.denoise(rot * xn, 0.3), rot * prior.denoise(xn, 0.3), atol=1e-5)
     # fine-tuning: with lr 0 the weights stay those of the prior it starts from
     tuned = _cfg(tmp_path, tmp_path / "c.pt", out=str(tmp_path / "b"), channels="complex", phase_equivariant=True,
-                 steps=1, ckpt_every=1, batch_size=4, lr=0.0, init=str(tmp_path / "a" / "prior.json"))
+                 phase_smooth=2.0, steps=1, ckpt_every=1, batch_size=4, lr=0.0, init=str(tmp_path / "a" / "prior.json"))
     b = priors.load(train(tuned, progress=False))
     for (k, va), vb in zip(prior.denoiser.net.state_dict().items(), b.denoiser.net.state_dict().values()):
         assert torch.equal(va, vb), k

@@ -16,10 +16,12 @@ Every class here is an ``nn.Module`` taking ``x`` of shape (B, C, H, W) in the n
   c_skip = sd^2/(sigma^2 + sd^2), c_out = sigma sd / sqrt(sigma^2 + sd^2), c_in = 1/sqrt(sigma^2 + sd^2),
   c_noise = log(sigma)/4.
 - ``PhaseEquivariant``: wraps any of the above for complex (2-channel) images and makes it exactly
-  equivariant to a global phase, D(e^{it} x) = e^{it} D(x): the input is turned so that the sum of its
-  pixels is real and positive, denoised, and turned back. The distribution of MR images does not change
-  under a global phase, so the exact denoiser has this symmetry; building it in lets the network spend its
-  capacity on anatomy instead of on every phase offset.
+  equivariant to a global phase, D(e^{it} x) = e^{it} D(x): the input is multiplied by e^{-i phi(x)},
+  denoised, and multiplied back by e^{i phi(x)}. With ``smooth = 0`` phi is the phase of the sum of the
+  pixels (one number per image); with ``smooth = s > 0`` it is the phase of x low-passed by a Gaussian of
+  s pixels, a smooth phase map, so that the network sees images that are close to real and positive. The
+  distribution of MR images does not change under a global phase, so the exact denoiser has this symmetry;
+  building it in lets the network spend its capacity on anatomy instead of on phase.
 """
 from __future__ import annotations
 
@@ -128,11 +130,13 @@ class EDM(Denoiser):
 
 
 class PhaseEquivariant(Denoiser):
-    def __init__(self, inner: Denoiser):
+    def __init__(self, inner: Denoiser, smooth: float = 0.0):
         nn.Module.__init__(self)
         if isinstance(inner, PhaseEquivariant):
             raise ValueError("the denoiser is already phase-equivariant")
-        self.inner = inner
+        if not smooth >= 0:
+            raise ValueError(f"smooth must be a width in pixels >= 0 (0: one global phase), got {smooth}")
+        self.inner, self.smooth = inner, float(smooth)
 
     @property
     def net(self) -> nn.Module:
@@ -148,23 +152,47 @@ class PhaseEquivariant(Denoiser):
 
     @staticmethod
     def _turn(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """Multiply the complex image (Re, Im) = x[:, 0], x[:, 1] by c + i s, per batch item."""
+        """Multiply the complex image (Re, Im) = x[:, 0], x[:, 1] by c + i s (per item, or per pixel)."""
         re, im = x[:, 0], x[:, 1]
         return torch.stack([c * re - s * im, s * re + c * im], dim=1)
+
+    def _lowpass(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 2, H, W) blurred by a Gaussian of ``smooth`` pixels (zero padding, separable)."""
+        r = max(1, int(3 * self.smooth + 0.5))
+        t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
+        k = torch.exp(-t ** 2 / (2 * self.smooth ** 2))
+        k = k / k.sum()
+        b, c, h, w = x.shape
+        y = x.reshape(b * c, 1, h, w)
+        y = nn.functional.conv2d(y, k.reshape(1, 1, 1, -1), padding=(0, r))
+        y = nn.functional.conv2d(y, k.reshape(1, 1, -1, 1), padding=(r, 0))
+        return y.reshape(b, c, h, w)
+
+    def phase(self, x: torch.Tensor):
+        """cos phi and sin phi, (B, 1, 1) for a global phase or (B, H, W) for a smooth phase map."""
+        xf = x.float()
+        if self.smooth > 0:
+            lp = self._lowpass(xf)
+            re, im = lp[:, 0], lp[:, 1]
+        else:
+            total = xf.sum(dim=(-2, -1))
+            re, im = total[:, 0, None, None], total[:, 1, None, None]
+        mag = torch.sqrt(re ** 2 + im ** 2)
+        ok = mag > 1e-20
+        safe = torch.where(ok, mag, torch.ones_like(mag))
+        c = torch.where(ok, re / safe, torch.ones_like(mag))
+        s = torch.where(ok, im / safe, torch.zeros_like(mag))
+        return c.to(x.dtype), s.to(x.dtype)
 
     def forward(self, x, sigma):
         if x.dim() != 4 or x.shape[1] != 2:
             raise ValueError(f"a phase-equivariant denoiser needs complex images as (B, 2, H, W), got {tuple(x.shape)}")
-        total = x.float().sum(dim=(-2, -1))  # (B, 2): the sum of the pixels, Re and Im
-        mag = total.norm(dim=1)
-        ok = mag > 0
-        c = torch.where(ok, total[:, 0] / mag.clamp_min(1e-30), torch.ones_like(mag)).to(x.dtype)[:, None, None]
-        s = torch.where(ok, total[:, 1] / mag.clamp_min(1e-30), torch.zeros_like(mag)).to(x.dtype)[:, None, None]
+        c, s = self.phase(x)
         d = self.inner(self._turn(x, c, -s), sigma)
         return self._turn(d, c.to(d.dtype), s.to(d.dtype))
 
     def config(self) -> dict:
-        return {"type": "phase_equivariant", "inner": self.inner.config()}
+        return {"type": "phase_equivariant", "smooth": self.smooth, "inner": self.inner.config()}
 
 
 def build(net: nn.Module, config: dict) -> Denoiser:
@@ -174,7 +202,7 @@ def build(net: nn.Module, config: dict) -> Denoiser:
     if kind == "phase_equivariant":
         if "inner" not in cfg:
             raise ValueError("a phase_equivariant parametrisation needs the config of its inner denoiser ('inner')")
-        return PhaseEquivariant(build(net, cfg["inner"]))
+        return PhaseEquivariant(build(net, cfg["inner"]), float(cfg.get("smooth", 0.0)))
     if kind == "ve_score":
         return VEScore(net, **cfg)
     if kind == "vp":

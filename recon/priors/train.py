@@ -62,6 +62,7 @@ class TrainConfig:
     n_timesteps: int = 1000
     name: str = ""
     phase_equivariant: bool = False     # complex priors: exact equivariance to a global phase
+    phase_smooth: float = 0.0           # ... turning by a smooth phase map (Gaussian width in pixels), 0: global
     init: str = ""                      # start from this saved prior's weights (path or "bundled:<name>")
 
     @staticmethod
@@ -104,7 +105,7 @@ def build_prior(cfg: TrainConfig, normalization) -> DiffusionPrior:
             raise ValueError(f"phase_equivariant needs channels='complex', got {cfg.channels!r}")
         if cfg.loss != "edm":
             raise ValueError(f"phase_equivariant is supported with the 'edm' loss, got {cfg.loss!r}")
-        den = parametrizations.PhaseEquivariant(den)
+        den = parametrizations.PhaseEquivariant(den, cfg.phase_smooth)
     return DiffusionPrior(den, cfg.channels, (cfg.image_size, cfg.image_size), normalization, cfg.name)
 
 
