@@ -7,7 +7,8 @@ more steeply), interpolate linearly between the two nearest pixel centres of tha
 path length per row, 1/|d_y| (or 1/|d_x|). The projector is a sparse linear map applied on the fly; its adjoint
 (the backprojection) scatters with the same weights, so <A x, y> = <x, A^H y> holds to rounding. The weights
 are computed once per device and dtype and kept as a sparse CSR matrix and its transpose (about 20x faster
-than tracing the rays at every call); beyond ``max_matrix_entries`` the rays are traced on the fly.
+than tracing the rays at every call); beyond ``max_matrix_entries`` the rays are traced on the fly. For CUDA
+float32 tensors the same line integrals and their adjoint run as CuPy kernels (``kernels.radon``) when usable.
 
 - ``ParallelBeamCT(img_size, angles, n_detectors, detector_spacing)``: detector direction
   n = (cos th, sin th), ray direction d = (-sin th, cos th), detector offsets t centred on the rotation centre.
@@ -28,6 +29,8 @@ import warnings
 from typing import Optional, Sequence, Union
 
 import torch
+
+import kernels
 
 from .linop import Linop, ShapeError
 
@@ -149,6 +152,9 @@ class _RayCT(Linop):
         return cache[key]
 
     def _apply(self, x):
+        out = kernels.radon.project(x, self.p0, self.d, self.__dict__.setdefault("_kernel_rays", {}))
+        if out is not None:  # CUDA kernel; None: the torch reference below
+            return out
         mats = None if x.is_complex() else self._matrix(x.device, x.dtype)
         if mats is not None:
             lead = x.shape[:-2]
@@ -157,6 +163,10 @@ class _RayCT(Linop):
         return self._trace(x)
 
     def _adjoint(self, y):
+        out = kernels.radon.backproject(y, self.p0, self.d, self.h, self.w,
+                                        self.__dict__.setdefault("_kernel_rays", {}))
+        if out is not None:
+            return out
         mats = None if y.is_complex() else self._matrix(y.device, y.dtype)
         if mats is not None:
             lead = y.shape[:-2]
