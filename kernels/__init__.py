@@ -15,10 +15,10 @@ This package imports neither ``operators`` nor ``recon``, and CuPy only when a k
 from __future__ import annotations
 
 from . import cg, dispatch, radon, sense
-from .dispatch import BACKENDS, ENV, KernelsUnavailable, backend, requested, set_backend, use_kernels
+from .dispatch import BACKENDS, ENV, KernelsUnavailable, backend, describe, requested, set_backend, use_kernels
 from .runtime import cupy_status
 
-__all__ = ["cupy_usable", "cupy_status", "set_backend", "backend", "requested", "use_kernels", "BACKENDS", "ENV",
+__all__ = ["cupy_usable", "cupy_status", "set_backend", "backend", "describe", "requested", "use_kernels", "BACKENDS", "ENV",
            "KernelsUnavailable", "dispatch", "sense", "cg", "radon"]
 
 

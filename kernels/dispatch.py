@@ -98,6 +98,21 @@ def _announce(path: str) -> None:
                     why)
 
 
+def describe(device: str = "cpu") -> str:
+    """One line naming the path the operators take on ``device`` ("cpu", "cuda", "cuda:N"), and why."""
+    req = requested()
+    if not str(device).startswith("cuda"):
+        return f"compute: {device}, torch operators (the CuPy kernels are for CUDA tensors only)"
+    if req == "torch":
+        return f"compute: {device}, torch operators ({ENV}=torch or set_backend('torch'))"
+    ok, why = runtime().status()
+    if ok:
+        return f"compute: {device}, CuPy kernels for the SENSE normal operator, CG and the CT projector ({why})"
+    if req == "cupy":
+        raise _unavailable(why, f"{ENV}=cupy" if _chosen is None else "set_backend('cupy')")
+    return f"compute: {device}, torch operators (the CuPy kernels are unusable: {why})"
+
+
 def use_kernels(t: torch.Tensor) -> bool:
     """Whether an operation on ``t`` (and tensors on its device) should run the kernels. Says once which path
     CUDA tensors take; raises ``KernelsUnavailable`` if cupy is forced but unusable."""

@@ -417,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "device", None) and not args.quiet:  # say once which compute path the operators take
+            import kernels
+            print(kernels.describe(args.device), file=sys.stderr)
         return args.func(args)
     except KeyboardInterrupt:
         print("recon: interrupted", file=sys.stderr)

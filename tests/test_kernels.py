@@ -121,6 +121,20 @@ def test_forcing_cupy_without_a_device_raises_with_the_reason(fresh_backend, mon
             A.normal(torch.ones(4, 4, dtype=torch.complex64))
 
 
+def test_describe_names_the_compute_path(fresh_backend, monkeypatch):
+    assert "torch operators" in kernels.describe("cpu")
+    with use_runtime(FakeRuntime(True, "fake device")):
+        assert "CuPy kernels" in kernels.describe("cuda") and "fake device" in kernels.describe("cuda:1")
+        kernels.set_backend("torch")
+        assert "torch operators" in kernels.describe("cuda") and "RECON_KERNELS=torch" in kernels.describe("cuda")
+        kernels.set_backend(None)
+    with use_runtime(FakeRuntime(False, "no CUDA device here")):
+        assert "unusable: no CUDA device here" in kernels.describe("cuda")
+        monkeypatch.setenv("RECON_KERNELS", "cupy")
+        with pytest.raises(kernels.KernelsUnavailable, match="no CUDA device here"):
+            kernels.describe("cuda")
+
+
 def test_forcing_cupy_on_this_machine(fresh_backend):
     """The real runtime: raises with CuPy's own reason where it is unusable (this CPU-only machine)."""
     ok, why = kernels.cupy_status()
