@@ -151,8 +151,11 @@ def super_resolve(low: torch.Tensor, factor, prior, steps: int = 50, n_samples: 
     """High-resolution images whose block averages equal ``low``; ``factor`` an int (in-plane) or per dim."""
     f = (factor, factor) if isinstance(factor, int) else tuple(factor)
     shape = tuple(s * k for s, k in zip(low.shape[-len(f):], f))
-    A = Downsample(shape, f)
-    return samplers.DDS(steps=steps, eta=0.85)(low, A, prior, n_samples=n_samples, generator=_gen(seed))
+    # Block averaging has ||A||^2 = 1/n (n pixels per block), so A^H y, from which the prior takes the data
+    # scale, would be n times too dim; the sampler gets the unit-norm operator sqrt(n) A and data sqrt(n) y.
+    c = math.sqrt(math.prod(f))
+    A = Downsample(shape, f) * c
+    return samplers.DDS(steps=steps, eta=0.85)(low * c, A, prior, n_samples=n_samples, generator=_gen(seed))
 
 
 def anomaly(image: torch.Tensor, prior, strength: float = 0.5, steps: int = 50, seed=0):

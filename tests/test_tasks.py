@@ -56,6 +56,21 @@ def test_super_resolution_is_consistent_with_the_low_resolution_image():
     assert torch.allclose(Downsample((8, 8), 2)(hi), low.expand(2, 4, 4), atol=1e-3)
 
 
+def test_super_resolution_hands_the_prior_its_data_at_image_scale(monkeypatch):
+    """The prior takes its data scale from A^H y; block averaging alone would make that 4x too dim at 2x."""
+    from operators.image import Downsample
+
+    prior, mu, _ = _prior()
+    seen = []
+    original = DiffusionPrior.data_scale
+    monkeypatch.setattr(DiffusionPrior, "data_scale", lambda self, y, A: seen.append(A.H(y)) or original(self, y, A))
+    low = Downsample((8, 8), 2)(mu.float())
+    hi = tasks.super_resolve(low, 2, prior)
+    up = low.repeat_interleave(2, -1).repeat_interleave(2, -2)
+    assert seen and torch.allclose(seen[0].reshape(8, 8), up, atol=1e-5)
+    assert torch.allclose(Downsample((8, 8), 2)(hi), low.expand(1, 4, 4), atol=1e-3)
+
+
 def test_ddim_inversion_round_trip_and_interpolation_endpoints():
     prior, mu, _ = _prior()
     x = mu.float()
