@@ -30,6 +30,17 @@ from .dispatch import use_kernels
 from .runtime import BLOCK, Module, as_kernel_tensor, runtime
 
 MODULE = Module("sense", r"""
+// The unshifted position (i, j) of pixel pix of the shifted frame (i', j') = (pix / w, pix % w):
+// i = (i' + sh) % h, j = (j' + sw) % w. Returns i * w + j.
+__device__ __forceinline__ int unshifted(int pix, int h, int w, int sh, int sw)
+{
+    int ip = pix / w;
+    int jp = pix - ip * w;
+    int i = ip + sh; if (i >= h) i -= h;
+    int j = jp + sw; if (j >= w) j -= w;
+    return i * w + j;
+}
+
 // Coil images in the shifted frame: u[img, c, i', j'] = S[l, c, i, j] x[img, i, j],
 // img = n * n_lead + l, (i, j) = ((i' + sh) % h, (j' + sw) % w). Grid: (ceil(h w / BLOCK), n_img).
 extern "C" __global__ void sense_expand(const float2* __restrict__ x, const float2* __restrict__ maps,
@@ -41,11 +52,7 @@ extern "C" __global__ void sense_expand(const float2* __restrict__ x, const floa
     if (pix >= hw) return;
     int img = blockIdx.y;
     int l = img % n_lead;
-    int ip = pix / w;
-    int jp = pix - ip * w;
-    int i = ip + sh; if (i >= h) i -= h;
-    int j = jp + sw; if (j >= w) j -= w;
-    int src = i * w + j;
+    int src = unshifted(pix, h, w, sh, sw);
     float2 xv = x[(long long)img * hw + src];
     const float2* s = maps + (long long)l * n_coils * hw + src;
     float2* out = u + (long long)img * n_coils * hw + pix;
@@ -67,10 +74,9 @@ extern "C" __global__ void sense_mask(float2* __restrict__ k, const float* __res
     int plane = blockIdx.y;
     int c = plane % n_coils;
     int l = (plane / n_coils) % n_lead;
-    int ip = pix / w;
-    int jp = pix - ip * w;
-    int i = ip + sh; if (i >= h) i -= h;
-    int j = jp + sw; if (j >= w) j -= w;
+    int src = unshifted(pix, h, w, sh, sw);
+    int i = src / w;
+    int j = src - i * w;
     float m = mask[l * m_sl + c * m_sc + i * m_sh + j * m_sw];
     float g = m * m * scale;
     long long idx = (long long)plane * hw + pix;
@@ -90,11 +96,7 @@ extern "C" __global__ void sense_combine(const float2* __restrict__ v, const flo
     if (pix >= hw) return;
     int img = blockIdx.y;
     int l = img % n_lead;
-    int ip = pix / w;
-    int jp = pix - ip * w;
-    int i = ip + sh; if (i >= h) i -= h;
-    int j = jp + sw; if (j >= w) j -= w;
-    int src = i * w + j;
+    int src = unshifted(pix, h, w, sh, sw);
     const float2* s = maps + (long long)l * n_coils * hw + src;
     const float2* t = v + (long long)img * n_coils * hw + pix;
     float re = 0.0f, im = 0.0f;
