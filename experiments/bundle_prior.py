@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from recon import plots, priors
-from recon.samplers.unconditional import heun
+from recon.samplers import Heun
 
 
 def main(run: str, dest: str):
@@ -34,7 +34,7 @@ def main(run: str, dest: str):
                      logy=True, title="training loss")
     prior = priors.load(dest / "prior.json")
     with torch.no_grad():
-        x = heun(prior, (16, 128, 128), prior.sigmas(30), generator=torch.Generator().manual_seed(0))
+        x = Heun(steps=30)(prior=prior, n_samples=16, shape=(128, 128), generator=torch.Generator().manual_seed(0))
     if prior.channels == "real" and prior.normalization.kind == "fixed":  # a CT prior: show HU, soft-tissue window
         from recon.data.ct import window
         from recon.data.phantoms import mu_to_hu

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from recon.priors.adm import ADMUNet, timestep_embedding
-from recon.priors.checkpoint import CheckpointError, load_state_strict
+from recon.priors import CheckpointError, load_state_strict
 
 FIX = Path(__file__).parent / "fixtures"
 

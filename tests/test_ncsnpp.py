@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from recon.priors.checkpoint import CheckpointError, load_state_strict
+from recon.priors import CheckpointError, load_state_strict
 from recon.priors.ncsnpp import SCORE_MRI_FASTMRI_KNEE, NCSNpp, state_from_score_sde_checkpoint
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ncsnpp_fastmri_knee_params.txt"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recon.priors.checkpoint import CheckpointError, load_state_strict
+from recon.priors import CheckpointError, load_state_strict
 from recon.priors.ncsnv2 import (CSGM_MRI_CONFIG, NCSNv2, geometric_sigmas, load_csgm_checkpoint,
                                  state_from_csgm_checkpoint)
 

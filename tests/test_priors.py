@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from recon import priors
-from recon.priors import checkpoint, schedules
+from recon.priors import networks, schedules
+from recon.priors.format import from_config, save
 from recon.priors.gaussian import GaussianDenoiser
 from recon.priors.parametrizations import EDM, PhaseEquivariant, VEScore, VPModel
 from recon.priors.prior import DiffusionPrior, Normalization
@@ -145,7 +146,7 @@ def _small_prior():
 
 def test_own_format_round_trip(tmp_path):
     prior = _small_prior()
-    path = checkpoint.save(prior, tmp_path / "p", half=False)
+    path = save(prior, tmp_path / "p", half=False)
     loaded = priors.load(path)
     x = torch.randn(2, 16, 16, dtype=torch.complex64)
     assert torch.allclose(loaded.denoise(x, 0.7), prior.denoise(x, 0.7), atol=1e-6)
@@ -175,7 +176,7 @@ def test_phase_equivariant_wrapper_is_exact_and_round_trips(tmp_path):
     exact = DiffusionPrior(Shrink(TinyNet()), "complex")
     wrapped = DiffusionPrior(PhaseEquivariant(Shrink(TinyNet())), "complex")
     assert torch.allclose(wrapped.denoise(x, 0.8), exact.denoise(x, 0.8), atol=1e-6)
-    path = checkpoint.save(prior, tmp_path / "pe", half=False)
+    path = save(prior, tmp_path / "pe", half=False)
     loaded = priors.load(path)
     assert loaded.config() == prior.config()
     assert torch.allclose(loaded.denoise(x, 0.5), prior.denoise(x, 0.5), atol=1e-6)
@@ -196,13 +197,13 @@ def test_phase_equivariant_wrapper_is_exact_and_round_trips(tmp_path):
     assert (turned[:, 0] > 0).all() and turned[:, 1].pow(2).sum() < 0.01 * turned[:, 0].pow(2).sum()
     before = torch.view_as_real(img)
     assert before[..., 1].pow(2).sum() > 0.3 * before[..., 0].pow(2).sum()  # it was not real to begin with
-    assert checkpoint.from_config(json.loads(checkpoint.save(smooth, tmp_path / "s", half=False).read_text()),
-                                  smooth.denoiser.net.state_dict()).denoiser.smooth == 3.0
+    assert from_config(json.loads(save(smooth, tmp_path / "s", half=False).read_text()),
+                       smooth.denoiser.net.state_dict()).denoiser.smooth == 3.0
 
 
 def test_mismatched_checkpoint_is_refused_by_name(tmp_path):
     prior = _small_prior()
-    path = checkpoint.save(prior, tmp_path / "p", half=False)
+    path = save(prior, tmp_path / "p", half=False)
     state = torch.load(tmp_path / "p.pt")
     state["renamed.weight"] = state.pop("inp.weight")
     torch.save(state, tmp_path / "p.pt")
@@ -218,6 +219,45 @@ def test_mismatched_checkpoint_is_refused_by_name(tmp_path):
     with pytest.raises(priors.CheckpointError, match="no bundled prior named"):
         priors.load("bundled:does-not-exist")
 
+
+
+def test_bare_bundled_name_loads_the_bundled_prior_unless_a_path_of_that_name_exists(tmp_path, monkeypatch):
+    assert "ct-phantom-128" in priors.available()
+    bare, named = priors.load("ct-phantom-128"), priors.load("bundled:ct-phantom-128")
+    assert bare.config() == named.config()
+    assert all(torch.equal(a, b) for a, b in zip(bare.state_dict().values(), named.state_dict().values()))
+    save(_small_prior(), tmp_path / "ct-phantom-128" / "prior", half=False)  # a folder of that name wins
+    monkeypatch.chdir(tmp_path)
+    assert priors.load("ct-phantom-128").name == "tiny"
+    with pytest.raises(priors.CheckpointError, match="no bundled prior") as err:
+        priors.load("no-such-prior")
+    assert all(name in str(err.value) for name in priors.available())
+
+
+def test_load_overrides_apply_to_recorded_metadata_and_are_refused_where_meaningless(tmp_path):
+    prior = priors.load("bundled:ct-phantom-128", channels="magnitude", normalization={"kind": "fixed", "value": 3.0})
+    assert prior.channels == "magnitude" and prior.normalization == Normalization("fixed", value=3.0)
+    path = save(_small_prior(), tmp_path / "p", half=False)
+    own = priors.load(path, normalization={"kind": "max"})
+    assert own.normalization == Normalization("max") and own.channels == "complex"
+    for key, val in (("network", {"base": 4}), ("parametrization", {"type": "edm"}), ("kind", "csgm")):
+        with pytest.raises(priors.CheckpointError, match=f"{key}= only for published checkpoints"):
+            priors.load(path, **{key: val})
+    with pytest.raises(TypeError, match="allowed: .*channels, normalization, kind, network, parametrization"):
+        priors.load(path, chanels="real")
+
+
+def test_every_registered_network_resolves_and_only_registered_networks_save():
+    for name in networks.available():
+        assert networks.network_class(name).registry_name == name
+    net = networks.build({"name": "unet", "base": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_levels": []})
+    assert networks.build(networks.config_of(net)).config == net.config
+    with pytest.raises(ValueError, match="unknown network 'nope'"):
+        networks.build({"name": "nope"})
+    unregistered = TinyNet()
+    unregistered.config = {}
+    with pytest.raises(ValueError, match="not a registered network"):
+        networks.config_of(unregistered)
 
 def test_published_layouts_load_strictly_through_load(tmp_path):
     from recon.priors.adm import ADMUNet

@@ -12,7 +12,7 @@ import torch
 from recon import priors
 from recon.priors.gaussian import GaussianDenoiser
 from recon.priors.prior import DiffusionPrior
-from recon.priors.train import TrainConfig, train
+from recon.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_NET = {"name": "unet", "base": 16, "channel_mult": [1, 2], "num_blocks": 1, "attn_levels": []}
@@ -102,7 +102,7 @@ def test_training_sources_nifti_png_and_fastmri(tmp_path):
     import numpy as np
 
     from recon.data import write_fastmri
-    from recon.priors.datasets import open_source
+    from recon.data.sources import open_source
 
     vol = np.zeros((16, 16, 5), dtype=np.float32)
     vol[4:12, 4:12, 1:4] = 100.0
@@ -134,7 +134,7 @@ def test_mvue_source_recovers_the_complex_images_of_a_multicoil_file(tmp_path):
     magnitudes inside the head (up to the percentile scaling) and keep a phase (ESPIRiT fixes the maps' phase
     relative to a reference coil, so the phase is the object's plus that coil's smooth phase)."""
     from recon.data import brain, coil_maps, simulate_multicoil, write_fastmri
-    from recon.priors.datasets import open_source
+    from recon.data.sources import open_source
 
     x = brain.load_heldout(128)[:2]
     k = simulate_multicoil(x, coil_maps(8, (128, 128)))

@@ -5,7 +5,9 @@
 """
 from .prior import DiffusionPrior, Normalization
 from .parametrizations import EDM, VEScore, VPModel, Denoiser
-from .checkpoint import CheckpointError, available, load, save, load_state_strict
+from .format import CheckpointError, save, load_state_strict
+from .bundled import available
+from .loading import load
 from . import schedules
 
 __all__ = ["DiffusionPrior", "Normalization", "EDM", "VEScore", "VPModel", "Denoiser", "CheckpointError",

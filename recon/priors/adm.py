@@ -4,7 +4,7 @@ DPS2022/diffusion-posterior-sampling).
 
 Module and parameter names follow the published checkpoints exactly (``time_embed.0.weight``,
 ``input_blocks.1.0.in_layers.2.weight``, ``middle_block.1.qkv.weight``, ``out.2.weight``, ...), so their raw
-state dicts load strictly with ``checkpoint.load_state_strict``.
+state dicts load strictly with ``recon.priors.load_state_strict``.
 
 The math, for ``forward(x, t)``:
 
@@ -176,6 +176,12 @@ def _resolutions(value) -> tuple:
     return tuple(int(r) for r in value)
 
 
+# Settings shared by every published ADM checkpoint here (guided-diffusion's, as DDS and DPS use them).
+_ADM_COMMON = dict(num_heads=4, num_head_channels=64, num_heads_upsample=-1, dropout=0.0, conv_resample=True,
+                   use_scale_shift_norm=True, resblock_updown=True, use_new_attention_order=False,
+                   learn_sigma=True, num_classes=None, use_fp16=False)
+
+
 class ADMUNet(nn.Module):
     """The guided-diffusion ``UNetModel`` (2-D), parameter-compatible with its checkpoints.
 
@@ -343,35 +349,34 @@ class ADMUNet(nn.Module):
             h = block(torch.cat([h, hs.pop()], dim=1), emb)
         return self.out(h.type(x.dtype))
 
-    # --- published configurations -----------------------------------------------------------------------
-    @classmethod
-    def _preset(cls, base: dict, overrides: dict) -> "ADMUNet":
-        return cls(**{**base, **overrides})
-
-    _ADM_COMMON = dict(num_heads=4, num_head_channels=64, num_heads_upsample=-1, dropout=0.0, conv_resample=True,
-                       use_scale_shift_norm=True, resblock_updown=True, use_new_attention_order=False,
-                       learn_sigma=True, num_classes=None, use_fp16=False)
+    # --- published configurations (``PRESETS``: constructor arguments, by name) ----------------------------
+    PRESETS = {
+        "dds_fastmri": dict(_ADM_COMMON, image_size=320, in_channels=2, model_channels=256, num_res_blocks=1,
+                            attention_resolutions=(16,)),
+        "dds_aapm": dict(_ADM_COMMON, image_size=256, in_channels=1, model_channels=256, num_res_blocks=1,
+                         attention_resolutions=(16,)),
+        "dps_ffhq": dict(_ADM_COMMON, image_size=256, in_channels=3, model_channels=128, num_res_blocks=1,
+                         attention_resolutions=(16,)),
+        "dps_imagenet": dict(_ADM_COMMON, image_size=256, in_channels=3, model_channels=256, num_res_blocks=2,
+                             attention_resolutions=(32, 16, 8)),
+    }
 
     @classmethod
     def dds_fastmri(cls, **overrides) -> "ADMUNet":
         """DDS multi-coil fastMRI knee prior (complex, 2 channels, 320 px): fastmri_knee_320_complex_1m.pt."""
-        return cls._preset(dict(cls._ADM_COMMON, image_size=320, in_channels=2, model_channels=256,
-                                num_res_blocks=1, attention_resolutions=(16,)), overrides)
+        return cls(**{**cls.PRESETS["dds_fastmri"], **overrides})
 
     @classmethod
     def dds_aapm(cls, **overrides) -> "ADMUNet":
         """DDS AAPM CT prior (1 channel, 256 px): AAPM256_1M.pt."""
-        return cls._preset(dict(cls._ADM_COMMON, image_size=256, in_channels=1, model_channels=256,
-                                num_res_blocks=1, attention_resolutions=(16,)), overrides)
+        return cls(**{**cls.PRESETS["dds_aapm"], **overrides})
 
     @classmethod
     def dps_ffhq(cls, **overrides) -> "ADMUNet":
         """DPS FFHQ 256 prior (RGB): ffhq_10m.pt."""
-        return cls._preset(dict(cls._ADM_COMMON, image_size=256, in_channels=3, model_channels=128,
-                                num_res_blocks=1, attention_resolutions=(16,)), overrides)
+        return cls(**{**cls.PRESETS["dps_ffhq"], **overrides})
 
     @classmethod
     def dps_imagenet(cls, **overrides) -> "ADMUNet":
         """DPS ImageNet 256 prior = guided-diffusion's unconditional 256x256_diffusion_uncond.pt (RGB)."""
-        return cls._preset(dict(cls._ADM_COMMON, image_size=256, in_channels=3, model_channels=256,
-                                num_res_blocks=2, attention_resolutions=(32, 16, 8)), overrides)
+        return cls(**{**cls.PRESETS["dps_imagenet"], **overrides})

@@ -288,6 +288,7 @@ class NCSNpp(nn.Module):
     input's width, which is the same thing for inputs of the configured size)."""
 
     registry_name = "ncsnpp"
+    PRESETS = {"score_mri_fastmri_knee": SCORE_MRI_FASTMRI_KNEE}
 
     def __init__(self, *, image_size: int = 320, num_channels: int = 1, nf: int = 128,
                  ch_mult: Sequence[int] = (1, 2, 2, 2), num_res_blocks: int = 4,
@@ -487,7 +488,7 @@ def state_from_score_sde_checkpoint(obj, net: nn.Module, use_ema: bool = True) -
     Fourier features ``all_modules.0.W``). The returned dict is ``model`` with the ``module.`` prefix
     stripped (this supplies the buffers, e.g. ``sigmas``, and the non-trainable parameters) in which every
     trainable parameter is replaced by its EMA value, matched by zipping ``net.named_parameters()`` (trainable
-    ones) with ``shadow_params``. Load it with ``recon.priors.checkpoint.load_state_strict``.
+    ones) with ``shadow_params``. Load it with ``recon.priors.load_state_strict``.
 
     Raises ``ValueError`` if the checkpoint lacks ``model`` (or ``ema`` when ``use_ema``), or if the number or
     the shapes of the shadow parameters disagree with ``net``, naming the first parameter that does not match.

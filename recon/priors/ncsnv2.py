@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .format import load_state_strict
+
 # The network of the csgm-mri-langevin checkpoint ``ncsnv2-mri-mvue/logs/mri-mvue/checkpoint_100000.pth``
 # (``langevin_config`` in csgm's configs/file/*.yaml; brain_T2.yaml states image_size 384, the others 320 --
 # the network is fully convolutional, so the size changes no parameter).
@@ -241,6 +243,7 @@ class NCSNv2(nn.Module):
     """
 
     registry_name = "ncsnv2"
+    PRESETS = {"csgm_mri": CSGM_MRI_CONFIG}
 
     def __init__(self, image_size: int = 384, channels: int = 2, ngf: int = 128, num_classes: int = 2311,
                  sigma_begin: float = 232.0, sigma_end: float = 0.0066, sigma_dist: str = "geometric",
@@ -338,8 +341,6 @@ def state_from_csgm_checkpoint(obj, ema: bool = True) -> dict:
 
 def load_csgm_checkpoint(path, map_location="cpu", ema: bool = True, **config) -> NCSNv2:
     """Build ``NCSNv2(**config)`` (csgm's MRI config by default) and load a csgm checkpoint file into it strictly."""
-    from .checkpoint import load_state_strict
-
     net = NCSNv2(**config)
     obj = torch.load(path, map_location=map_location, weights_only=True)
     load_state_strict(net, state_from_csgm_checkpoint(obj, ema=ema), source=str(path))

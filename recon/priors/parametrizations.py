@@ -36,6 +36,7 @@ class Denoiser(nn.Module):
 
     sigma_min: float
     sigma_max: float
+    discrete_sigmas = None  # the network's own ladder of noise levels where it has discrete timesteps
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -88,6 +89,10 @@ class VPModel(Denoiser):
         self.register_buffer("sigmas", schedules.abar_to_sigma(schedules.alphas_cumprod(b)), persistent=False)
         self.prediction, self.learned_sigma, self.timesteps = prediction, learned_sigma, timesteps
         self.sigma_min, self.sigma_max = float(self.sigmas[0]), float(self.sigmas[-1])
+
+    @property
+    def discrete_sigmas(self) -> torch.Tensor:
+        return self.sigmas
 
     def t_of_sigma(self, sigma: torch.Tensor) -> torch.Tensor:
         t = schedules.sigma_to_t(sigma, self.sigmas)
@@ -149,6 +154,10 @@ class PhaseEquivariant(Denoiser):
     @property
     def sigma_max(self) -> float:
         return self.inner.sigma_max
+
+    @property
+    def discrete_sigmas(self):
+        return self.inner.discrete_sigmas
 
     @staticmethod
     def _turn(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

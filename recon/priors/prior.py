@@ -31,8 +31,9 @@ class Normalization:
     """How training images were scaled: x_train = x / scale, with scale from the image itself.
 
     kind "percentile": scale = the q-th percentile of |x| (per image); "max": scale = max |x|;
-    "fixed": scale = ``value``; "none": scale = 1. At reconstruction the scale is taken from the
-    adjoint image A^H y (the zero-filled / back-projected image)."""
+    "fixed": scale = ``value`` (data in physical units, e.g. CT in mu / mu_water); "none": scale = 1.
+    At reconstruction the scale is taken from the operator's pseudo-inverse image A^+ y (``Linop.pinv``:
+    SENSE-combined zero-filled for MRI, FBP for CT), which does not change when (y, A) becomes (c y, c A)."""
 
     kind: str = "percentile"
     q: float = 99.0
@@ -44,15 +45,19 @@ class Normalization:
         if not 0 < self.q <= 100:
             raise ValueError(f"percentile q must be in (0, 100], got {self.q}")
 
-    def scale(self, ref: torch.Tensor) -> torch.Tensor:
-        """Per-image scale of ``ref`` (..., H, W), shaped (..., 1, 1)."""
-        lead = ref.shape[:-2]
+    def scale(self, ref: torch.Tensor, ndim: int = 2) -> torch.Tensor:
+        """Scale of ``ref`` over its last ``ndim`` dimensions (one image: 2; a stack or coil images taken as
+        one image: 3), shaped ``ref.shape[:-ndim] + (1,) * ndim``."""
+        if ref.dim() < ndim:
+            raise ValueError(f"the reference image needs at least {ndim} dimensions, got shape {tuple(ref.shape)}")
+        lead = ref.shape[: ref.dim() - ndim]
+        ones = (1,) * ndim
         if self.kind in ("fixed", "none"):
             v = self.value if self.kind == "fixed" else 1.0
-            return torch.full(lead + (1, 1), v, dtype=ref.real.dtype, device=ref.device)
+            return torch.full(lead + ones, v, dtype=ref.real.dtype, device=ref.device)
         mag = ref.abs().reshape(lead + (-1,)).float()
         s = mag.amax(-1) if self.kind == "max" else torch.quantile(mag, self.q / 100, dim=-1)
-        return s.clamp_min(torch.finfo(s.dtype).tiny).reshape(lead + (1, 1)).to(ref.real.dtype)
+        return s.clamp_min(torch.finfo(s.dtype).tiny).reshape(lead + ones).to(ref.real.dtype)
 
 
 class DiffusionPrior(nn.Module):
@@ -79,12 +84,20 @@ class DiffusionPrior(nn.Module):
         return self.denoiser.sigma_max
 
     def sigmas(self, n: int, kind: str = "karras", rho: float = 7.0) -> torch.Tensor:
-        """A decreasing schedule of n levels over the prior's trained range ("karras" or "geometric")."""
-        if kind == "karras":
+        """A decreasing schedule of n levels over the prior's trained range: "karras" (EDM's rho-schedule),
+        "geometric", or "auto": for a network with discrete timesteps (DDPM/ADM) ``n`` evenly spaced levels of
+        its own ladder (DDIM's spacing), otherwise "karras"."""
+        if n < 1:
+            raise ValueError(f"a schedule needs at least 1 level, got {n}")
+        ladder = self.denoiser.discrete_sigmas
+        if kind == "auto" and ladder is not None:
+            idx = torch.linspace(len(ladder) - 1, 0, n).round().long()
+            return ladder[idx].double()
+        if kind in ("karras", "auto"):
             return schedules.karras_sigmas(self.sigma_min, self.sigma_max, n, rho)
         if kind == "geometric":
             return schedules.geometric_sigmas(self.sigma_min, self.sigma_max, n)
-        raise ValueError(f"unknown schedule kind {kind!r}; expected 'karras' or 'geometric'")
+        raise ValueError(f"unknown schedule kind {kind!r}; expected 'auto', 'karras' or 'geometric'")
 
     # --- the three questions -----------------------------------------------------------------------
     def denoise(self, x: torch.Tensor, sigma: Union[float, torch.Tensor]) -> torch.Tensor:
@@ -121,8 +134,9 @@ class DiffusionPrior(nn.Module):
 
     # --- data scaling --------------------------------------------------------------------------
     def data_scale(self, y: torch.Tensor, A) -> torch.Tensor:
-        """The scale that maps measured data to the training range, from the adjoint image A^H y."""
-        return self.normalization.scale(A.H(y))
+        """The scale that maps measured data to the training range, from the pseudo-inverse image A^+ y over
+        the operator's whole input (shaped ``batch + (1,) * len(A.ishape)``)."""
+        return self.normalization.scale(A.pinv(y), ndim=len(A.ishape))
 
     def normalize(self, x: torch.Tensor, y: torch.Tensor, A) -> torch.Tensor:
         return x / self.data_scale(y, A)

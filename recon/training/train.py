@@ -29,9 +29,10 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from . import checkpoint, networks, parametrizations
-from .datasets import open_source, to_channels
-from .prior import DiffusionPrior
+from recon import priors
+from recon.atomic import atomic_path, write_text
+from recon.data.sources import open_source, to_channels
+from recon.priors import DiffusionPrior, networks, parametrizations
 
 
 @dataclass
@@ -146,14 +147,12 @@ class DSMLoss(torch.nn.Module):
         return ((eps - n) ** 2).mean()
 
 
-def _save_grid(prior: DiffusionPrior, path: Path, n: int, seed: int, device) -> None:
+def _save_grid(prior: DiffusionPrior, path: Path, n: int, seed: int) -> None:
     from recon import plots
-    from recon.samplers.unconditional import heun
+    from recon.samplers import Heun
 
-    size = prior.image_size or (64, 64)
-    with torch.no_grad():
-        x = heun(prior, (n,) + tuple(size), prior.sigmas(18), generator=torch.Generator().manual_seed(seed),
-                 device=device)
+    x = Heun(steps=18)(prior=prior, n_samples=n, generator=torch.Generator().manual_seed(seed),
+                       shape=prior.image_size or (64, 64))
     plots.save_grid(x.abs().cpu() if x.is_complex() else x.cpu(), path, title=f"{prior.name} samples")
 
 
@@ -189,7 +188,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, device: 
     loss_fn = DSMLoss(den, cfg)
     model = torch.nn.parallel.DistributedDataParallel(loss_fn) if world > 1 else loss_fn
     if rank == 0:
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        write_text(out / "config.json", json.dumps(asdict(cfg), indent=2))
     use_amp = cfg.amp and (dev.type == "cuda" or _cpu_has_bf16())
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, desc="train", dynamic_ncols=True)
     t0 = time.time()
@@ -215,18 +214,18 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, device: 
         if step % cfg.ckpt_every == 0 or last:
             _checkpoint(prior, net, ema, opt, g, step, history, cfg, out, rank, world, time.time() - t0)
         if rank == 0 and cfg.sample_every and (step % cfg.sample_every == 0 or last):
-            _with_ema(prior, net, ema, lambda: _save_grid(prior, out / f"samples_{step:07d}.png", 16, 0, dev))
+            _with_ema(prior, net, ema, lambda: _save_grid(prior, out / f"samples_{step:07d}.png", 16, 0))
     bar.close()
     return out / "prior.json"
 
 
 def _init_from(net: torch.nn.Module, spec: str, dev) -> None:
     """Copy the weights of a saved prior into ``net`` (fine-tuning); the networks must match key for key."""
-    src = checkpoint.load(spec, map_location=dev).denoiser.net
+    src = priors.load(spec, map_location=dev).denoiser.net
     try:
-        checkpoint.load_state_strict(net, {k: v.float() for k, v in src.state_dict().items()}, source=spec)
-    except checkpoint.CheckpointError as e:
-        raise checkpoint.CheckpointError(f"init: the prior {spec!r} does not match the network in this config: {e}") \
+        priors.load_state_strict(net, {k: v.float() for k, v in src.state_dict().items()}, source=spec)
+    except priors.CheckpointError as e:
+        raise priors.CheckpointError(f"init: the prior {spec!r} does not match the network in this config: {e}") \
             from None
 
 
@@ -253,15 +252,12 @@ def _checkpoint(prior, net, ema, opt, g, step, history, cfg, out, rank, world, s
         return
     st = {"net": net.state_dict(), "ema": ema, "opt": opt.state_dict(), "generators": gens, "step": step,
           "history": history, "config": asdict(cfg)}
-    tmp = out / f".train_state.pt.tmp{os.getpid()}"
-    torch.save(st, tmp)
-    os.replace(tmp, out / "train_state.pt")
+    with atomic_path(out / "train_state.pt") as tmp:
+        torch.save(st, tmp)
     meta = {"steps": step, "train_seconds_this_run": round(seconds, 1), "data": cfg.data, "loss": cfg.loss,
             "parameters": sum(p.numel() for p in net.parameters()), "world_size": world}
-    _with_ema(prior, net, ema, lambda: checkpoint.save(prior, out / "prior", half=True, meta=meta))
-    tmp = out / ".loss.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    _with_ema(prior, net, ema, lambda: priors.save(prior, out / "prior", half=True, meta=meta))
+    with atomic_path(out / "loss.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["step", "loss"])
         w.writerows(history)
-    os.replace(tmp, out / "loss.csv")

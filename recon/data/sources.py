@@ -22,7 +22,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .prior import Normalization
+from operators import espirit, ifft2c
+from recon.priors import Normalization
+
+from . import brain, phantoms
+from .coils import center_crop, sense_combine
+from .fastmri import load_fastmri
 
 
 def _percentile_normalise(x: torch.Tensor) -> torch.Tensor:
@@ -72,17 +77,12 @@ class PhantomSource:
         self.image_size, self.region = image_size, region
 
     def batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        from recon.data import phantoms
-
         mu = phantoms.hu_to_mu(phantoms.ct_phantom(n, self.image_size, generator, self.region))
         return mu / self.normalization.value
 
 
 def mvue_slices(path) -> torch.Tensor:
     """Complex MVUE images (N, h, w) of every slice of the multi-coil fastMRI file(s) at ``path``."""
-    from operators import espirit, ifft2c
-    from recon.data import center_crop, load_fastmri, sense_combine
-
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"training data {str(p)!r}: no such file or folder")
@@ -114,8 +114,6 @@ def to_channels(x: torch.Tensor, channels: str) -> torch.Tensor:
 def open_source(spec: str, image_size: int) -> SliceSource:
     """Resolve a source string (see the module docstring)."""
     if spec == "mni152":
-        from recon.data import brain
-
         mag = brain.magnitude_slices("train", image_size)
         return SliceSource(mag, Normalization("percentile", 99.0), augment_fn=brain.augment)
     if spec == "ct-phantoms":
@@ -141,7 +139,6 @@ def open_source(spec: str, image_size: int) -> SliceSource:
         x = torch.cat(sl)
         x = x[x.reshape(len(x), -1).amax(1) > 0]
     elif h5:
-        from recon.data import load_fastmri
         parts = []
         for f in h5:
             vol = load_fastmri(f)

@@ -1,0 +1,60 @@
+"""``load``: the one entry point that turns a name or a file into a ``DiffusionPrior``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import bundled, format, published
+from .format import CheckpointError
+from .prior import DiffusionPrior
+
+_RECORDED = ("channels", "normalization")          # metadata: may override what any prior records
+_PUBLISHED_ONLY = ("kind", "network", "parametrization")  # published checkpoints only
+
+
+def load(path_or_name, map_location="cpu", **overrides) -> DiffusionPrior:
+    """Load a prior from one of:
+
+    - ``bundled:<name>``, or the bare ``<name>`` (``available()`` lists them); a file or folder of that name
+      on disk wins over a bundled prior;
+    - a toolkit prior: its ``.json``, its ``.pt`` (next to the ``.json``), or a folder holding ``prior.json``;
+    - a published checkpoint file (Score-MRI, csgm, DDS; see ``published.load_published``).
+
+    Overrides: ``channels`` and ``normalization`` (a ``Normalization`` field dict) replace what any prior
+    records; ``kind``, ``network`` and ``parametrization`` apply to published checkpoints only (a toolkit prior
+    records its own network and parametrisation, so they are refused for it).
+    """
+    unknown = sorted(set(overrides) - set(_RECORDED + _PUBLISHED_ONLY))
+    if unknown:
+        raise TypeError(f"load() got unexpected keyword argument(s) {unknown}; "
+                        f"allowed: map_location, {', '.join(_RECORDED + _PUBLISHED_ONLY)}")
+    json_path, path = _resolve(str(path_or_name))
+    if json_path is None:
+        return published.load_published(path, map_location=map_location, **overrides)
+    refused = [k for k in _PUBLISHED_ONLY if overrides.get(k) is not None]
+    if refused:
+        raise CheckpointError(f"{json_path}: {', '.join(k + '=' for k in refused)} only for published checkpoints; "
+                              "a toolkit-format prior records its own network and parametrization")
+    return format.read(json_path, map_location, **overrides)
+
+
+def _resolve(s: str):
+    """``(json_path, None)`` for a toolkit prior, ``(None, path)`` for a published checkpoint file."""
+    if s.startswith("bundled:"):
+        return bundled.config_path(s.split(":", 1)[1]), None
+    p = Path(s)
+    if not p.exists():
+        if s in bundled.available():
+            return bundled.config_path(s), None
+        if len(p.parts) == 1:
+            raise CheckpointError(f"{s!r}: no such file or folder, and no bundled prior of that name; "
+                                  f"bundled priors: {bundled.available()}")
+        raise CheckpointError(f"{p}: no such file or folder")
+    if p.is_dir():
+        if not (p / "prior.json").exists():
+            raise CheckpointError(f"{p}: folder has no prior.json")
+        return p / "prior.json", None
+    if p.suffix == ".json":
+        return p, None
+    if p.with_suffix(".json").exists():
+        return p.with_suffix(".json"), None
+    return None, p
