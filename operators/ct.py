@@ -52,6 +52,9 @@ def angles(n: Optional[int] = None, views: Optional[int] = None, limited: Option
     return torch.deg2rad(torch.linspace(lo, hi, n + 1, dtype=torch.float64)[:-1])
 
 
+_angle_set = angles  # the module function, under a name the constructors' ``angles`` argument does not hide
+
+
 def _size(img_size) -> tuple:
     s = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     if len(s) != 2 or min(s) < 2:
@@ -200,6 +203,13 @@ class _RayCT(Linop):
                 img.index_add_(1, i.reshape(-1), vals)
         return img.reshape(lead + (self.h, self.w))
 
+    # the operator contract: the norm by power iteration on real images, FBP as the pseudo-inverse
+    input_dtype = torch.float32
+    pinv_method = "fbp"
+
+    def _pinv(self, y):
+        return fbp(y, self)
+
     # torch-radon's names
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self(x)
@@ -209,10 +219,10 @@ class _RayCT(Linop):
 
 
 class ParallelBeamCT(_RayCT):
-    def __init__(self, img_size, angles_: Union[int, torch.Tensor], n_detectors: Optional[int] = None,
+    def __init__(self, img_size, angles: Union[int, torch.Tensor], n_detectors: Optional[int] = None,
                  detector_spacing: float = 1.0):
         h, w = _size(img_size)
-        th = angles(angles_) if isinstance(angles_, int) else torch.as_tensor(angles_, dtype=torch.float64)
+        th = _angle_set(angles) if isinstance(angles, int) else torch.as_tensor(angles, dtype=torch.float64)
         if th.dim() != 1 or len(th) < 1:
             raise ValueError(f"angles must be a count or a 1-D tensor of radians, got shape {tuple(th.shape)}")
         n_det = n_detectors or int(math.ceil(math.hypot(h, w)))
@@ -230,10 +240,10 @@ class ParallelBeamCT(_RayCT):
 
 
 class FanBeamCT(_RayCT):
-    def __init__(self, img_size, angles_: Union[int, torch.Tensor], source_distance: float,
+    def __init__(self, img_size, angles: Union[int, torch.Tensor], source_distance: float,
                  detector_distance: float, n_detectors: Optional[int] = None, detector_spacing: float = 1.0):
         h, w = _size(img_size)
-        th = angles(angles_, full=360.0) if isinstance(angles_, int) else torch.as_tensor(angles_, dtype=torch.float64)
+        th = _angle_set(angles, full=360.0) if isinstance(angles, int) else torch.as_tensor(angles, dtype=torch.float64)
         if source_distance <= math.hypot(h, w) / 2:
             raise ValueError(f"the source ({source_distance}) must lie outside the image (radius {math.hypot(h, w) / 2:.1f})")
         if detector_distance < 0:

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -67,6 +68,16 @@ class Downsample(Linop):
         for i, f in enumerate(self.factor):
             out = out.repeat_interleave(f, dim=y.dim() - len(self.factor) + i)
         return out / n
+
+    def norm(self, like=None) -> float:
+        """Block averaging: A A^H = I / n (n pixels per block), so ||A|| = 1 / sqrt(n)."""
+        return 1.0 / math.sqrt(math.prod(self.factor))
+
+    def _pinv(self, y):
+        """The exact pseudo-inverse n A^H: every pixel of a block takes the block's value."""
+        return self._adjoint(y) * math.prod(self.factor)
+
+    pinv_method = "replicate"
 
 
 class Blur(Linop):

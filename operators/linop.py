@@ -7,15 +7,32 @@ dimensions are ``A.oshape``; any leading dimensions are batch dimensions and pas
     A.H(y)        apply the adjoint A^H, defined by <A x, y> = <x, A^H y> (Hermitian inner product)
     A.normal(x)   A^H A x (subclasses override it where a fused form is cheaper)
     A @ B         composition A B
-    c * A         scaling by a scalar
+    c * A         scaling by a scalar (``Scaled``)
     A + B         sum of operators with equal shapes
 
 Shapes may hold ``None`` for a size the operator does not fix. Every application checks the input's
 trailing dimensions against the operator's shape and raises a ``ShapeError`` that says what was expected.
+
+**The operator contract.** Everything a sampler, a task or a classical method may ask of an operator lives
+here, with a default, and survives the algebra (``Scaled`` forwards all of it exactly; ``Compose``, ``Sum``
+and ``Adjoint`` forward what stays true for them and fall back to the defaults otherwise):
+
+    A.norm(like=None)   largest singular value ||A||_2: power iteration on A^H A from a fixed seed, cached per
+                        operator (closed forms where they exist); ``(c * A).norm() == abs(c) * A.norm()``
+    A.pinv(y)           a cheap pseudo-inverse image: CG on A^H A x = A^H y by default, FBP for CT, the
+                        SENSE-combined zero-filled image for MRI, exact inverses for masks and averaging;
+                        ``(c * A).pinv(c * y) == A.pinv(y)``; ``A.pinv_method`` names it ("cg", "fbp", ...)
+    A.support           boolean map of the input pixels some measurement sees (None: all of them)
+    A.combine(x)        the final image of an input x (root-sum-of-squares for coil-wise MRI; identity otherwise)
+    A.normalized()      A / ||A||, the unit-norm operator every sampler works with
+
+Code that uses an operator asks these, never the concrete type.
 """
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from typing import Optional, Sequence
 
 import torch
@@ -81,6 +98,76 @@ class Linop:
     def H(self) -> "Linop":
         return Adjoint(self)
 
+    # --- the operator contract ----------------------------------------------------------------
+    pinv_method = "cg"
+    pinv_iter = 30
+    input_dtype = torch.complex64  # what the default power iteration feeds the operator (CT: float32)
+
+    def norm(self, like: Optional[torch.Tensor] = None) -> float:
+        """Largest singular value ||A||_2, cached. ``like`` gives the sizes the operator leaves free (None in
+        ``ishape``): its trailing dimensions are used; without free sizes it is not needed."""
+        shape = self._concrete_ishape(like)
+        cache = self.__dict__.setdefault("_norm_cache", {})
+        if shape not in cache:
+            value = self._norm(shape, like)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{self.name}: the operator norm is {value}; the operator holds NaN or Inf")
+            cache[shape] = value
+        return cache[shape]
+
+    def _norm(self, shape: tuple, like: Optional[torch.Tensor]) -> float:
+        """Default: power iteration on A^H A from a fixed seed (deterministic)."""
+        from .transforms import power_iteration
+
+        dtype = like.dtype if like is not None else self.input_dtype
+        device = like.device if like is not None else self._device()
+        template = torch.zeros(shape, dtype=dtype, device=device)
+        return math.sqrt(max(power_iteration(self._normal, template, n_iter=100, tol=1e-6), 0.0))
+
+    def _concrete_ishape(self, like: Optional[torch.Tensor]) -> tuple:
+        if all(s is not None for s in self.ishape):
+            return tuple(self.ishape)
+        if like is None or like.dim() < len(self.ishape):
+            raise ShapeError(f"{self.name} leaves input sizes free {_fmt(self.ishape)}; give an input "
+                             f"(like=...) to fix them")
+        check_shape(like, self.ishape, self.name, "like")
+        return tuple(like.shape[like.dim() - len(self.ishape):])
+
+    def _device(self) -> torch.device:
+        for v in vars(self).values():
+            if isinstance(v, torch.Tensor):
+                return v.device
+            if isinstance(v, Linop):
+                return v._device()
+        return torch.device("cpu")
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        """A cheap pseudo-inverse image A^+ y (default: ``pinv_iter`` CG steps on A^H A x = A^H y from 0)."""
+        check_shape(y, self.oshape, f"{self.name}.pinv")
+        return self._pinv(y)
+
+    def _pinv(self, y: torch.Tensor) -> torch.Tensor:
+        from .cg import conjugate_gradient
+
+        return conjugate_gradient(self._normal, self._adjoint(y), max_iter=self.pinv_iter, tol=1e-6,
+                                  ndim=len(self.ishape))
+
+    @property
+    def support(self) -> Optional[torch.Tensor]:
+        """Boolean map of the input pixels some measurement sees; None: every pixel."""
+        return None
+
+    def combine(self, x: torch.Tensor) -> torch.Tensor:
+        """The image a user looks at for an input ``x`` (identity unless the input is, e.g., coil images)."""
+        return x
+
+    def normalized(self, like: Optional[torch.Tensor] = None) -> "Linop":
+        """A / ||A||: the same measurement model with unit norm."""
+        n = self.norm(like)
+        if n == 0:
+            raise ValueError(f"{self.name} is the zero operator (norm 0): it measures nothing")
+        return (1.0 / n) * self
+
     # --- algebra ----------------------------------------------------------------------------
     def __matmul__(self, other: "Linop") -> "Linop":
         if not isinstance(other, Linop):
@@ -93,9 +180,7 @@ class Linop:
         return self.__rmul__(c)
 
     def __rmul__(self, c) -> "Linop":
-        if isinstance(c, torch.Tensor) and c.dim() > 0:
-            raise TypeError("an operator can only be scaled by a scalar; use Multiply for elementwise weights")
-        return Compose(Scale(self.oshape, c), self)
+        return Scaled(self, c)
 
     def __add__(self, other: "Linop") -> "Linop":
         if not isinstance(other, Linop):
@@ -194,8 +279,82 @@ class Compose(Linop):
         return self.b._adjoint(self.a._normal(self.b._apply(x)))
 
     @property
+    def input_dtype(self):
+        return self.b.input_dtype
+
+    @property
+    def support(self):  # the input is B's input
+        return self.b.support
+
+    def combine(self, x):
+        return self.b.combine(x)
+
+    @property
     def name(self) -> str:
         return f"({self.a.name} @ {self.b.name})"
+
+
+def _as_scalar(c):
+    """A Python number from an int/float/complex or a one-element tensor; anything else is a TypeError."""
+    if isinstance(c, torch.Tensor):
+        if c.numel() != 1:
+            raise TypeError(f"an operator can only be scaled by a scalar, got a tensor of shape {tuple(c.shape)}; "
+                            "use Multiply for elementwise weights")
+        c = c.item()
+    if isinstance(c, bool) or not isinstance(c, numbers.Number):
+        raise TypeError(f"an operator can only be scaled by a number, got {type(c).__name__} {c!r}")
+    if not math.isfinite(abs(c)):
+        raise ValueError(f"an operator can only be scaled by a finite number, got {c}")
+    return c
+
+
+class Scaled(Linop):
+    """c A for a scalar c (complex allowed): ``c * A``. Forwards the whole operator contract exactly:
+    ||c A|| = |c| ||A||, (c A)^+ y = A^+ (y / c), and A's support and coil combination."""
+
+    def __init__(self, op: Linop, c):
+        c = _as_scalar(c)
+        super().__init__(op.ishape, op.oshape)
+        self.op, self.c = op, c
+
+    def _apply(self, x):
+        return self.op._apply(x) * self.c
+
+    def _adjoint(self, y):
+        return self.op._adjoint(y) * (self.c.conjugate() if isinstance(self.c, complex) else self.c)
+
+    def _normal(self, x):
+        return self.op._normal(x) * (abs(self.c) ** 2)
+
+    def norm(self, like=None) -> float:
+        return abs(self.c) * self.op.norm(like)
+
+    def _pinv(self, y):
+        if self.c == 0:
+            return torch.zeros_like(self.op._adjoint(y))
+        return self.op._pinv(y / self.c)
+
+    @property
+    def pinv_method(self) -> str:
+        return self.op.pinv_method
+
+    @property
+    def input_dtype(self):
+        return self.op.input_dtype
+
+    @property
+    def support(self):
+        return self.op.support
+
+    def combine(self, x):
+        return self.op.combine(x)
+
+    def __rmul__(self, c) -> Linop:
+        return Scaled(self.op, _as_scalar(c) * self.c)
+
+    @property
+    def name(self) -> str:
+        return f"{self.c:g}*{self.op.name}" if not isinstance(self.c, complex) else f"{self.c}*{self.op.name}"
 
 
 class Sum(Linop):
@@ -214,6 +373,14 @@ class Sum(Linop):
         return self.a._adjoint(y) + self.b._adjoint(y)
 
     @property
+    def support(self):  # a pixel is seen when either term sees it
+        sa, sb = self.a.support, self.b.support
+        return None if sa is None or sb is None else (sa | sb)
+
+    def combine(self, x):  # both terms act on the same input
+        return self.a.combine(x)
+
+    @property
     def name(self) -> str:
         return f"({self.a.name} + {self.b.name})"
 
@@ -229,6 +396,10 @@ class Identity(Linop):
 
     _adjoint = _apply
     _normal = _apply
+    _pinv = _apply
+
+    def norm(self, like=None) -> float:
+        return 1.0
 
 
 class Scale(Identity):
@@ -247,6 +418,12 @@ class Scale(Identity):
 
     def _normal(self, x):
         return x * abs(self.scale) ** 2
+
+    def norm(self, like=None) -> float:
+        return float(abs(self.scale))
+
+    def _pinv(self, y):
+        return y / self.scale if self.scale != 0 else torch.zeros_like(y)
 
     @property
     def name(self) -> str:
@@ -275,6 +452,15 @@ class Multiply(Linop):
 
     def _normal(self, x):
         return x * (self.w.conj() * self.w)
+
+    def norm(self, like=None) -> float:
+        return float(self.w.abs().max()) if self.w.numel() else 0.0
+
+    def _pinv(self, y):
+        """Exact pseudo-inverse of a diagonal: y / w where w != 0, 0 elsewhere."""
+        w2 = (self.w.conj() * self.w).real if self.w.is_complex() else self.w * self.w
+        inv = torch.where(w2 > 0, 1 / torch.where(w2 > 0, w2, torch.ones_like(w2)), torch.zeros_like(w2))
+        return y * self.w.conj() * inv
 
 
 def adjoint_error(op: Linop, batch: Sequence[int] = (), dtype=torch.complex64,

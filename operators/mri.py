@@ -8,7 +8,13 @@ sensitivity maps:
     CoilwiseMRI(mask):          y_c = P F x_c,    x: (..., C, H, W)   -> y: (..., C, H, W)
 
 Adjoints: F^H P y, sum_c conj(S_c) F^H P y_c, and F^H P y_c per coil. The normal operators use
-P^H P = P^2, so weighted (non-binary) masks are exact too. For CUDA tensors the SENSE normal operator runs
+P^H P = P^2, so weighted (non-binary) masks are exact too.
+
+The operator contract (``operators.linop``): ``norm()`` is max|P| for the single-coil and coil-wise models
+(F is unitary) and a power iteration for SENSE; ``pinv(y)`` is F^H P^+ y (P^+ = 1/P where P > 0, else 0),
+for SENSE combined over the coils, sum_c conj(S_c) F^H P^+ y_c / sum_c |S_c|^2 (0 where no coil sees the
+pixel); ``support`` of SENSE is where sum_c |S_c|^2 > 0; the coil-wise model's ``combine`` is the
+root-sum-of-squares over the coils. For CUDA tensors the SENSE normal operator runs
 the fused CuPy kernels (``kernels.sense``) when they are usable.
 """
 from __future__ import annotations
@@ -52,6 +58,11 @@ def _broadcast_to(mask: torch.Tensor, shape: tuple, what: str) -> None:
         raise ShapeError(f"mask of shape {tuple(mask.shape)} does not broadcast to {what} of shape {shape}")
 
 
+def _mask_pinv(mask: torch.Tensor) -> torch.Tensor:
+    """P^+: 1/P where P > 0, 0 elsewhere."""
+    return torch.where(mask > 0, 1 / torch.where(mask > 0, mask, torch.ones_like(mask)), torch.zeros_like(mask))
+
+
 def _plane(mask: torch.Tensor) -> tuple:
     """The (H, W) a mask fixes: H is free (None) for a line mask (1, W)."""
     h, w = mask.shape[-2:]
@@ -78,6 +89,14 @@ class SingleCoilMRI(Linop):
     def _normal(self, x):
         return ifft2c(self.mask.square() * fft2c(x))
 
+    pinv_method = "zero-filled"
+
+    def norm(self, like=None) -> float:
+        return float(self.mask.max()) if self.mask.numel() else 0.0
+
+    def _pinv(self, y):
+        return ifft2c(_mask_pinv(self.mask) * y)
+
 
 class CoilwiseMRI(SingleCoilMRI):
     """y_c = P F x_c: each coil image sampled independently (Score-MRI's coil-wise variant).
@@ -92,6 +111,10 @@ class CoilwiseMRI(SingleCoilMRI):
         plane = self.ishape[-2:]
         lead = tuple(m.shape[:-3]) if m.dim() >= 3 else ()
         self.ishape = self.oshape = lead + (n_coils,) + plane
+
+    def combine(self, x):
+        """Root-sum-of-squares over the coils (Score-MRI's SSOS), as a complex tensor with zero phase."""
+        return x.abs().square().sum(dim=-3).sqrt().to(x.dtype)
 
 
 class MultiCoilMRI(Linop):
@@ -129,6 +152,13 @@ class MultiCoilMRI(Linop):
 
     def _adjoint(self, y):
         return (self.maps.conj() * ifft2c(self.mask * y)).sum(dim=-3)
+
+    pinv_method = "sense-zero-filled"
+
+    def _pinv(self, y):
+        w = self.maps.abs().square().sum(dim=-3)
+        inv = torch.where(w > 0, 1 / torch.where(w > 0, w, torch.ones_like(w)), torch.zeros_like(w))
+        return (self.maps.conj() * ifft2c(_mask_pinv(self.mask) * y)).sum(dim=-3) * inv
 
     def _normal(self, x):
         out = kernels.sense.normal(x, self.maps, self.mask)  # CUDA kernels; None: the torch reference below

@@ -156,14 +156,18 @@ class CenterPad(Linop):
 
 
 def power_iteration(apply, like: torch.Tensor, n_iter: int = 30,
-                    generator: Optional[torch.Generator] = None) -> float:
-    """Largest eigenvalue of a Hermitian PSD operator (e.g. A.normal), by power iteration from a random start."""
+                    generator: Optional[torch.Generator] = None, tol: float = 0.0) -> float:
+    """Largest eigenvalue of a Hermitian PSD operator (e.g. A.normal), by power iteration from a random start
+    (seed 0 unless ``generator`` is given). Stops early once the estimate changes by at most ``tol`` relative."""
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     x = torch.randn(like.shape, dtype=like.dtype, generator=g).to(like.device)
     lam = 0.0
     for _ in range(n_iter):
         x = x / x.norm().clamp_min(1e-30)
         y = apply(x)
-        lam = float((x.conj() * y).sum().real) if x.is_complex() else float((x * y).sum())
-        x = y
+        new = float((x.conj() * y).sum().real) if x.is_complex() else float((x * y).sum())
+        done = tol > 0 and abs(new - lam) <= tol * abs(new)
+        lam, x = new, y
+        if done:
+            break
     return lam

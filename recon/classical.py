@@ -1,8 +1,10 @@
 """Classical reconstructions through the toolkit's operators: the baselines every diffusion sampler must beat.
 
 All take a measurement ``y`` and any operator ``A`` (MRI, CT, ...) and return an image batch shaped like
-``A.H(y)``. The L1 and TV weights ``lam`` are relative to the scale of the data: the absolute weight is
-``lam * max|A^H y|``, so the same ``lam`` works for k-space in any units.
+``A.H(y)``. The regularised methods work with the unit-norm operator A / ||A|| (``Linop.normalized``) and
+their weights ``lam`` are relative to the scale of the data (the absolute weight is ``lam * max|A^H y|``
+there), so the same ``lam`` works for k-space in any units, any number of views or coils, and the result
+is the same for (c y, c A) as for (y, A) and c times it for (c y, A).
 
 - ``zero_filled``:  x = A^H y (for SENSE operators with normalised maps: the coil-combined zero-filled image).
 - ``cg_sense``:     argmin ||A x - y||^2 + lam ||x||^2 by conjugate gradient (Pruessmann et al., MRM 2001).
@@ -18,7 +20,15 @@ import torch
 
 from operators.cg import conjugate_gradient, solve_normal
 from operators.linop import Linop
-from operators.transforms import CenterPad, FiniteDifference, Wavelet, pad_to_wavelet, power_iteration
+from operators.transforms import CenterPad, FiniteDifference, Wavelet, pad_to_wavelet
+
+
+def _unit(A: Linop, y: torch.Tensor):
+    """(A / ||A||, y / ||A||): the same least-squares problem with a unit-norm operator."""
+    n = A.norm(like=A.H(y))
+    if n == 0:
+        raise ValueError(f"the operator {A.name} has norm 0 (it measures nothing)")
+    return A.normalized(like=A.H(y)), y / n
 
 
 def zero_filled(y: torch.Tensor, A: Linop) -> torch.Tensor:
@@ -27,8 +37,9 @@ def zero_filled(y: torch.Tensor, A: Linop) -> torch.Tensor:
 
 
 def cg_sense(y: torch.Tensor, A: Linop, lam: float = 0.0, max_iter: int = 20, tol: float = 1e-6) -> torch.Tensor:
-    """CG-SENSE with Tikhonov weight ``lam``: solves (A^H A + lam I) x = A^H y from x = 0."""
-    return solve_normal(A, A.H(y), lam=lam, max_iter=max_iter, tol=tol)
+    """CG-SENSE with Tikhonov weight ``lam`` relative to ||A||^2: solves (A^H A + lam ||A||^2 I) x = A^H y from 0."""
+    lam_abs = lam * A.norm(like=A.H(y)) ** 2 if lam else 0.0
+    return solve_normal(A, A.H(y), lam=lam_abs, max_iter=max_iter, tol=tol)
 
 
 def _soft(c: torch.Tensor, t: float) -> torch.Tensor:
@@ -37,19 +48,16 @@ def _soft(c: torch.Tensor, t: float) -> torch.Tensor:
     return c * (torch.clamp(mag - t, min=0) / mag.clamp_min(1e-30))
 
 
-def _lipschitz(A: Linop, x: torch.Tensor) -> float:
-    return 1.01 * power_iteration(A.normal, x[(0,) * (x.dim() - len(A.ishape))] if x.dim() > len(A.ishape) else x)
-
-
 def l1_wavelet(y: torch.Tensor, A: Linop, lam: float = 1e-3, max_iter: int = 100,
                wavelet: str = "db4", levels: int = 4) -> torch.Tensor:
     """L1-wavelet regularised reconstruction by FISTA (see the module docstring)."""
+    A, y = _unit(A, y)
     x0 = A.H(y)
     shape = tuple(x0.shape[-2:])
     pad = CenterPad(shape, pad_to_wavelet(shape, levels))
     W = Wavelet(pad.oshape, wavelet, levels)
     t_abs = lam * float(x0.abs().max())
-    step = 1.0 / _lipschitz(A, x0)
+    step = 1.0 / 1.01  # the Lipschitz constant of the data term is ||A||^2 = 1
 
     z = pad(x0)
     v, t = z, 1.0
@@ -70,7 +78,9 @@ def tv(y: torch.Tensor, A: Linop, lam: float = 1e-3, max_iter: int = 50, rho: fl
         z <- shrink(D x + u, lam_abs / rho_abs)   (group soft threshold over the two gradient directions)
         u <- u + D x - z
 
-    with lam_abs = lam max|A^H y| and the penalty rho_abs = rho lam (unitless, so the result scales with y)."""
+    with lam_abs = lam max|A^H y| and the penalty rho_abs = rho lam (unitless, so the result scales with y),
+    for the unit-norm operator."""
+    A, y = _unit(A, y)
     aty = A.H(y)
     x = aty
     D = FiniteDifference(tuple(x.shape[-2:]))

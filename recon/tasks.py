@@ -11,6 +11,8 @@
 - ``denoise``: y = x + sigma_n z is exactly a VE-noisy sample at sigma_n, so the MMSE estimate is the prior's
   Tweedie denoiser; ``sample=True`` draws a posterior sample by DDIM from sigma_n instead.
 - ``super_resolve``: DDS on ``Downsample`` (in-plane, or along the slice axis of a stack).
+Data scaling is the prior's: each task divides its image by ``prior.normalization.scale`` of that image (the
+samplers scale measurements themselves, ``samplers.base``), and every loop is ``samplers.loop.run``.
 - ``anomaly``: pseudo-healthy projection (SDEdit from ``strength``) and the residual |x - healthy|.
 - ``invert`` / ``interpolate``: deterministic DDIM inversion to sigma_max (Euler steps of the probability-flow ODE,
   Song et al. 2021; ``refine`` adds fixed-point iterations that invert each generating step exactly) and
@@ -25,29 +27,24 @@ import torch
 
 from operators.image import Downsample, Inpainting
 from recon import samplers
-from recon.samplers.base import default_sigmas, noise_like
-from recon.samplers.unconditional import ddim, heun, predictor_corrector
+from recon.samplers.base import noise_like
+from recon.samplers.dc import cg_consistency
+from recon.samplers.loop import ddim_step, run
 
 
 def _gen(seed) -> torch.Generator:
     return seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
 
 
-@torch.no_grad()
+SYNTHESIS = {"heun": samplers.Heun, "ddim": samplers.DDIM, "pc": samplers.PredictorCorrector}
+
+
 def synthesize(prior, n: int, shape: Optional[Sequence[int]] = None, steps: int = 30, method: str = "heun",
                seed=0) -> torch.Tensor:
-    shape = tuple(shape or prior.image_size or ())
-    if len(shape) != 2:
-        raise ValueError("give the image shape (H, W); the prior does not record one")
-    sig = prior.sigmas(steps)
-    g = _gen(seed)
-    if method == "heun":
-        return heun(prior, (n,) + shape, sig, generator=g)
-    if method == "ddim":
-        return ddim(prior, (n,) + shape, sig, eta=0.0, generator=g)
-    if method == "pc":
-        return predictor_corrector(prior, (n,) + shape, prior.sigmas(steps, "geometric"), generator=g)
-    raise ValueError(f"unknown method {method!r}; expected 'heun', 'ddim' or 'pc'")
+    """``n`` unconditional samples (Heun, deterministic DDIM or predictor-corrector) in the prior's range."""
+    if method not in SYNTHESIS:
+        raise ValueError(f"unknown method {method!r}; expected one of {sorted(SYNTHESIS)}")
+    return SYNTHESIS[method](steps=steps)(prior=prior, n_samples=n, generator=_gen(seed), shape=shape)
 
 
 def region(shape: Sequence[int], center: Sequence[float], radius: float, kind: str = "circle") -> torch.Tensor:
@@ -82,24 +79,27 @@ def inpaint(image: torch.Tensor, missing: torch.Tensor, prior, steps: int = 200,
     return keep * image + (1 - keep) * x
 
 
+def _scale(prior, image: torch.Tensor) -> torch.Tensor:
+    """The prior's data scale of one image (H, W), as the samplers take it from A^+ y."""
+    return prior.normalization.scale(image)
+
+
 @torch.no_grad()
 def _sdedit(image, prior, strength: float, hold: Optional[torch.Tensor], steps: int, g) -> torch.Tensor:
-    """Noise to sigma = strength, then DDIM/DDS back to sigma_min; ``hold`` (H, W) pixels kept data-consistent."""
-    sig = [s for s in default_sigmas(prior, steps).tolist() if s <= strength]
+    """Noise to sigma = strength, then DDIM back (eta = 0) to the clean estimate; ``hold`` (H, W) pixels kept
+    data-consistent by 3 CG steps on the Tweedie estimate (DDS's step)."""
+    sig = [s for s in prior.sigmas(steps, "auto").tolist() if s <= strength]
     if len(sig) < 2:
         raise ValueError(f"strength {strength} is below the prior's noise range (min {prior.sigma_min:.3g})")
-    sig = [strength] + sig
+    sig = [strength] + sig + [0.0]
     x = image[None] + strength * noise_like(image[None], g)
-    A = Inpainting(hold.to(image.real.dtype)) if hold is not None else None
-    y = A(image) if A is not None else None
-    from recon.samplers.dc import cg_consistency
-    from recon.samplers.steps import ddim_update
-    for i, s in enumerate(sig):
-        x0 = prior.denoise(x, s)
-        x0c = cg_consistency(x0, y, A, 3) if A is not None else x0
-        if i == len(sig) - 1:
-            return x0c[0]
-        x = ddim_update(x0c, (x - x0) / s, s, sig[i + 1], 0.0, None)
+    dc = None
+    if hold is not None:
+        A = Inpainting(hold.to(image.real.dtype))
+        y = A(image)
+        dc = lambda v: cg_consistency(v, y, A, 3)  # noqa: E731
+    x, _ = run(x, sig, ddim_step(prior.denoise, 0.0, None, dc), "sdedit")
+    return x[0]
 
 
 def insert(image: torch.Tensor, center: Sequence[float], prior, radius: float = 6.0, contrast: float = 0.5,
@@ -123,44 +123,35 @@ def insert(image: torch.Tensor, center: Sequence[float], prior, radius: float = 
         pasted = image + contrast * float(image.abs().max()) * soft.to(image.real.dtype) * \
             (image / image.abs().clamp_min(1e-8) if image.is_complex() else 1.0)
     hold = ~region((h, w), center, 2 * radius)
-    scale = float(torch.quantile(pasted.abs().flatten().float(), 0.99))
-    out = _sdedit(pasted / scale, prior, strength, hold, steps, _gen(seed))
-    return out * scale
+    scale = _scale(prior, pasted)
+    return _sdedit(pasted / scale, prior, strength, hold, steps, _gen(seed)) * scale
 
 
 @torch.no_grad()
 def denoise(image: torch.Tensor, noise_std: float, prior, sample: bool = False, steps: int = 30, seed=0):
     """MMSE denoising (Tweedie) of ``image`` = x + noise_std z, in the image's units; or, with ``sample=True``, a
     posterior sample by ancestral DDIM steps from sigma = noise_std down to the prior's sigma_min."""
-    scale = float(torch.quantile(image.abs().flatten().float(), 0.99))
-    s0 = noise_std / scale
+    scale = _scale(prior, image)
+    s0 = noise_std / float(scale)
     x = image[None] / scale
     if not sample:
         return prior.denoise(x, s0)[0] * scale
-    from recon.samplers.steps import ddim_update
-    sig = [s0] + [v for v in prior.sigmas(steps).tolist() if v < s0]
-    g = _gen(seed)
-    for i, s in enumerate(sig):
-        x0 = prior.denoise(x, s)
-        if i == len(sig) - 1:
-            return x0[0] * scale
-        x = ddim_update(x0, (x - x0) / s, s, sig[i + 1], 1.0, noise_like(x, g))
+    sig = [s0] + [v for v in prior.sigmas(steps).tolist() if v < s0] + [0.0]
+    x, _ = run(x, sig, ddim_step(prior.denoise, 1.0, _gen(seed)), "denoise")
+    return x[0] * scale
 
 
 def super_resolve(low: torch.Tensor, factor, prior, steps: int = 50, n_samples: int = 1, seed=0) -> torch.Tensor:
     """High-resolution images whose block averages equal ``low``; ``factor`` an int (in-plane) or per dim."""
     f = (factor, factor) if isinstance(factor, int) else tuple(factor)
     shape = tuple(s * k for s, k in zip(low.shape[-len(f):], f))
-    # Block averaging has ||A||^2 = 1/n (n pixels per block), so A^H y, from which the prior takes the data
-    # scale, would be n times too dim; the sampler gets the unit-norm operator sqrt(n) A and data sqrt(n) y.
-    c = math.sqrt(math.prod(f))
-    A = Downsample(shape, f) * c
-    return samplers.DDS(steps=steps, eta=0.85)(low * c, A, prior, n_samples=n_samples, generator=_gen(seed))
+    return samplers.DDS(steps=steps, eta=0.85)(low, Downsample(shape, f), prior, n_samples=n_samples,
+                                               generator=_gen(seed))
 
 
 def anomaly(image: torch.Tensor, prior, strength: float = 0.5, steps: int = 50, seed=0):
     """Pseudo-healthy projection (SDEdit without data consistency) and the residual map |image - healthy|."""
-    scale = float(torch.quantile(image.abs().flatten().float(), 0.99))
+    scale = _scale(prior, image)
     healthy = _sdedit(image / scale, prior, strength, None, steps, _gen(seed)) * scale
     return healthy, (image - healthy).abs()
 
@@ -173,27 +164,24 @@ def invert(image: torch.Tensor, prior, steps: int = 50, refine: int = 0) -> torc
     the network at x instead of x', so the round trip is not exact; ``refine`` > 0 solves the exact inverse of
     the generating step, x' = x + (s' - s) eps(x', s'), by that many fixed-point iterations started from the
     plain step (the fixed-point inversion of Pan et al., ICCV 2023)."""
-    if refine < 0:
-        raise ValueError(f"refine must be >= 0, got {refine}")
-    sig = prior.sigmas(steps).flip(0).tolist()   # increasing
-    x = image[None]
-    for i in range(len(sig) - 1):
-        s, sn = sig[i], sig[i + 1]
-        nxt = x + (sn - s) * (x - prior.denoise(x, s)) / s
+    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+        raise ValueError(f"refine must be an integer >= 0, got {refine!r}")
+    euler = ddim_step(prior.denoise, 0.0, None)
+
+    def step(x, s, sn, i):
+        nxt, info = euler(x, s, sn, i)
         for _ in range(refine):
             nxt = x + (sn - s) * (nxt - prior.denoise(nxt, sn)) / sn
-        x = nxt
+        return nxt, info
+
+    x, _ = run(image[None], prior.sigmas(steps).flip(0).tolist(), step, "invert")  # increasing sigmas
     return x[0]
 
 
 @torch.no_grad()
 def generate(latent: torch.Tensor, prior, steps: int = 50) -> torch.Tensor:
     """Deterministic DDIM from a latent at sigma_max (the inverse of ``invert``)."""
-    sig = prior.sigmas(steps).tolist()
-    x = latent[None]
-    for i in range(len(sig) - 1):
-        s, sn = sig[i], sig[i + 1]
-        x = x + (sn - s) * (x - prior.denoise(x, s)) / s
+    x, _ = run(latent[None], prior.sigmas(steps).tolist(), ddim_step(prior.denoise, 0.0, None), "generate")
     return x[0]
 
 

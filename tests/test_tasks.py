@@ -9,7 +9,7 @@ from gaussian_problems import smooth_gaussian  # noqa: E402
 
 from recon import samplers, tasks  # noqa: E402
 from recon.priors.gaussian import GaussianDenoiser  # noqa: E402
-from recon.priors.prior import DiffusionPrior  # noqa: E402
+from recon.priors.prior import DiffusionPrior, Normalization  # noqa: E402
 
 
 def _prior(n=8):
@@ -38,8 +38,11 @@ def test_denoise_is_the_exact_mmse_estimate_and_samples_differ():
     prior, mu, cov = _prior()
     g = torch.Generator().manual_seed(2)
     y = (mu + 0.3 * torch.randn(8, 8, generator=g, dtype=torch.float64)).float()
-    scale = float(torch.quantile(y.abs().flatten(), 0.99))
-    ref = prior.denoise(y[None] / scale, 0.3 / scale)[0] * scale  # Tweedie in the prior's units
+    ref = prior.denoise(y[None], 0.3)[0]  # exact Tweedie: the prior's normalisation is "none", its units are y's
+    assert torch.allclose(tasks.denoise(y, 0.3, prior), ref, atol=1e-5)
+    prior.normalization = Normalization("max")  # a prior trained on max-normalised images: Tweedie in its units
+    scale = float(y.abs().max())
+    ref = prior.denoise(y[None] / scale, 0.3 / scale)[0] * scale
     assert torch.allclose(tasks.denoise(y, 0.3, prior), ref, atol=1e-5)
     a = tasks.denoise(y, 0.3, prior, sample=True, seed=0)
     b = tasks.denoise(y, 0.3, prior, sample=True, seed=1)
@@ -57,13 +60,13 @@ def test_super_resolution_is_consistent_with_the_low_resolution_image():
 
 
 def test_super_resolution_hands_the_prior_its_data_at_image_scale(monkeypatch):
-    """The prior takes its data scale from A^H y; block averaging alone would make that 4x too dim at 2x."""
+    """The prior takes its data scale from A^+ y, the upsampled image (A^H y alone would be 4x too dim at 2x)."""
     from operators.image import Downsample
 
     prior, mu, _ = _prior()
     seen = []
-    original = DiffusionPrior.data_scale
-    monkeypatch.setattr(DiffusionPrior, "data_scale", lambda self, y, A: seen.append(A.H(y)) or original(self, y, A))
+    original = Normalization.scale
+    monkeypatch.setattr(Normalization, "scale", lambda self, ref, ndim=2: seen.append(ref) or original(self, ref, ndim))
     low = Downsample((8, 8), 2)(mu.float())
     hi = tasks.super_resolve(low, 2, prior)
     up = low.repeat_interleave(2, -1).repeat_interleave(2, -2)

@@ -1,26 +1,42 @@
-"""Samplers: algorithms that combine a prior with an operator and a measurement.
+"""Samplers: algorithms that combine a prior with an operator and a measurement (or, unconditional, a prior alone).
 
     x = samplers.DDS(steps=50)(y, A, prior, n_samples=4, generator=torch.Generator().manual_seed(0))
+    x = samplers.Heun(steps=30)(prior=prior, n_samples=16)
 
-Every sampler returns ``(n_samples, *A.H(y).shape)`` images in the measurement's scale.
+Every sampler returns ``(n_samples, *image)`` images in the measurement's scale and is invariant to
+``(c y, c A)`` (``base``). A new sampler is one module (a ``Sampler`` subclass whose ``_run`` drives
+``loop.run`` with its step) plus one line in ``REGISTRY`` or ``UNCONDITIONAL``.
 """
-from .base import Sampler, SamplingError, default_sigmas
+from .base import Sampler, SamplingError
 from .dds import DDS
 from .dps import DPS
 from .score_ald import ScoreALD
 from .score_mri import ScoreMRI
 from .score_sde import ScoreSDE
-from . import unconditional
+from .unconditional import DDIM, Heun, PredictorCorrector
 
-REGISTRY = {"dds": DDS, "dps": DPS, "score-ald": ScoreALD, "score-mri": ScoreMRI, "score-sde": ScoreSDE}
+REGISTRY = {  # posterior samplers: sampler(y, A, prior, ...)
+    "dds": DDS,
+    "dps": DPS,
+    "score-ald": ScoreALD,
+    "score-mri": ScoreMRI,
+    "score-sde": ScoreSDE,
+}
+UNCONDITIONAL = {  # sampler(prior=prior, n_samples=..., shape=...)
+    "ddim": DDIM,
+    "heun": Heun,
+    "pc": PredictorCorrector,
+}
 
 
 def get(name: str, **params) -> Sampler:
-    """A sampler by name ("dds", "dps", "score-ald", "score-mri", "score-sde")."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown sampler {name!r}; known: {sorted(REGISTRY)}")
-    return REGISTRY[name](**params)
+    """A sampler by name: one of ``REGISTRY`` (posterior) or ``UNCONDITIONAL``."""
+    cls = REGISTRY.get(name) or UNCONDITIONAL.get(name)
+    if cls is None:
+        raise ValueError(f"unknown sampler {name!r}; known: {sorted(REGISTRY)} (posterior), "
+                         f"{sorted(UNCONDITIONAL)} (unconditional)")
+    return cls(**params)
 
 
-__all__ = ["Sampler", "SamplingError", "DDS", "DPS", "ScoreALD", "ScoreMRI", "ScoreSDE", "unconditional", "get", "REGISTRY",
-           "default_sigmas"]
+__all__ = ["Sampler", "SamplingError", "DDS", "DPS", "ScoreALD", "ScoreMRI", "ScoreSDE", "DDIM", "Heun",
+           "PredictorCorrector", "get", "REGISTRY", "UNCONDITIONAL"]

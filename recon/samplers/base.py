@@ -1,12 +1,36 @@
-"""What every posterior sampler shares: data scaling, batching of samples, the noise schedule, checks.
+"""What every sampler shares: the call protocol, data scaling, batching of samples, checks.
 
-A sampler is called as ``sampler(y, A, prior, n_samples=..., generator=..., callback=...)`` and returns
-``n_samples`` images shaped ``(n_samples, *A.H(y).shape)`` in the measurement's scale. Internally it works
-on the prior's scale: y_n = y / s with s = ``prior.data_scale(y, A)`` (A is linear, so A(x / s) = y / s), and
-the result is multiplied back by s. The samples run as one batch, in chunks of at most ``max_batch``.
+Every sampler, posterior or unconditional, is called the same way:
+
+    x = sampler(y, A, prior, n_samples=4, generator=torch.Generator().manual_seed(0), callback=None)
+    x = samplers.Heun(steps=30)(prior=prior, n_samples=16, shape=(128, 128))        # unconditional: no y, A
+
+and returns ``(n_samples, *image)`` images in the measurement's scale (``A.combine`` applied, e.g. the
+root-sum-of-squares of coil-wise samples; pixels outside ``A.support`` set to 0).
+
+**Scale-free sampling (the convention, stated once).** A sampler never sees the caller's scale. It works
+with the unit-norm operator A_n = A / ||A|| (``Linop.norm``) and the measurement in the prior's range,
+
+    y_n = y / (||A|| s),    s = prior.normalization.scale(A^+ y)      (``Linop.pinv``, over A's whole input)
+
+so that A_n (x / s) = y_n for the image x of A x = y; the result is multiplied back by s. Since
+(c A)^+ (c y) = A^+ y and ||c A|| = |c| ||A||, the samples are the same for (c y, c A) as for (y, A)
+(invariance), and for (c y, A), c > 0, they are c times those of (y, A) when the prior's normalisation is
+taken from the data ("percentile", "max"; equivariance). A prior in physical units ("fixed", e.g. CT in
+mu/mu_water) keeps the invariance but, rightly, not the equivariance: c y is another object. Step sizes
+(DPS's zeta, DDS's gamma, Score-ALD's step_lr) are therefore relative to a unit-norm operator and data in
+the training range, whatever the views, coils, detector or k-space units. Noise levels a user states in the
+measurement's units (Score-ALD's ``sigma_y``) are converted with the same factor.
+
+The samples run as one batch, in chunks of at most ``max_batch``; the reverse-diffusion loop itself is
+``loop.run``. The callback receives one dict per step (``i``, ``sigma``, ``sigma_next``, ``x``, ``denoised``,
+images in the measurement's scale), as in k-diffusion.
 """
 from __future__ import annotations
 
+import math
+import numbers
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -24,6 +48,20 @@ def check_finite(x: torch.Tensor, step: int, sigma: float, name: str) -> None:
                             "check the data scaling, the step sizes and the prior")
 
 
+def check_int(name: str, value, minimum: int) -> None:
+    """Validate an integer setting (a count of steps, iterations, levels)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_positive(name: str, value, allow_zero: bool = False) -> None:
+    """Validate a finite positive (or non-negative) real setting."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and \
+        (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value!r}")
+
+
 def noise_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Standard (complex: circular, E|z|^2 = 2 per entry, i.e. N(0, 1) in Re and Im) Gaussian noise."""
     if x.is_complex():
@@ -32,29 +70,30 @@ def noise_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
 
 
-def default_sigmas(prior, steps: int, kind: str = "auto") -> torch.Tensor:
-    """A decreasing schedule of ``steps`` noise levels for ``prior``.
+@dataclass
+class Measurement:
+    """A posterior sampler's data in the prior's range: A_n = A / ||A||, y_n, and the factor ||A|| s that
+    maps the measurement's units to y_n's (broadcastable to y_n)."""
 
-    "auto": for a VP (DDPM/ADM) prior, ``steps`` evenly spaced timesteps of its own discrete schedule (DDIM's
-    spacing); otherwise the EDM rho-schedule over the prior's trained range. "geometric" and "karras" as named."""
-    den = prior.denoiser
-    if kind == "auto" and hasattr(den, "sigmas") and isinstance(getattr(den, "sigmas"), torch.Tensor):
-        ladder = den.sigmas
-        idx = torch.linspace(len(ladder) - 1, 0, steps).round().long()
-        return ladder[idx].double()
-    return prior.sigmas(steps, "karras" if kind == "auto" else kind)
+    y: torch.Tensor
+    A: object
+    unit: torch.Tensor
 
 
 class Sampler:
-    """Base class. Subclasses implement ``_run(y, A, prior, x_init_shape, generator, callback, bar)`` on data in
-    the prior's scale and return images of that scale; ``steps_total`` gives the progress-bar length."""
+    """Base class. Subclasses set ``name`` and ``posterior`` and implement ``_run(x, data, prior, generator,
+    callback, bar)``: ``x`` is the start (zeros shaped like the batch of images; multiply noise into it),
+    ``data`` a ``Measurement`` (None for unconditional samplers); it returns images in the prior's range.
+    ``steps_total`` gives the number of loop steps (progress bar), ``nfe`` the network evaluations."""
 
     name = "sampler"
+    posterior = True
 
-    def __init__(self, progress: bool = False, max_batch: Optional[int] = None, support: bool = True):
-        self.progress = progress
-        self.max_batch = max_batch
-        self.support = support
+    def __init__(self, progress: bool = False, max_batch: Optional[int] = None, support: bool = True,
+                 combine: bool = True):
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1 (or None), got {max_batch}")
+        self.progress, self.max_batch, self.support, self.combine = progress, max_batch, support, combine
 
     def steps_total(self) -> int:
         return 0
@@ -63,35 +102,82 @@ class Sampler:
         """Network evaluations per sample."""
         return self.steps_total()
 
-    def __call__(self, y: torch.Tensor, A, prior, n_samples: int = 1, generator: Optional[torch.Generator] = None,
-                 callback: Optional[Callable] = None) -> torch.Tensor:
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-        if not torch.isfinite(torch.view_as_real(y) if y.is_complex() else y).all():
-            raise ValueError(f"{self.name}: the measurement contains NaN or Inf")
+    def __call__(self, y: Optional[torch.Tensor] = None, A=None, prior=None, n_samples: int = 1,
+                 generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
+                 shape: Optional[tuple] = None) -> torch.Tensor:
+        if prior is None:
+            raise ValueError(f"{self.name}: no prior given (load one with recon.priors.load)")
+        check_int("n_samples", n_samples, 1)
         g = generator if generator is not None else torch.Generator().manual_seed(0)
-        scale = prior.data_scale(y, A)
-        y_n = y / scale
+        if self.posterior:
+            data, ref, scale = self._prepare(y, A, prior)
+        else:
+            if y is not None or A is not None:
+                raise ValueError(f"{self.name} is an unconditional sampler: it takes no measurement or operator")
+            data, ref, scale = None, self._blank(prior, shape), 1.0
         chunk = self.max_batch or n_samples
         outs = []
+        cb = None if callback is None else _rescaled(callback, scale)
         bar = tqdm(total=self.steps_total() * -(-n_samples // chunk), disable=not self.progress, desc=self.name,
                    dynamic_ncols=True, leave=False)
         try:
             with torch.no_grad():
                 for start in range(0, n_samples, chunk):
                     n = min(chunk, n_samples - start)
-                    yb = y_n.expand((n,) + tuple(y_n.shape))
-                    outs.append(self._run(yb, A, prior, g, callback, bar))
+                    batch = data if data is None else Measurement(data.y.expand((n,) + tuple(data.y.shape)),
+                                                                  data.A, data.unit)
+                    x = torch.zeros((n,) + tuple(ref.shape), dtype=ref.dtype, device=ref.device)
+                    outs.append(self._run(x, batch, prior, g, cb, bar))
         finally:
             bar.close()
         return self._finalize(torch.cat(outs) * scale, A)
 
-    def _finalize(self, x: torch.Tensor, A) -> torch.Tensor:
-        """Post-processing in the measurement's scale. With ``support=True`` (default) and an operator that
-        has a ``support`` (SENSE with cropped maps), pixels outside it are set to 0: the model says no coil
-        sees them, the measurement says nothing about them, and the MVUE there is 0."""
-        sup = getattr(A, "support", None) if self.support else None
-        return x * sup.to(x.device) if sup is not None else x
+    def _prepare(self, y, A, prior):
+        """(Measurement in the prior's range, the reference image A^+ y, the image scale s)."""
+        if y is None or A is None:
+            raise ValueError(f"{self.name} is a posterior sampler: give the measurement y and the operator A")
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"{self.name}: the measurement must be a torch.Tensor, got {type(y).__name__}")
+        if not torch.isfinite(torch.view_as_real(y) if y.is_complex() else y).all():
+            raise ValueError(f"{self.name}: the measurement contains NaN or Inf")
+        ref = A.pinv(y)
+        norm = A.norm(like=ref)
+        if norm == 0:
+            raise ValueError(f"{self.name}: the operator {A.name} has norm 0 (it measures nothing)")
+        scale = prior.normalization.scale(ref, ndim=len(A.ishape))  # = prior.data_scale(y, A), pinv reused
+        batch = tuple(ref.shape[: ref.dim() - len(A.ishape)])
+        unit = norm * scale.reshape(batch + (1,) * len(A.oshape))
+        return Measurement(y / unit, A.normalized(like=ref), unit), ref, scale
 
-    def _run(self, y, A, prior, generator, callback, bar):  # pragma: no cover - abstract
+    @staticmethod
+    def _blank(prior, shape):
+        shape = tuple(shape or prior.image_size or ())
+        if len(shape) < 2:
+            raise ValueError("give the image shape (H, W) (shape=...); the prior does not record one")
+        params = next(iter(prior.parameters()), None)
+        device = params.device if params is not None else torch.device("cpu")
+        return torch.zeros(shape, dtype=torch.float32 if prior.channels == "real" else torch.complex64, device=device)
+
+    def _finalize(self, x: torch.Tensor, A) -> torch.Tensor:
+        """Post-processing in the measurement's scale: pixels outside ``A.support`` set to 0 (``support=True``:
+        the model says no coil sees them and the data say nothing, so the MVUE there is 0), then
+        ``A.combine`` (``combine=True``; e.g. the root-sum-of-squares of coil images). Non-finite results are
+        an error."""
+        if A is not None:
+            sup = A.support if self.support else None
+            if sup is not None:
+                x = x * sup.to(x.device)
+            if self.combine:
+                x = A.combine(x)
+        check_finite(x, -1, 0.0, self.name)
+        return x
+
+    def _run(self, x, data, prior, generator, callback, bar):  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def _rescaled(callback: Callable, scale) -> Callable:
+    """The user's callback, with the images brought to the measurement's scale."""
+    def cb(d: dict) -> None:
+        callback({k: (v * scale if isinstance(v, torch.Tensor) else v) for k, v in d.items()})
+    return cb

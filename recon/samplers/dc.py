@@ -25,8 +25,9 @@ def project(x: torch.Tensor, y: torch.Tensor, A) -> torch.Tensor:
     return x + A.H(y - A(x))
 
 
-def likelihood_gradient(x: torch.Tensor, y: torch.Tensor, A, sigma_y: float, gamma: float) -> torch.Tensor:
-    return A.H(A(x) - y) / (sigma_y ** 2 + gamma ** 2)
+def likelihood_gradient(x: torch.Tensor, y: torch.Tensor, A, sigma_y, gamma: float) -> torch.Tensor:
+    """A^H ((A x - y) / (sigma_y^2 + gamma^2)); ``sigma_y`` a number or a tensor broadcastable to y."""
+    return A.H((A(x) - y) / (sigma_y ** 2 + gamma ** 2))
 
 
 def cg_consistency(x0: torch.Tensor, y: torch.Tensor, A, n_iter: int = 5, gamma: Optional[float] = None) -> torch.Tensor:
@@ -51,7 +52,8 @@ def dz_adjoint(d: torch.Tensor) -> torch.Tensor:
 
 class TVzConsistency:
     """ADMM state for the slice-coupled data consistency. ``lam`` and ``rho`` are relative to the largest
-    eigenvalue L of A^H A (estimated once by power iteration): lam_abs = lam L, rho_abs = rho L."""
+    eigenvalue L = ||A||^2 of A^H A (``A.norm()``, 1 for the samplers' unit-norm operators):
+    lam_abs = lam L, rho_abs = rho L."""
 
     def __init__(self, lam: float, rho: float = 0.01, cg_iter: int = 5):
         if lam <= 0 or rho <= 0 or cg_iter < 1:
@@ -64,8 +66,7 @@ class TVzConsistency:
         if x0.dim() < 3 or x0.shape[-3] < 2:
             raise ValueError(f"TV-z coupling needs a stack of at least 2 slices (..., S, H, W), got {tuple(x0.shape)}")
         if self.L is None:
-            from operators.transforms import power_iteration
-            self.L = max(power_iteration(A.normal, x0, n_iter=20), 1e-30)
+            self.L = max(A.norm(like=x0) ** 2, 1e-30)
             self.z = dz(x0)
             self.u = torch.zeros_like(self.z)
         r = self.rho * self.L

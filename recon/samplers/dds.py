@@ -14,11 +14,12 @@ at 0.1 the iteration drifts (experiments/RESULTS.md).
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
-from .base import Sampler, check_finite, default_sigmas, noise_like
+from .base import Sampler, check_int, noise_like
 from .dc import TVzConsistency, cg_consistency
-from .steps import ddim_update
+from .loop import ddim_step, run
 
 
 class DDS(Sampler):
@@ -27,31 +28,29 @@ class DDS(Sampler):
     def __init__(self, steps: int = 50, eta: float = 0.85, cg_iter: int = 5, gamma: Optional[float] = None,
                  schedule: str = "auto", tv_z: float = 0.0, tv_rho: float = 0.01, **kw):
         super().__init__(**kw)
-        if steps < 1 or cg_iter < 0 or not 0 <= eta <= 1:
-            raise ValueError(f"need steps >= 1, cg_iter >= 0 and 0 <= eta <= 1, got {steps}, {cg_iter}, {eta}")
-        self.steps, self.eta, self.cg_iter, self.gamma, self.schedule = steps, eta, cg_iter, gamma, schedule
-        if tv_z < 0:
+        check_int("steps", steps, 1)
+        check_int("cg_iter", cg_iter, 0)
+        if not 0 <= eta <= 1:
+            raise ValueError(f"eta must be in [0, 1], got {eta}")
+        if gamma is not None and not (math.isfinite(gamma) and gamma > 0):
+            raise ValueError(f"gamma must be > 0 (or None for the noiseless normal equations), got {gamma}")
+        if not (math.isfinite(tv_z) and tv_z >= 0):
             raise ValueError(f"tv_z must be >= 0, got {tv_z}")
+        self.steps, self.eta, self.cg_iter, self.gamma, self.schedule = steps, eta, cg_iter, gamma, schedule
         self.tv_z, self.tv_rho = tv_z, tv_rho
 
     def steps_total(self) -> int:
         return self.steps
 
-    def _run(self, y, A, prior, g, callback, bar):
-        sig = [float(s) for s in default_sigmas(prior, self.steps, self.schedule)]
-        x = noise_like(A.H(y), g) * sig[0]
+    def _run(self, x, data, prior, g, callback, bar):
+        sig = prior.sigmas(self.steps, self.schedule).tolist() + [0.0]
+        y, A = data.y, data.A
         if self.tv_z > 0:
             tvz = TVzConsistency(self.tv_z, self.tv_rho, max(self.cg_iter, 1))
             dc = lambda v: tvz(v, y, A)  # noqa: E731
         else:
             dc = lambda v: cg_consistency(v, y, A, self.cg_iter, self.gamma)  # noqa: E731
-        for i, s in enumerate(sig):
-            x0 = prior.denoise(x, s)
-            x0_dc = dc(x0)
-            if callback is not None:
-                callback(i, s, x, x0_dc)
-            bar.update(1)
-            if i == len(sig) - 1:
-                return x0_dc
-            x = ddim_update(x0_dc, (x - x0) / s, s, sig[i + 1], self.eta, noise_like(x, g))
-            check_finite(x, i, s, self.name)
+        x = noise_like(x, g) * sig[0]
+        x, _ = run(x, sig, ddim_step(prior.denoise, self.eta, g, dc), self.name, callback, bar)
+        return x
+

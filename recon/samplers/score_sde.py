@@ -10,7 +10,8 @@ iterate is pulled towards a *noised* measurement, drawn from the forward process
 which is the paper's x' = T^-1[lam L P^-1(L) y_i + (1 - lam) L T x + (I - L) T x] with A = P(L) T. The
 pseudo-inverse ``inverse`` can be "adjoint" (A^H; exact when A A^H = I, as for a Cartesian mask), "cg"
 (``cg_iter`` conjugate-gradient steps on the minimum-norm least-squares problem A^H A d = A^H r from d = 0),
-"fbp" (filtered backprojection with the operator's own angles, the paper's CT choice) or a callable r -> d.
+"pinv" (the operator's own ``pinv``: FBP for CT, zero-filled for MRI), "fbp" (the same, refused unless the
+operator's pseudo-inverse is filtered backprojection: the paper's CT choice) or a callable r -> d.
 The last step projects the noise-free mean with the clean measurement (sigma = 0). Defaults: 1000 steps,
 1 corrector step, snr 0.16 (the paper's CT settings use lam around 1 for noiseless data; lower it for noisy
 measurements).
@@ -19,10 +20,13 @@ from __future__ import annotations
 
 from typing import Callable, Union
 
-from .base import Sampler, check_finite, noise_like
+from operators.cg import conjugate_gradient
+
+from .base import Sampler, check_int, check_positive, noise_like
+from .loop import run
 from .steps import langevin, reverse_diffusion
 
-INVERSES = ("adjoint", "cg", "fbp")
+INVERSES = ("adjoint", "cg", "pinv", "fbp")
 
 
 class ScoreSDE(Sampler):
@@ -31,19 +35,19 @@ class ScoreSDE(Sampler):
     def __init__(self, steps: int = 1000, snr: float = 0.16, n_corrector: int = 1, lam: float = 1.0,
                  inverse: Union[str, Callable] = "cg", cg_iter: int = 10, **kw):
         super().__init__(**kw)
-        if steps < 2 or n_corrector < 0 or snr <= 0:
-            raise ValueError(f"need steps >= 2, n_corrector >= 0 and snr > 0, got {steps}, {n_corrector}, {snr}")
+        check_int("steps", steps, 2)
+        check_int("n_corrector", n_corrector, 0)
+        check_positive("snr", snr)
         if not 0 <= lam <= 1:
             raise ValueError(f"lam must be in [0, 1], got {lam}")
         if not callable(inverse) and inverse not in INVERSES:
             raise ValueError(f"inverse must be one of {INVERSES} or a callable, got {inverse!r}")
-        if cg_iter < 1:
-            raise ValueError(f"cg_iter must be >= 1, got {cg_iter}")
+        check_int("cg_iter", cg_iter, 1)
         self.steps, self.snr, self.n_corrector, self.lam = steps, snr, n_corrector, lam
         self.inverse, self.cg_iter = inverse, cg_iter
 
     def steps_total(self) -> int:
-        return self.steps
+        return self.steps - 1
 
     def nfe(self) -> int:
         return (self.steps - 1) * (1 + self.n_corrector)
@@ -53,36 +57,32 @@ class ScoreSDE(Sampler):
             return self.inverse
         if self.inverse == "adjoint":
             return A.H
-        if self.inverse == "fbp":
-            from operators.ct import fbp
-            if not hasattr(A, "filter_sinogram"):
-                raise ValueError("inverse='fbp' needs a CT operator (ParallelBeamCT or FanBeamCT)")
-            return lambda r: fbp(r, A)
-        from operators.cg import conjugate_gradient
+        if self.inverse == "fbp" and A.pinv_method != "fbp":
+            raise ValueError(f"inverse='fbp' needs an operator whose pseudo-inverse is filtered backprojection "
+                             f"(CT); {A.name}'s is {A.pinv_method!r} (use inverse='pinv' or 'cg')")
+        if self.inverse in ("pinv", "fbp"):
+            return A.pinv
         ndim = len(A.ishape)
         return lambda r: conjugate_gradient(A.normal, A.H(r), max_iter=self.cg_iter, ndim=ndim)
 
-    def _run(self, y, A, prior, g, callback, bar):
-        sig = [float(s) for s in prior.sigmas(self.steps, "geometric")]
+    def _run(self, x, data, prior, g, callback, bar):
+        sig = prior.sigmas(self.steps, "geometric").tolist()
+        y, A = data.y, data.A
         pinv = self._pinv(A)
-        lam = self.lam
 
         def pull(v, s):
             y_s = y + s * A(noise_like(v, g)) if s > 0 else y
-            return v + lam * pinv(y_s - A(v))
+            return v + self.lam * pinv(y_s - A(v))
 
-        x = noise_like(A.H(y), g) * sig[0]
-        mean = x
-        for i in range(len(sig) - 1):
-            s, sn = sig[i], sig[i + 1]
+        def step(x, s, sn, i):
             x = pull(x, s)
-            x, mean = reverse_diffusion(x, prior.score(x, s), s, sn, noise_like(x, g))
+            score = prior.score(x, s)
+            den = x + s * s * score
+            x, mean = reverse_diffusion(x, score, s, sn, noise_like(x, g))
             for _ in range(self.n_corrector):
                 x = pull(x, sn)
                 x, mean = langevin(x, prior.score(x, sn), self.snr, noise_like(x, g))
-            check_finite(x, i, s, self.name)
-            if callback is not None:
-                callback(i, sn, x, mean)
-            bar.update(1)
-        bar.update(1)
-        return pull(mean, 0.0)
+            return x, {"denoised": den, "mean": mean}
+
+        _, info = run(noise_like(x, g) * sig[0], sig, step, self.name, callback, bar)
+        return pull(info["mean"], 0.0)

@@ -1,71 +1,101 @@
-"""Unconditional sampling from a prior (synthesis), written once in sigma-space.
+"""Unconditional sampling from a prior (synthesis), called like every other sampler but without data:
 
-- ``ddim``: DDIM with stochasticity eta (``steps.ddim_update``); eta = 0 deterministic, eta = 1 ancestral.
-- ``heun``: EDM's deterministic second-order sampler (Karras et al. 2022, Alg. 1).
-- ``predictor_corrector``: reverse-diffusion predictor + Langevin corrector (Song et al., ICLR 2021).
-All take the prior, a shape (..., H, W), a decreasing sigma schedule and a ``torch.Generator``, and end with
-the prior's Tweedie estimate at the last noise level.
+    x = samplers.Heun(steps=30)(prior=prior, n_samples=16, generator=g)      # shape from prior.image_size
+    x = samplers.DDIM(steps=50, eta=0.0)(prior=prior, n_samples=4, shape=(128, 128))
+
+- ``DDIM``: DDIM with stochasticity eta on the prior's "auto" schedule (``loop.ddim_step``); eta = 0
+  deterministic, eta = 1 ancestral.
+- ``Heun``: EDM's deterministic second-order sampler (Karras et al. 2022, Alg. 1) on the Karras schedule.
+- ``PredictorCorrector``: Langevin corrector + reverse-diffusion predictor (Song et al., ICLR 2021) on the
+  geometric schedule.
+Each ends with the prior's Tweedie estimate at the last noise level (the schedule's final step to sigma 0)
+and returns images in the prior's own range.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
-
-import torch
-
-from .base import check_finite, noise_like
-from .steps import ddim_update, langevin, reverse_diffusion
+from .base import Sampler, check_int, check_positive, noise_like
+from .loop import ddim_step, run
+from .steps import langevin, reverse_diffusion
 
 
-def _start(prior, shape, sigma0, generator, complex_valued, device):
-    cplx = prior.channels != "real" if complex_valued is None else complex_valued
-    x = torch.zeros(shape, dtype=torch.complex64 if cplx else torch.float32, device=device)
-    return noise_like(x, generator) * sigma0
+class _Unconditional(Sampler):
+    posterior = False
+    schedule = "karras"
+
+    def __init__(self, steps: int = 30, **kw):
+        super().__init__(**kw)
+        check_int("steps", steps, 1)
+        self.steps = steps
+
+    def steps_total(self) -> int:
+        return self.steps
+
+    def _sigmas(self, prior) -> list:
+        return prior.sigmas(self.steps, self.schedule).tolist() + [0.0]
 
 
-@torch.no_grad()
-def ddim(prior, shape, sigmas: torch.Tensor, eta: float = 0.0, generator: Optional[torch.Generator] = None,
-         complex_valued: Optional[bool] = None, device=None, callback: Optional[Callable] = None) -> torch.Tensor:
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
-    sig = [float(s) for s in sigmas]
-    x = _start(prior, shape, sig[0], g, complex_valued, device)
-    for i, s in enumerate(sig):
-        d = prior.denoise(x, s)
-        if callback is not None:
-            callback(i, s, x, d)
-        if i == len(sig) - 1:
-            return d
-        x = ddim_update(d, (x - d) / s, s, sig[i + 1], eta, noise_like(x, g) if eta > 0 else None)
-        check_finite(x, i, s, "ddim")
-    return x
+class DDIM(_Unconditional):
+    name = "ddim"
+    schedule = "auto"
+
+    def __init__(self, steps: int = 50, eta: float = 0.0, **kw):
+        super().__init__(steps, **kw)
+        if not 0 <= eta <= 1:
+            raise ValueError(f"eta must be in [0, 1], got {eta}")
+        self.eta = eta
+
+    def _run(self, x, data, prior, g, callback, bar):
+        sig = self._sigmas(prior)
+        x, _ = run(noise_like(x, g) * sig[0], sig, ddim_step(prior.denoise, self.eta, g), self.name, callback, bar)
+        return x
 
 
-@torch.no_grad()
-def heun(prior, shape, sigmas: torch.Tensor, generator: Optional[torch.Generator] = None,
-         complex_valued: Optional[bool] = None, device=None) -> torch.Tensor:
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
-    sig = [float(s) for s in sigmas]
-    x = _start(prior, shape, sig[0], g, complex_valued, device)
-    for i in range(len(sig) - 1):
-        s, sn = sig[i], sig[i + 1]
-        d = (x - prior.denoise(x, s)) / s
-        x_e = x + (sn - s) * d
-        d2 = (x_e - prior.denoise(x_e, sn)) / sn
-        x = x + (sn - s) * (d + d2) / 2
-        check_finite(x, i, s, "heun")
-    return prior.denoise(x, sig[-1])
+class Heun(_Unconditional):
+    name = "heun"
+
+    def nfe(self) -> int:
+        return 2 * self.steps - 1
+
+    def _run(self, x, data, prior, g, callback, bar):
+        def step(x, s, sn, i):
+            den = prior.denoise(x, s)
+            d = (x - den) / s
+            x_e = x + (sn - s) * d
+            if sn == 0:  # the last step: Euler to sigma 0 is the Tweedie estimate
+                return x_e, {"denoised": den}
+            d2 = (x_e - prior.denoise(x_e, sn)) / sn
+            return x + (sn - s) * (d + d2) / 2, {"denoised": den}
+
+        sig = self._sigmas(prior)
+        x, _ = run(noise_like(x, g) * sig[0], sig, step, self.name, callback, bar)
+        return x
 
 
-@torch.no_grad()
-def predictor_corrector(prior, shape, sigmas: torch.Tensor, snr: float = 0.16, n_corrector: int = 1,
-                        generator: Optional[torch.Generator] = None, complex_valued: Optional[bool] = None,
-                        device=None) -> torch.Tensor:
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
-    sig = [float(s) for s in sigmas]
-    x = _start(prior, shape, sig[0], g, complex_valued, device)
-    for i in range(len(sig) - 1):
-        s, sn = sig[i], sig[i + 1]
-        for _ in range(n_corrector):
-            x, _ = langevin(x, prior.score(x, s), snr, noise_like(x, g))
-        x, _ = reverse_diffusion(x, prior.score(x, s), s, sn, noise_like(x, g))
-        check_finite(x, i, s, "predictor_corrector")
-    return prior.denoise(x, sig[-1])
+class PredictorCorrector(_Unconditional):
+    name = "pc"
+    schedule = "geometric"
+
+    def __init__(self, steps: int = 30, snr: float = 0.16, n_corrector: int = 1, **kw):
+        super().__init__(steps, **kw)
+        check_positive("snr", snr)
+        check_int("n_corrector", n_corrector, 0)
+        self.snr, self.n_corrector = snr, n_corrector
+
+    def nfe(self) -> int:
+        return (self.steps - 1) * (1 + self.n_corrector) + 1
+
+    def _run(self, x, data, prior, g, callback, bar):
+        def step(x, s, sn, i):
+            if sn == 0:
+                den = prior.denoise(x, s)
+                return den, {"denoised": den}
+            for _ in range(self.n_corrector):
+                x, _ = langevin(x, prior.score(x, s), self.snr, noise_like(x, g))
+            score = prior.score(x, s)
+            den = x + s * s * score
+            x, _ = reverse_diffusion(x, score, s, sn, noise_like(x, g))
+            return x, {"denoised": den}
+
+        sig = self._sigmas(prior)
+        x, _ = run(noise_like(x, g) * sig[0], sig, step, self.name, callback, bar)
+        return x
