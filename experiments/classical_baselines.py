@@ -7,13 +7,13 @@ seconds per slice. ESPIRiT maps come from the undersampled calibration region.
     python experiments/classical_baselines.py [--slices 0:10] [--out experiments/results/classical.csv]
 """
 import argparse
-import csv
 import os
 import time
 
 import torch
 
 from recon import classical, metrics
+from recon.apps.io import write_csv
 from recon.problems import multicoil_problem
 
 METHODS = {
@@ -49,13 +49,8 @@ def main():
             rows.append(dict(mask=mask, acceleration=acc, actual=round(sum(acc_actual) / len(acc_actual), 2),
                              method=name, psnr=round(float(t[:, 0].mean()), 2), ssim=round(float(t[:, 1].mean()), 4),
                              seconds=round(float(t[:, 2].mean()), 2), n=len(v)))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, args.out)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    write_csv(args.out, rows, list(rows[0]))
     print(f"| mask | R (actual) | method | PSNR | SSIM | s/slice |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['mask']} | {r['acceleration']} ({r['actual']}) | {r['method']} | {r['psnr']} | {r['ssim']} | {r['seconds']} |")

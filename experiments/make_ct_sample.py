@@ -3,23 +3,20 @@ drawn apart from training (training draws a fresh random phantom every step; thi
 
     python experiments/make_ct_sample.py recon/data/samples/ct-phantom-demo.h5
 """
-import os
 import sys
 
-import h5py
 import torch
 
+from recon.apps.io import write_h5
 from recon.data import phantoms
 
 
 def main(out: str) -> None:
     hu = phantoms.ct_phantom_stack(4, 128, torch.Generator().manual_seed(2026), region="mixed", spacing=0.012)
-    tmp = out + ".tmp"
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("image", data=phantoms.hu_to_mu(hu).numpy(), compression="gzip")
-        f.attrs["units"] = "mu/mu_water (1 + HU/1000)"
-        f.attrs["source"] = "recon.data.phantoms.ct_phantom_stack(4, 128, seed 2026, spacing 0.012)"
-    os.replace(tmp, out)
+    write_h5(out, {"image": phantoms.hu_to_mu(hu).numpy()},
+             {"units": "mu/mu_water (1 + HU/1000)",
+              "source": "recon.data.phantoms.ct_phantom_stack(4, 128, seed 2026, spacing 0.012)"},
+             compression="gzip")
     print(f"wrote {out}")
 
 

@@ -1,8 +1,7 @@
-"""Figures (matplotlib, Agg backend), written atomically: a temporary file, then a rename."""
+"""Figures (matplotlib, Agg backend), written atomically (``recon.atomic``: a temporary file, then a rename)."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -12,19 +11,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from recon.atomic import atomic_path  # noqa: E402
+
 
 def save_figure(fig, path) -> Path:
     """Save a matplotlib figure atomically and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -5,7 +5,7 @@ import torch
 
 from operators.ct import ParallelBeamCT
 from recon.data import phantoms
-from recon.reconstruct_ct import CTSettings, normalized, operator, read_input, reconstruct, reconstruct_file, \
+from recon.apps.reconstruct_ct import CTSettings, operator, read_input, reconstruct, reconstruct_file, \
     score, simulate
 from recon.samplers.dc import TVzConsistency, dz, dz_adjoint
 
@@ -54,7 +54,7 @@ def test_tv_z_coupling_makes_slices_agree_and_keeps_the_data():
     from recon.samplers.dc import cg_consistency
     img = phantoms.hu_to_mu(phantoms.ct_phantom(1, 32, torch.Generator().manual_seed(0)))[0]
     A = ParallelBeamCT(32, 6)
-    An, c = normalized(A, img)
+    An = A.normalized()
     y = An(img.expand(3, 32, 32))
     x0 = img + 0.3 * torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(1))
     plain = x0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recon import sweep
+from recon.apps import sweep
 from recon.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,6 @@ Single-coil k-space is presented with one coil, so every k-space read is (..., C
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
@@ -25,6 +24,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+
+from recon.atomic import atomic_path
 
 from .errors import DataError
 
@@ -275,7 +276,7 @@ def _numpy(x) -> np.ndarray:
 
 def write_fastmri(path: str | os.PathLike, kspace, target=None, mask=None, attrs: dict | None = None,
                   header: FastMRIHeader | None = None) -> Path:
-    """Write a fastMRI-layout HDF5 file atomically: a temporary file in the same directory, then os.replace.
+    """Write a fastMRI-layout HDF5 file atomically (``recon.atomic``: a temporary file next to it, then a rename).
 
     kspace: (S, C, H, W) multi-coil or (S, H, W) single-coil, complex (stored as complex64).
     target: real (S, h, w), stored as reconstruction_rss (multi-coil) or reconstruction_esc (single-coil);
@@ -313,9 +314,8 @@ def write_fastmri(path: str | os.PathLike, kspace, target=None, mask=None, attrs
     if path.is_dir():
         raise DataError(f"{path}: is a directory")
 
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with h5py.File(tmp, "w-") as f:
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
             f.create_dataset("kspace", data=k.astype(np.complex64, copy=False))
             if t is not None:
                 f.create_dataset(_TARGET_KEYS[multicoil][0], data=t.astype(np.float32, copy=False))
@@ -327,7 +327,4 @@ def write_fastmri(path: str | os.PathLike, kspace, target=None, mask=None, attrs
                     f.attrs[key] = value
                 except (TypeError, ValueError) as e:
                     raise DataError(f"{path}: attribute {key!r} = {value!r} cannot be stored in HDF5 ({e})") from None
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from recon.apps import io
+
 FIELDS = ["source", "slice", "mask", "acceleration", "method", "seed", "actual_acceleration", "psnr", "ssim",
           "nmse", "nfe", "seconds"]
 KEY = ("source", "slice", "mask", "acceleration", "method", "seed")
@@ -52,7 +54,7 @@ def load_config(path) -> dict:
     if missing:
         raise ValueError(f"sweep config {p}: missing {missing}")
     from operators import masks
-    from recon.reconstruct import METHODS
+    from recon.apps.reconstruct import METHODS
     for m in cfg["masks"]:
         if m not in masks.available():
             raise ValueError(f"sweep config {p}: unknown mask {m!r}; known: {masks.available()}")
@@ -87,14 +89,13 @@ def _done(paths) -> set:
 
 
 def run_one(row: dict, cfg: dict, prior) -> dict:
-    from operators import MultiCoilMRI
-    from recon import classical, metrics, samplers
+    from recon import metrics
+    from recon.apps.reconstruct import CLASSICAL, MRISettings, reconstruct_slice, sampler_for
     from recon.data import center_crop, load_fastmri
     from recon.problems import multicoil_problem
-    from recon.reconstruct import CLASSICAL, Settings, reconstruct_slice
 
     steps = cfg.get("steps", {}).get(row["method"])
-    settings = Settings(method=row["method"], mask=row["mask"], acceleration=row["acceleration"],
+    settings = MRISettings(method=row["method"], mask=row["mask"], acceleration=row["acceleration"],
                         center_fraction=cfg.get("center_fraction", 0.08), samples=1, seed=row["seed"], steps=steps)
     t = time.time()
     if row["source"] == "heldout":
@@ -104,8 +105,7 @@ def run_one(row: dict, cfg: dict, prior) -> dict:
         if row["method"] in CLASSICAL:
             x = CLASSICAL[row["method"]](p.y, p.A)
         else:
-            from recon.reconstruct import _sampler
-            x = _sampler(settings)(p.y, p.A, prior, generator=torch.Generator().manual_seed(row["seed"]))[0]
+            x = sampler_for(settings)(p.y, p.A, prior, generator=torch.Generator().manual_seed(row["seed"]))[0]
         gt, actual, maxval = p.x_true.abs(), p.acceleration, None
     else:
         vol = load_fastmri(row["source"])
@@ -127,8 +127,8 @@ def run_one(row: dict, cfg: dict, prior) -> dict:
 
 
 def _nfe(settings) -> int:
-    from recon.reconstruct import _sampler
-    return _sampler(settings).nfe()
+    from recon.apps.reconstruct import sampler_for
+    return sampler_for(settings).nfe()
 
 
 def run(config_path, progress: bool = True) -> Path:
@@ -136,7 +136,7 @@ def run(config_path, progress: bool = True) -> Path:
     from tqdm import tqdm
 
     from recon import priors
-    from recon.reconstruct import CLASSICAL
+    from recon.apps.reconstruct import CLASSICAL
 
     cfg = load_config(config_path)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -178,12 +178,7 @@ def _merge(out: Path, parts) -> None:
                     if _key(r) not in seen:
                         seen.add(_key(r))
                         rows.append(r)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, out)
+    io.write_csv(out, rows, FIELDS)
     for p in parts:
         if p.exists() and p != out:
             p.unlink()
@@ -214,3 +209,11 @@ def plot(csv_path) -> Path:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=6, ncol=2)
     return plots.save_figure(fig, Path(csv_path).with_suffix(".png"))
+
+
+def command(config, progress: bool = True) -> int:
+    """``recon sweep``: run the sweep; rank 0 names the CSV and the figure it wrote."""
+    out = run(config, progress=progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0

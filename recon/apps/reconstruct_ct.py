@@ -11,28 +11,26 @@ is simulated with the chosen angles and noise (``image`` also serves as the refe
 file with both uses its own sinogram and scores against its image). DICOM slices are read by
 ``recon.data.ct.read_dicom`` and converted with ``phantoms.hu_to_mu``.
 
-Every sampler sees the operator scaled to unit norm, A / sqrt(L) with L the largest eigenvalue of A^T A, and the
-measurement scaled alike: this leaves the posterior unchanged and makes step sizes (Score-ALD) and weights (TV)
-independent of the number of views and the detector. The slices of a stack are one batch; ``tv_z`` > 0 couples
+Samplers and TV are scale-free (``recon.samplers.base``, ``recon.classical``): they work with the unit-norm
+operator internally, so step sizes (Score-ALD) and weights (TV) are independent of the number of views and the
+detector, and the operator is handed over as it is. The slices of a stack are one batch; ``tv_z`` > 0 couples
 them along z in DDS (``samplers.dc.TVzConsistency``).
 """
 from __future__ import annotations
 
 import json
-import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import h5py
 import numpy as np
 import torch
 
 from operators.ct import FanBeamCT, ParallelBeamCT, angles as angle_set, fbp
-from operators.transforms import power_iteration
 from recon import classical, metrics, priors, samplers
-from recon.reconstruct import check_device
+from recon.apps import io
+from recon.apps.settings import BaseSettings, SliceSpec, select_slices
 
 BASELINES = ("fbp", "tv")
 METHODS = BASELINES + ("dds", "dps", "score-ald", "score-sde")
@@ -41,8 +39,8 @@ MU_WATER_PER_MM = 0.0192  # linear attenuation of water near 70 keV, 1/mm
 DEFAULT_PRIOR = "bundled:ct-phantom-128"
 
 
-@dataclass
-class CTSettings:
+@dataclass(kw_only=True)
+class CTSettings(BaseSettings):
     method: str = "dds"
     geometry: str = "parallel"
     views: Optional[int] = 30            # sparse view: this many angles over 180 degrees (360 for fan beam)
@@ -50,16 +48,12 @@ class CTSettings:
     noise: str = "none"
     noise_level: float = 0.0             # Gaussian std of the line integrals, or incident photons (Poisson)
     prior: str = DEFAULT_PRIOR
-    samples: int = 1
-    seed: int = 0
-    steps: Optional[int] = None
     tv_z: float = 0.0
     tv_lam: float = 3e-3
     pixel_mm: float = 3.0                # pixel size, for the photon statistics (Poisson noise) only
     filter: str = "ramp"
     source_distance: float = 400.0
     detector_distance: float = 200.0
-    device: str = "cpu"
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -74,11 +68,9 @@ class CTSettings:
             raise ValueError(f"limited must be (start, stop) degrees with stop > start, got {self.limited}")
         if self.views is not None and self.views < 1:
             raise ValueError(f"views must be >= 1, got {self.views}")
-        if self.samples < 1:
-            raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.tv_z < 0:
             raise ValueError(f"tv_z must be >= 0, got {self.tv_z}")
-        check_device(self.device)
+        super().check()
 
     def angles(self) -> torch.Tensor:
         full = 360.0 if self.geometry == "fan" else 180.0
@@ -123,13 +115,6 @@ def sampler_for(settings: CTSettings) -> samplers.Sampler:
     return samplers.ScoreSDE(steps=n or 300, inverse="cg", cg_iter=10)
 
 
-def normalized(op, like: torch.Tensor):
-    """A / sqrt(L) and sqrt(L), L the largest eigenvalue of A^T A."""
-    L = power_iteration(op.normal, torch.zeros(tuple(op.ishape), dtype=like.dtype, device=like.device), n_iter=30)
-    c = math.sqrt(max(L, 1e-30))
-    return op * (1.0 / c), c
-
-
 def reconstruct(sinogram: torch.Tensor, op, settings: CTSettings, prior=None, progress: bool = False) -> torch.Tensor:
     """Reconstruct a stack (S, n_angles, n_det) or a slice; returns samples (N, S, H, W) (N = 1 for baselines)."""
     settings.check()
@@ -138,10 +123,8 @@ def reconstruct(sinogram: torch.Tensor, op, settings: CTSettings, prior=None, pr
     op = op.to(dev)
     if settings.method == "fbp":
         return fbp(y, op, settings.filter)[None]
-    An, c = normalized(op, y)
-    yn = y / c
     if settings.method == "tv":
-        return classical.tv(yn, An, lam=settings.tv_lam, max_iter=100, rho=10.0, cg_iter=5)[None]
+        return classical.tv(y, op, lam=settings.tv_lam, max_iter=100, rho=10.0, cg_iter=5)[None]
     if prior is None:
         prior = priors.load(settings.prior)
     if prior.channels != "real":
@@ -151,7 +134,7 @@ def reconstruct(sinogram: torch.Tensor, op, settings: CTSettings, prior=None, pr
                          f"{tuple(op.ishape)}; use a prior of that size")
     s = sampler_for(settings)
     s.progress = progress
-    return s(yn, An, prior.to(dev), n_samples=settings.samples, generator=torch.Generator().manual_seed(settings.seed))
+    return s(y, op, prior.to(dev), n_samples=settings.samples, generator=torch.Generator().manual_seed(settings.seed))
 
 
 # --- files ---------------------------------------------------------------------------------------------------
@@ -187,43 +170,23 @@ def read_input(path):
     return img, sino, geo
 
 
-def write_output(out, arrays: dict, attrs: dict) -> Path:
-    out = Path(out)
-    if out.is_dir():
-        raise IsADirectoryError(f"output path {out} is a directory")
-    if not out.parent.exists():
-        raise FileNotFoundError(f"output folder {out.parent} does not exist")
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            for k, v in arrays.items():
-                f.create_dataset(k, data=v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v)
-            for k, v in attrs.items():
-                f.attrs[k] = v
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
-
-
 def score(reference: torch.Tensor, x: torch.Tensor) -> dict:
     """PSNR/SSIM/NMSE of a stack in mu units, data range = the reference's maximum (bone)."""
     return metrics.evaluate(reference.numpy(), x.float().numpy(), float(reference.max()))
 
 
-def reconstruct_file(path, out, settings: Optional[CTSettings] = None, slices: Optional[Sequence[int]] = None,
-                     png=None, progress: bool = True) -> dict:
+def reconstruct_file(path, out, settings: Optional[CTSettings] = None, slices: SliceSpec = None, png=None,
+                     progress: bool = True) -> dict:
+    """Reconstruct ``slices`` of a CT file (None: all; an index, a list, a slice or text such as "0:4"; see
+    ``select_slices``), write ``out`` (HDF5) and, with ``png``, a figure of the first slice."""
     settings = settings or CTSettings()
     settings.check()
     img, sino, geo = read_input(path)
     if slices is not None:
-        n = len(img) if img is not None else len(sino)
-        for i in slices:
-            if not -n <= i < n:
-                raise IndexError(f"slice {i} out of range: the stack has {n} slices (valid 0..{n - 1})")
-        img = img[list(slices)] if img is not None else None
-        sino = sino[list(slices)] if sino is not None else None
+        idx = select_slices(slices, len(img) if img is not None else len(sino))
+        img = img[idx] if img is not None else None
+        sino = sino[idx] if sino is not None else None
+    out = io.check_output(out, source=path)
     if sino is not None:
         settings.geometry = geo.get("geometry", settings.geometry)
         for k in ("source_distance", "detector_distance"):
@@ -248,13 +211,23 @@ def reconstruct_file(path, out, settings: Optional[CTSettings] = None, slices: O
         res["metrics"] = {"fbp": score(img, arrays["fbp"]), settings.method: score(img, mean)}
     s = asdict(settings)
     s["limited"] = list(settings.limited) if settings.limited else None
-    write_output(out, arrays, {"settings": json.dumps(s), "metrics": json.dumps(res["metrics"])})
+    io.write_h5(out, arrays, {"settings": json.dumps(s), "metrics": json.dumps(res["metrics"])})
     if png:
-        from recon import plots
         from recon.data.ct import window
         from recon.data.phantoms import mu_to_hu
         w = lambda v: window(mu_to_hu(v))  # noqa: E731
         panels = ([("reference", w(img[0]))] if img is not None else []) + \
                  [("FBP", w(arrays["fbp"][0])), (settings.method, w(mean[0]))]
-        plots.save_panels(panels, png, vmax=1.0, title=f"CT: {len(op.angles)} views, {settings.geometry} beam")
+        io.write_png(png, panels, vmax=1.0, title=f"CT: {len(op.angles)} views, {settings.geometry} beam")
     return res
+
+
+def command(path, out, settings: CTSettings, slices: SliceSpec = None, png=None, progress: bool = True) -> int:
+    """``recon reconstruct-ct``: reconstruct, print the metrics of FBP and of the method (when there is a
+    reference image)."""
+    res = reconstruct_file(path, out, settings, slices, png=png, progress=progress)
+    if res["metrics"]:
+        for m, e in res["metrics"].items():
+            print(f"{m:<10} PSNR {e['psnr']:.2f}  SSIM {e['ssim']:.4f}  NMSE {e['nmse']:.4f}")
+    print(f"wrote {res['out']}")
+    return 0

@@ -1,0 +1,30 @@
+"""``recon info FILE.h5``: what a fastMRI file holds (shape, coils, sizes, reference, mask, header, attributes)."""
+from __future__ import annotations
+
+from recon.data import load_fastmri
+
+
+def describe(path) -> str:
+    vol = load_fastmri(path)
+    h = vol.header
+    mask = f"yes (acceleration {vol.mask.numel() / vol.mask.sum().item():.2f})" if vol.mask is not None else "none"
+    lines = [
+        f"file:          {vol.path}",
+        f"k-space:       {vol.shape[0]} slices x {vol.num_coils} coils x {vol.shape[2]} x {vol.shape[3]} "
+        f"({'multi-coil' if vol.is_multicoil else 'single-coil'})",
+        f"acquisition:   {vol.attrs.get('acquisition', 'unknown')}",
+        f"encoding size: {vol.encoding_size}",
+        f"recon size:    {vol.recon_size}",
+        f"target:        {vol.target_key if vol.has_target else 'none'}",
+        f"mask:          {mask}",
+        f"header:        {'ISMRMRD XML' if h is not None else 'none'}",
+    ]
+    extra = {k: v for k, v in vol.attrs.items() if k != "acquisition"}
+    if extra:
+        lines.append(f"attributes:    {extra}")
+    return "\n".join(lines)
+
+
+def command(path) -> int:
+    print(describe(path))
+    return 0

@@ -1,0 +1,105 @@
+"""What the reconstruction commands share: the settings base, the slice selection and the device check.
+
+Values are validated here, once, at the boundary, with an error that names the option, the value and what is
+allowed. ``recon.apps.reconstruct.MRISettings`` and ``recon.apps.reconstruct_ct.CTSettings`` extend
+``BaseSettings`` with their own fields and checks; all fields are keyword-only.
+"""
+from __future__ import annotations
+
+import numbers
+import re
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+
+SliceSpec = Union[None, int, str, slice, Sequence[int]]
+
+
+def check_device(device: str) -> None:
+    """``device`` is "cpu", "cuda" or "cuda:N", and a CUDA device is there when one is asked for."""
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but no CUDA device is available")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} requested but there are {torch.cuda.device_count()} CUDA "
+                             f"device(s) (valid cuda:0..cuda:{torch.cuda.device_count() - 1})")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+@dataclass(kw_only=True)
+class BaseSettings:
+    """The settings every reconstruction command has: the prior (a bundled name or a checkpoint path), the number
+    of posterior samples, the seed, the sampler length (None: the paper's default) and the device."""
+    prior: str
+    samples: int = 1
+    seed: int = 0
+    steps: Optional[int] = None
+    device: str = "cpu"
+
+    def check(self) -> None:
+        if not isinstance(self.prior, str) or not self.prior:
+            raise ValueError(f"prior must be a bundled name (bundled:<name>) or a checkpoint path, got {self.prior!r}")
+        if not _is_int(self.samples) or self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples!r}")
+        if not _is_int(self.seed):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if self.steps is not None and (not _is_int(self.steps) or self.steps < 1):
+            raise ValueError(f"steps must be >= 1 (or unset for the sampler's default), got {self.steps!r}")
+        check_device(self.device)
+
+
+def _describe(spec) -> str:
+    if isinstance(spec, slice):
+        return ":".join("" if v is None else str(v) for v in (spec.start, spec.stop)) + \
+            ("" if spec.step is None else f":{spec.step}")
+    return str(spec)
+
+
+def _valid(n: int) -> str:
+    return f"valid 0..{n - 1}" if n > 0 else "no valid index"
+
+
+def _parse(text: str):
+    """ "3" -> 3, "-1" -> -1, "0:4" -> slice(0, 4), ":" -> slice(None, None)."""
+    parts = text.strip().split(":")
+    try:
+        if len(parts) == 1:
+            return int(parts[0])
+        if len(parts) == 2:
+            return slice(*(int(p) if p.strip() else None for p in parts))
+    except ValueError:
+        pass
+    raise ValueError(f"slices must be an index or a range a:b (e.g. 3, 0:4, :), got {text!r}")
+
+
+def select_slices(spec: SliceSpec, n: int) -> list[int]:
+    """The indices (non-negative, in order) that ``spec`` selects from a volume of ``n`` slices.
+
+    ``spec`` is None (all slices), an int (negative counts from the end), a slice, a list of ints, or the text of a
+    command-line option: "3", "-1", "0:4", "2:", ":". A range clips to the volume like a Python slice; an index
+    outside it (IndexError) and an empty selection (ValueError) are errors that name the valid range.
+    """
+    if spec is None:
+        return list(range(n))
+    if isinstance(spec, str):
+        spec = _parse(spec)
+    if isinstance(spec, slice):
+        idx = list(range(n)[spec])
+    else:
+        items = [spec] if _is_int(spec) else list(spec) if isinstance(spec, (list, tuple, range)) else None
+        if items is None or not all(_is_int(i) for i in items):
+            raise TypeError(f"slices must be None, an index, a list of indices or a slice, got {spec!r}")
+        for i in items:
+            if not -n <= i < n:
+                raise IndexError(f"slice {i} out of range: the volume has {n} slices ({_valid(n)})")
+        idx = [int(i) % n for i in items]
+    if not idx:
+        raise ValueError(f"the slice selection {_describe(spec)} is empty (the volume has {n} slices, {_valid(n)})")
+    return idx
