@@ -97,7 +97,7 @@ def test_checkpoint_round_trip_loads_ema_weights(tmp_path):
     for (name, a), (_, b) in zip(src.named_parameters(), dst.named_parameters()):
         torch.testing.assert_close(b, a + 1 if a.requires_grad else a, msg=name)  # EMA, except the fixed W
     torch.testing.assert_close(dst.sigmas, src.sigmas)
-    raw = state_from_score_sde_checkpoint(torch.load(path, weights_only=True), dst, use_ema=False)
+    raw = state_from_score_sde_checkpoint(torch.load(path, weights_only=True), dst, ema=False)
     torch.testing.assert_close(raw["all_modules.4.Conv_0.weight"], src.all_modules[4].Conv_0.weight)
 
 
@@ -128,8 +128,8 @@ def test_checkpoint_with_mismatched_ema_is_refused():
         state_from_score_sde_checkpoint(ckpt, dst)
     with pytest.raises(ValueError):  # a checkpoint of another size
         state_from_score_sde_checkpoint(score_sde_checkpoint(tiny(nf=32)), dst)
-    with pytest.raises(ValueError, match="ema"):
-        state_from_score_sde_checkpoint({"model": {}}, dst)
+    with pytest.raises(ValueError, match="no 'ema' entry"):
+        state_from_score_sde_checkpoint({"model": score_sde_checkpoint(src)["model"]}, dst)
 
 
 # (d) agreement with score_sde's own implementation ----------------------------------------------------------

@@ -96,14 +96,14 @@ def _csgm_checkpoint(ema_state):
 def test_csgm_checkpoint_round_trip(tmp_path):
     case = CASES["deepest_csgm"]
     ckpt = _csgm_checkpoint(case["state"])
-    state = state_from_csgm_checkpoint(ckpt)
+    net = NCSNv2(**case["config"]).eval()
+    state = state_from_csgm_checkpoint(ckpt, net)
     assert list(state) == list(case["state"])  # EMA parameters + sigmas buffer, no "module." prefix
     for k, v in case["state"].items():
         assert torch.equal(state[k], v), k
-    raw = state_from_csgm_checkpoint(ckpt, ema=False)
+    raw = state_from_csgm_checkpoint(ckpt, net, ema=False)
     assert torch.equal(raw["begin_conv.weight"], case["state"]["begin_conv.weight"] + 1.0)
 
-    net = NCSNv2(**case["config"]).eval()
     load_state_strict(net, state, "synthetic csgm checkpoint")
     with torch.no_grad():
         # float32 sums in a different order (thread count) move the deepest network by ~1e-4 relative
@@ -124,28 +124,62 @@ def test_renamed_or_missing_keys_are_refused_by_name():
     ckpt = _csgm_checkpoint(case["state"])
     ckpt[-1]["refine31.crp.convs.0.kernel"] = ckpt[-1].pop("refine31.crp.convs.0.weight")
     with pytest.raises(CheckpointError, match=r"missing keys: refine31\.crp\.convs\.0\.weight") as e:
-        load_state_strict(net, state_from_csgm_checkpoint(ckpt), "renamed")
+        load_state_strict(net, state_from_csgm_checkpoint(ckpt, net), "renamed")
     assert "unexpected keys: refine31.crp.convs.0.kernel" in str(e.value)
 
     # a parameter missing from the EMA shadow is not silently taken from the raw weights
     ckpt = _csgm_checkpoint(case["state"])
     del ckpt[-1]["res5.1.normalize1.gamma"]
     with pytest.raises(CheckpointError, match=r"missing keys: res5\.1\.normalize1\.gamma"):
-        load_state_strict(net, state_from_csgm_checkpoint(ckpt), "missing")
+        load_state_strict(net, state_from_csgm_checkpoint(ckpt, net), "missing")
 
     ckpt = _csgm_checkpoint(case["state"])
     ckpt[-1]["end_conv.weight"] = ckpt[-1]["end_conv.weight"][:1]
     with pytest.raises(CheckpointError, match=r"mis-shaped keys: end_conv\.weight"):
-        load_state_strict(net, state_from_csgm_checkpoint(ckpt), "mis-shaped")
+        load_state_strict(net, state_from_csgm_checkpoint(ckpt, net), "mis-shaped")
 
 
-@pytest.mark.parametrize("obj, match", [
-    ({"begin_conv.weight": torch.zeros(1)}, "expected a list"),
-    ([{"module.sigmas": torch.zeros(3)}], "expected a list"),
-    (["not a state dict", {}, 0, 0, {}], "first element"),
-    ([{"module.sigmas": torch.zeros(3)}, {"state": {}, "param_groups": []}, 3, 1000], "no EMA shadow"),
-    ([{"module.sigmas": torch.zeros(3)}, {}, 3, 1000, {"a": "b"}], "last element"),
-])
-def test_not_a_csgm_checkpoint_is_refused(obj, match):
-    with pytest.raises(ValueError, match=match):
-        state_from_csgm_checkpoint(obj)
+def test_states0_is_loaded_as_strictly_as_csgm_does():
+    """csgm's main.py: DataParallel(score).load_state_dict(states[0], strict=True), then the EMA shadow over it:
+    a renamed or added key in states[0] is an error even though the shadow would cover the parameters."""
+    case = CASES["deepest_csgm"]
+    net = NCSNv2(**case["config"])
+    for ema in (True, False):
+        ckpt = _csgm_checkpoint(case["state"])
+        ckpt[0]["module.begin_conv.kernel"] = ckpt[0].pop("module.begin_conv.weight")
+        with pytest.raises(CheckpointError, match=r"states\[0\].*missing keys: begin_conv\.weight.*"
+                                                  r"unexpected keys: begin_conv\.kernel"):
+            state_from_csgm_checkpoint(ckpt, net, ema=ema)
+        ckpt = _csgm_checkpoint(case["state"])
+        ckpt[0]["module.extra.weight"] = torch.zeros(2)
+        with pytest.raises(CheckpointError, match=r"states\[0\].*unexpected keys: extra\.weight"):
+            state_from_csgm_checkpoint(ckpt, net, ema=ema)
+    ckpt = _csgm_checkpoint(case["state"])
+    ckpt[0]["begin_conv.bias"] = ckpt[0].pop("module.begin_conv.bias")  # one key without the DataParallel prefix
+    with pytest.raises(CheckpointError, match=r"module\. prefix") as err:
+        state_from_csgm_checkpoint(ckpt, net)
+    assert "begin_conv.bias" in str(err.value)
+    ckpt = _csgm_checkpoint(case["state"])
+    ckpt[-1]["extra.weight"] = torch.zeros(2)  # csgm's EMAHelper.ema would ignore it; a strict load does not
+    with pytest.raises(CheckpointError, match=r"EMA shadow.*unexpected keys: extra\.weight"):
+        state_from_csgm_checkpoint(ckpt, net)
+    ckpt = _csgm_checkpoint(case["state"])
+    ckpt[-1]["sigmas"] = ckpt[0]["module.sigmas"]  # a buffer is not an EMA parameter
+    with pytest.raises(CheckpointError, match=r"EMA shadow.*unexpected keys: sigmas"):
+        state_from_csgm_checkpoint(ckpt, net)
+
+
+def _broken(kind):
+    ckpt = _csgm_checkpoint(CASES["deepest_csgm"]["state"])
+    return {"dict": lambda: {"begin_conv.weight": torch.zeros(1)}, "short": lambda: ckpt[:1],
+            "first": lambda: ["not a state dict"] + ckpt[1:], "no ema": lambda: ckpt[:4],
+            "last": lambda: ckpt[:4] + [{"a": "b"}]}[kind]()
+
+
+@pytest.mark.parametrize("kind, match", [("dict", "expected a list"), ("short", "expected a list"),
+                                         ("first", "first element"), ("no ema", "no EMA shadow"),
+                                         ("last", "last element")])
+def test_not_a_csgm_checkpoint_is_refused(kind, match):
+    net = NCSNv2(**CASES["deepest_csgm"]["config"])
+    with pytest.raises(CheckpointError, match=match):
+        state_from_csgm_checkpoint(_broken(kind), net)

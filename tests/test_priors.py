@@ -240,7 +240,7 @@ def test_load_overrides_apply_to_recorded_metadata_and_are_refused_where_meaning
     path = save(_small_prior(), tmp_path / "p", half=False)
     own = priors.load(path, normalization={"kind": "max"})
     assert own.normalization == Normalization("max") and own.channels == "complex"
-    for key, val in (("network", {"base": 4}), ("parametrization", {"type": "edm"}), ("kind", "csgm")):
+    for key, val in (("network", {"base": 4}), ("parametrization", {"type": "edm"}), ("kind", "csgm"), ("ema", True)):
         with pytest.raises(priors.CheckpointError, match=f"{key}= only for published checkpoints"):
             priors.load(path, **{key: val})
     with pytest.raises(TypeError, match="allowed: .*channels, normalization, kind, network, parametrization"):
@@ -294,7 +294,7 @@ def test_published_layouts_load_strictly_through_load(tmp_path):
     tiny_v2 = dict(image_size=16, channels=2, ngf=8, num_classes=10, variant="plain")
     v2 = NCSNv2(**tiny_v2)
     sd = {"module." + k: v for k, v in v2.state_dict().items()}
-    shadow = {k: v for k, v in sd.items() if k != "module.sigmas"}
+    shadow = {k: v for k, v in v2.state_dict().items() if k != "sigmas"}  # EMAHelper unwraps DataParallel
     torch.save([sd, {}, 1, 2, shadow], tmp_path / "csgm.pth")
     prior = priors.load(tmp_path / "csgm.pth", network=tiny_v2,
                         parametrization={"type": "ve_score", "sigma_min": 0.0066, "sigma_max": 232.0,

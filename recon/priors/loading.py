@@ -8,7 +8,7 @@ from .format import CheckpointError
 from .prior import DiffusionPrior
 
 _RECORDED = ("channels", "normalization")          # metadata: may override what any prior records
-_PUBLISHED_ONLY = ("kind", "network", "parametrization")  # published checkpoints only
+_PUBLISHED_ONLY = ("kind", "network", "parametrization", "ema")  # published checkpoints only
 
 
 def load(path_or_name, map_location="cpu", **overrides) -> DiffusionPrior:
@@ -17,11 +17,14 @@ def load(path_or_name, map_location="cpu", **overrides) -> DiffusionPrior:
     - ``bundled:<name>``, or the bare ``<name>`` (``available()`` lists them); a file or folder of that name
       on disk wins over a bundled prior;
     - a toolkit prior: its ``.json``, its ``.pt`` (next to the ``.json``), or a folder holding ``prior.json``;
-    - a published checkpoint file (Score-MRI, csgm, DDS; see ``published.load_published``).
+    - a published checkpoint file (Score-MRI, csgm, DDS, DPS; see ``published.load_published``). A same-stem
+      ``.json`` next to it is used only if it is a toolkit config naming that file (``format.is_config_of``), so
+      a training config beside a checkpoint does not hijack it.
 
     Overrides: ``channels`` and ``normalization`` (a ``Normalization`` field dict) replace what any prior
-    records; ``kind``, ``network`` and ``parametrization`` apply to published checkpoints only (a toolkit prior
-    records its own network and parametrisation, so they are refused for it).
+    records; ``kind``, ``network``, ``parametrization`` and ``ema`` (True: EMA weights, False: raw weights,
+    None: what the reference sampler uses) apply to published checkpoints only (a toolkit prior records its own
+    network and parametrisation and one set of weights, so they are refused for it).
     """
     unknown = sorted(set(overrides) - set(_RECORDED + _PUBLISHED_ONLY))
     if unknown:
@@ -55,6 +58,6 @@ def _resolve(s: str):
         return p / "prior.json", None
     if p.suffix == ".json":
         return p, None
-    if p.with_suffix(".json").exists():
+    if format.is_config_of(p.with_suffix(".json"), p):
         return p.with_suffix(".json"), None
     return None, p

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .format import CheckpointError, check_state, strip_module_prefix, torch_load
+
 # Score-MRI's configs/ve/fastmri_knee_320_ncsnpp_continuous.py on top of configs/default_lsun_configs.py
 # (github HJ-harry/score-MRI @ 8359aae): a magnitude prior (1 channel, data in [0, 1], not centered),
 # trained with the continuous VE SDE, sigma in [0.01, 378], 2000 discrete scales.
@@ -478,43 +480,49 @@ class NCSNpp(nn.Module):
 
 # ----------------------------------------------------------------------------------------------------------
 
-def state_from_score_sde_checkpoint(obj, net: nn.Module, use_ema: bool = True) -> dict:
+def state_from_score_sde_checkpoint(obj, net: nn.Module, ema: bool = True, source: str = "score_sde checkpoint") -> dict:
     """The state dict for ``net`` from a score_sde / Score-MRI training checkpoint.
 
-    Such a checkpoint (``torch.save`` of ``dict(model=..., ema=..., optimizer=..., step=...)``; ``obj`` is that
-    dict or the path of the file) holds the raw weights in ``model`` (keys prefixed ``module.`` by DataParallel)
-    and the exponential moving average -- the weights to sample with -- in ``ema["shadow_params"]``, an
-    unnamed list in ``model.parameters()`` order restricted to trainable parameters (so without the fixed
-    Fourier features ``all_modules.0.W``). The returned dict is ``model`` with the ``module.`` prefix
-    stripped (this supplies the buffers, e.g. ``sigmas``, and the non-trainable parameters) in which every
-    trainable parameter is replaced by its EMA value, matched by zipping ``net.named_parameters()`` (trainable
-    ones) with ``shadow_params``. Load it with ``recon.priors.load_state_strict``.
+    score_sde_pytorch's ``utils.save_checkpoint`` writes ``dict(optimizer=optimizer.state_dict(),
+    model=model.state_dict(), ema=ema.state_dict(), step=...)`` (``obj`` is that dict or the path of the file).
+    ``model`` holds the raw weights, with every key prefixed ``module.`` (``models/utils.create_model`` wraps the
+    network in DataParallel); ``ema`` is ``models/ema.ExponentialMovingAverage.state_dict()``, i.e.
+    ``dict(decay, num_updates, shadow_params)`` with ``shadow_params`` an unnamed list in ``model.parameters()``
+    order restricted to trainable parameters (so without the fixed Fourier features ``all_modules.0.W``).
+    ``model`` must match ``net`` exactly (after the prefix is stripped; a partial prefix is an error). With
+    ``ema=True`` (what score_sde's and Score-MRI's samplers use: ``ema.copy_to(model.parameters())``) every
+    trainable parameter is then replaced by its shadow, matched by zipping ``net.named_parameters()`` (trainable
+    ones) with ``shadow_params``; the buffers (``sigmas``) and ``all_modules.0.W`` come from ``model``. With
+    ``ema=False`` the raw ``model`` weights are returned. Load the result with ``recon.priors.load_state_strict``.
 
-    Raises ``ValueError`` if the checkpoint lacks ``model`` (or ``ema`` when ``use_ema``), or if the number or
-    the shapes of the shadow parameters disagree with ``net``, naming the first parameter that does not match.
-    (Score-MRI's own scripts load ``model`` non-strictly into an unwrapped network, which matches no key, so
+    Raises ``CheckpointError`` (a ``ValueError``) if the checkpoint lacks ``model`` (or ``ema`` when ``ema``), if
+    ``model`` does not match ``net`` (naming the keys), or if the number or the shapes of the shadow parameters
+    disagree with ``net``, naming the first parameter that does not match. (Score-MRI's own
+    ``utils.restore_checkpoint`` loads ``model`` non-strictly into an unwrapped network, which matches no key, so
     there the Fourier features stay at a fresh random draw; here they come from the checkpoint.)
     """
     if isinstance(obj, (str, Path)):
-        obj = torch.load(obj, map_location="cpu", weights_only=True)
-    if not isinstance(obj, Mapping) or "model" not in obj:
-        raise ValueError("not a score_sde checkpoint: expected a dict with a 'model' state dict")
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj["model"].items()}
-    if not use_ema:
+        source, obj = str(obj), torch_load(obj)
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("model"), Mapping):
+        raise CheckpointError(f"{source}: not a score_sde checkpoint: expected a dict with a 'model' state dict")
+    state = strip_module_prefix(obj["model"], f"{source}: 'model'")
+    check_state(net.state_dict(), state, f"{source}: 'model'", f"the {type(net).__name__} network")
+    if not ema:
         return state
-    ema = obj.get("ema")
-    if not isinstance(ema, Mapping) or "shadow_params" not in ema:
-        raise ValueError("score_sde checkpoint has no 'ema' entry with 'shadow_params'")
-    shadow = list(ema["shadow_params"])
+    shadow = obj.get("ema")
+    if not isinstance(shadow, Mapping) or "shadow_params" not in shadow:
+        raise CheckpointError(f"{source}: score_sde checkpoint has no 'ema' entry with 'shadow_params'; "
+                              "pass ema=False for the raw weights")
+    shadow = list(shadow["shadow_params"])
     trainable = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
     for i in range(max(len(shadow), len(trainable))):
         name = trainable[i][0] if i < len(trainable) else None
         if name is None or i >= len(shadow) or tuple(shadow[i].shape) != tuple(trainable[i][1].shape):
             got = tuple(shadow[i].shape) if i < len(shadow) else "nothing"
             want = f"{name} {tuple(trainable[i][1].shape)}" if name else "nothing"
-            raise ValueError(f"EMA shadow parameter {i} does not match the network: checkpoint has {got}, "
-                             f"network expects {want} ({len(shadow)} shadow parameters, "
-                             f"{len(trainable)} trainable network parameters)")
+            raise CheckpointError(f"{source}: EMA shadow parameter {i} does not match the network: checkpoint has "
+                                  f"{got}, network expects {want} ({len(shadow)} shadow parameters, "
+                                  f"{len(trainable)} trainable network parameters)")
     for (name, _), value in zip(trainable, shadow):
         state[name] = value
     return state

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .format import load_state_strict
+from .format import CheckpointError, check_state, load_state_strict, strip_module_prefix, torch_load
 
 # The network of the csgm-mri-langevin checkpoint ``ncsnv2-mri-mvue/logs/mri-mvue/checkpoint_100000.pth``
 # (``langevin_config`` in csgm's configs/file/*.yaml; brain_T2.yaml states image_size 384, the others 320 --
@@ -245,6 +245,11 @@ class NCSNv2(nn.Module):
     registry_name = "ncsnv2"
     PRESETS = {"csgm_mri": CSGM_MRI_CONFIG}
 
+    @property
+    def size_multiple(self) -> int:
+        """2 to the number of stages that halve the resolution (down without dilation)."""
+        return 2 ** sum(1 for s in self._stages if s[4] and s[5] is None)
+
     def __init__(self, image_size: int = 384, channels: int = 2, ngf: int = 128, num_classes: int = 2311,
                  sigma_begin: float = 232.0, sigma_end: float = 0.0066, sigma_dist: str = "geometric",
                  normalization: str = "InstanceNorm++", nonlinearity: str = "elu", logit_transform: bool = False,
@@ -294,54 +299,55 @@ class NCSNv2(nn.Module):
         return out / self.sigmas[labels].view(-1, *([1] * (x.ndim - 1)))
 
 
-_BUFFER_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
-
-
-def _is_buffer(key: str) -> bool:
-    return key == "sigmas" or key.endswith(_BUFFER_SUFFIXES)
-
-
 def _tensor_dict(obj, what: str) -> dict:
     if not isinstance(obj, Mapping) or not obj or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise ValueError(f"not a csgm-mri-langevin / ncsnv2 checkpoint: {what} is not a state dict of tensors "
-                         f"(got {type(obj).__name__})")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+        raise CheckpointError(f"not a csgm-mri-langevin / ncsnv2 checkpoint: {what} is not a state dict of tensors "
+                              f"(got {type(obj).__name__})")
+    return dict(obj)
 
 
-def state_from_csgm_checkpoint(obj, ema: bool = True) -> dict:
-    """The NCSNv2 state dict from a csgm-mri-langevin / ncsnv2 checkpoint object (as ``torch.load`` returns it).
+def state_from_csgm_checkpoint(obj, net: nn.Module, ema: bool = True, source: str = "csgm checkpoint") -> dict:
+    """The state dict for ``net`` from a csgm-mri-langevin / ncsnv2 checkpoint object (as ``torch.load`` returns it).
 
-    ncsnv2 saves ``states = [model.state_dict(), optimizer.state_dict(), epoch, step]`` plus, when
-    ``config.model.ema``, the EMA helper's shadow as a fifth element; the model is wrapped in DataParallel,
-    so the keys of ``states[0]`` start with ``module.``. csgm loads ``states[0]`` and then, since its config
-    has ``ema: true``, overwrites every parameter with ``states[-1]`` (the shadow, which holds parameters only).
+    ncsnv2's ``runners/ncsn_runner.py`` saves ``states = [score.state_dict(), optimizer.state_dict(), epoch,
+    step]`` and, when ``config.model.ema``, appends ``ema_helper.state_dict()``; ``score`` is wrapped in
+    DataParallel, so the keys of ``states[0]`` start with ``module.``, while the EMA helper
+    (``models/ema.EMAHelper``) unwraps it in ``register``: its shadow is ``{name: tensor}`` over the trainable
+    parameters, without the prefix. csgm's ``main.py`` loads ``states[0]`` with ``load_state_dict(strict=True)``
+    into its DataParallel network and then, as its config has ``ema: true``, registers an EMA helper, replaces its
+    shadow by ``states[-1]`` and copies it into every trainable parameter (``EMAHelper.ema``).
 
-    With ``ema=True`` (csgm's choice) this returns the parameters from the **last element** (EMA shadow) and the
-    buffers (``sigmas``, and batch-norm statistics if any) from the first, without the ``module.`` prefix.
-    A parameter absent from the shadow is *not* filled in from ``states[0]``: it stays missing, so a strict load
-    names it. With ``ema=False`` it returns ``states[0]`` (the raw, non-averaged weights).
-    Raises ``ValueError`` for an object not in this format.
+    Here the same: ``states[0]`` (prefix stripped; a prefix on only some keys is an error) must match ``net``
+    exactly, as csgm's ``strict=True`` demands (renamed, added or mis-shaped keys are errors). With ``ema=True``
+    the last element must hold exactly the trainable parameters of ``net`` with their shapes (csgm fails on a
+    missing one; an extra one, which csgm would ignore, is refused too) and replaces them; the buffers
+    (``sigmas``) come from ``states[0]``. With ``ema=False`` ``states[0]`` (the raw weights) is returned.
+    Raises ``CheckpointError`` (a ``ValueError``) naming the keys, or for an object not in this format.
     """
     if not isinstance(obj, (list, tuple)) or len(obj) < 2:
         got = type(obj).__name__ + (f" of length {len(obj)}" if isinstance(obj, (list, tuple)) else "")
-        raise ValueError("not a csgm-mri-langevin / ncsnv2 checkpoint: expected a list "
-                         f"[model state, optimizer state, epoch, step(, ema shadow)], got {got}")
-    raw = _tensor_dict(obj[0], "its first element (the model)")
+        raise CheckpointError(f"{source}: not a csgm-mri-langevin / ncsnv2 checkpoint: expected a list "
+                              f"[model state, optimizer state, epoch, step(, ema shadow)], got {got}")
+    raw = strip_module_prefix(_tensor_dict(obj[0], "its first element (the model)"), f"{source}: states[0]")
+    check_state(net.state_dict(), raw, f"{source}: states[0] (the model, loaded strictly as csgm does)",
+                f"the {type(net).__name__} network")
     if not ema:
         return raw
     if not isinstance(obj[-1], Mapping):
-        raise ValueError(f"csgm/ncsnv2 checkpoint has no EMA shadow: its last element is a {type(obj[-1]).__name__}, "
-                         "not a state dict (saved with config.model.ema false?); pass ema=False for the raw weights")
-    shadow = _tensor_dict(obj[-1], "its last element (the EMA shadow)")
-    state = {k: (v if _is_buffer(k) else shadow[k]) for k, v in raw.items() if _is_buffer(k) or k in shadow}
-    state.update({k: v for k, v in shadow.items() if k not in state})
-    return state
+        raise CheckpointError(f"{source}: csgm/ncsnv2 checkpoint has no EMA shadow: its last element is a "
+                              f"{type(obj[-1]).__name__}, not a state dict (saved with config.model.ema false?); "
+                              "pass ema=False for the raw weights")
+    shadow = strip_module_prefix(_tensor_dict(obj[-1], "its last element (the EMA shadow)"), f"{source}: states[-1]")
+    trainable = {n: p for n, p in net.named_parameters() if p.requires_grad}
+    check_state(trainable, shadow, f"{source}: states[-1] (the EMA shadow)",
+                f"the trainable parameters of the {type(net).__name__} network")
+    return {**raw, **shadow}
 
 
 def load_csgm_checkpoint(path, map_location="cpu", ema: bool = True, **config) -> NCSNv2:
     """Build ``NCSNv2(**config)`` (csgm's MRI config by default) and load a csgm checkpoint file into it strictly."""
     net = NCSNv2(**config)
-    obj = torch.load(path, map_location=map_location, weights_only=True)
-    load_state_strict(net, state_from_csgm_checkpoint(obj, ema=ema), source=str(path))
+    obj = torch_load(path, map_location)
+    load_state_strict(net, state_from_csgm_checkpoint(obj, net, ema=ema, source=str(path)), source=str(path))
     return net.eval()
