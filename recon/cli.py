@@ -26,7 +26,7 @@ def _mri_settings(args) -> reconstruct.MRISettings:
     """The MRI settings shared by ``reconstruct`` and ``uncertainty``."""
     return reconstruct.MRISettings(method=args.sampler, mask=args.mask, acceleration=args.acceleration,
                                    center_fraction=args.center_fraction, prior=args.prior, samples=args.samples,
-                                   seed=args.seed, steps=args.steps, device=args.device)
+                                   seed=args.seed, steps=args.steps, device=args.device, protocol=args.protocol)
 
 
 def _ct_settings(args) -> reconstruct_ct.CTSettings:
@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", default="random")
     p.add_argument("--acceleration", type=float, default=4.0)
     p.add_argument("--center-fraction", type=float, default=0.08)
+    p.add_argument("--protocol", default="auto", help="geometry protocol: auto, full-fov, image-crop or kspace-crop "
+                   "(recon.data.geometry; auto: full-fov, or a crop to the prior's grid when it needs one)")
     p.add_argument("--prior", default="bundled:mni-brain-128")
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--steps", type=int, help="sampler steps (levels for score-ald); default: the paper's")
@@ -144,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", default="random")
     p.add_argument("--acceleration", type=float, default=4.0)
     p.add_argument("--center-fraction", type=float, default=0.08)
+    p.add_argument("--protocol", default="auto", help="geometry protocol: auto, full-fov, image-crop or kspace-crop "
+                   "(recon.data.geometry; auto: full-fov, or a crop to the prior's grid when it needs one)")
     p.add_argument("--prior", default="bundled:mni-brain-128")
     p.add_argument("--steps", type=int)
     p.add_argument("--seed", type=int, default=0)

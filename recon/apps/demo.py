@@ -46,8 +46,9 @@ def mri(out: Optional[str] = None, prior: Optional[str] = None, steps: int = 50,
         st = MRISettings(method=method, mask=mask, acceleration=acceleration, center_fraction=0.12, steps=steps,
                          prior=prior_name, seed=seed)
         t = time.time()
-        x, m, _ = reconstruct_slice(k, None, st, net, seed)
-        results[name] = (x[0], time.time() - t)
+        r = reconstruct_slice(k, None, st, net, seed)
+        m = r.mask
+        results[name] = (r.samples[0], time.time() - t)
     print(f"demo: {DEMO_FILE} (held-out MNI152 slice, 8 coils, 30 dB), {mask} mask, acceleration "
           f"{masks.acceleration(m, tuple(k.shape[-2:])):.2f}, prior {prior_name}; reference: the file's RSS")
     _table(results, lambda x: metrics.evaluate(ref, x.abs(), maxval))

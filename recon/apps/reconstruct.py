@@ -1,10 +1,15 @@
 """Reconstruct slices of a fastMRI file (``recon reconstruct``).
 
-For each selected slice: read the k-space lazily; use the file's own mask (test files) or undersample
-retrospectively with a mask from ``operators.masks``; estimate ESPIRiT maps from the calibration region
+For each selected slice: read the k-space lazily; put it on the grid of the geometry protocol
+(``recon.data.geometry``: ``full-fov``, ``image-crop`` or ``kspace-crop``; ``auto`` takes ``full-fov`` when the
+prior runs on any grid, else ``image-crop`` for retrospective and ``kspace-crop`` for prospective data); use the
+file's own mask (test files: exactly the acquired samples) or undersample retrospectively with a mask from
+``operators.masks`` (never on dead lines); estimate ESPIRiT maps from the calibration region on that grid
 (multi-coil; a single-coil file uses a map of ones); reconstruct with a sampler or a classical method; crop to
-the header's recon matrix; compare with the file's reference (``reconstruction_rss``/``_esc``) when it has one
-(fastMRI metrics, data range = the volume's ``max`` attribute or the reference maximum). The result file holds
+the header's recon matrix; compare with the file's reference (``reconstruction_rss``/``_esc``) when it has one,
+as the fastMRI leaderboard does (magnitude cropped to the recon matrix, data range = the volume's ``max``
+attribute, SSIM per slice); under ``kspace-crop`` the reference is the RSS of the same cropped, fully sampled
+k-space. The result file holds
 the reconstruction |mean|, the samples, mean and std, the mask and maps, metrics and every setting as
 attributes; it is written atomically (``recon.apps.io``).
 """
@@ -22,7 +27,7 @@ from operators import MultiCoilMRI, espirit, masks
 from recon import classical, metrics, priors, samplers
 from recon.apps import io
 from recon.apps.settings import BaseSettings, SliceSpec, select_slices
-from recon.data import center_crop, load_fastmri
+from recon.data import center_crop, geometry, load_fastmri
 
 CLASSICAL = {"zero-filled": classical.zero_filled, "cg-sense": classical.cg_sense,
              "l1-wavelet": classical.l1_wavelet, "tv": classical.tv}
@@ -37,10 +42,13 @@ class MRISettings(BaseSettings):
     acceleration: float = 4.0
     center_fraction: float = 0.08
     prior: str = DEFAULT_PRIOR
+    protocol: str = "auto"
 
     def check(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; expected one of {METHODS}")
+        if self.protocol not in ("auto",) + geometry.PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; expected one of {['auto', *geometry.PROTOCOLS]}")
         if self.mask not in masks.available():
             raise ValueError(f"unknown mask {self.mask!r}; expected one of {masks.available()}")
         if not self.acceleration >= 1:
@@ -64,30 +72,56 @@ def _mask_for(settings: MRISettings, shape, seed):
     return masks.get(settings.mask, **params)(tuple(shape), seed=seed)
 
 
-def reconstruct_slice(k: torch.Tensor, file_mask, settings: MRISettings, prior, slice_seed: int):
-    """One slice (C, H, W): returns samples (N, H, W) complex, mask, maps."""
+@dataclass
+class SliceResult:
+    """One reconstructed slice: ``samples`` (N, h, w) complex and the SENSE-combined ``zero_filled`` image
+    (h, w), cropped to the recon matrix; the ``mask`` and ``maps`` on the protocol's grid; ``reference`` the
+    protocol's own reference image (kspace-crop) or None."""
+    samples: torch.Tensor
+    zero_filled: torch.Tensor
+    mask: torch.Tensor
+    maps: torch.Tensor
+    protocol: str
+    reference: Optional[torch.Tensor] = None
+
+
+def resolve_protocol(protocol: str, prospective: bool, prior) -> str:
+    """``auto``: full-fov when the prior runs on any grid (or there is none), else image-crop (retrospective) or
+    kspace-crop (prospective data, which image-crop cannot use)."""
+    if protocol != "auto":
+        return protocol
+    if prior is None or getattr(prior.denoiser.net, "any_size", True):
+        return "full-fov"
+    return "kspace-crop" if prospective else "image-crop"
+
+
+def reconstruct_slice(k: torch.Tensor, file_mask, settings: MRISettings, prior, slice_seed: int,
+                      recon_size=None, limits=None, encoded_width=None) -> SliceResult:
+    """One slice (C, H, W) of raw k-space through the settings' protocol; ``recon_size`` (default: the k-space
+    size), ``limits`` and ``encoded_width`` come from the file's header."""
     dev = torch.device(settings.device)
-    k = k.to(dev)
-    if file_mask is not None:
-        m = file_mask.to(dev)
-        y = k
+    protocol = resolve_protocol(settings.protocol, file_mask is not None, prior)
+    fixed = prior is not None and getattr(prior.denoiser.net, "any_size", True) is False
+    grid = geometry.prepare(k, protocol, tuple(recon_size or k.shape[-2:])[:2],
+                            size=tuple(prior.image_size) if fixed and prior.image_size else None,
+                            file_mask=file_mask, limits=limits, encoded_width=encoded_width)
+    kk = grid.kspace.to(dev)
+    if grid.mask is not None:
+        m = grid.mask.to(dev)
+        y = kk
     else:
-        m = _mask_for(settings, k.shape, slice_seed).to(dev)
-        y = m * k
-    if k.shape[0] == 1:
-        maps = torch.ones_like(k)
-    else:
-        maps = espirit.maps_for_mask(y, m)
+        m = _mask_for(settings, kk.shape, slice_seed).to(dev) * grid.alive.to(dev)
+        y = m * kk
+    maps = torch.ones_like(kk) if kk.shape[0] == 1 else espirit.maps_for_mask(y, m)
     A = MultiCoilMRI(maps, m)
     if settings.method in CLASSICAL:
         x = CLASSICAL[settings.method](y, A)[None]
     else:
-        if prior.image_size and tuple(prior.image_size) != tuple(k.shape[-2:]):
-            raise ValueError(f"the prior was trained on {tuple(prior.image_size)} images but the k-space is "
-                             f"{tuple(k.shape[-2:])}; use a prior of that size")
+        prior.check_grid(kk.shape[-2:])
         gen = torch.Generator().manual_seed(slice_seed)
         x = sampler_for(settings)(y, A, prior.to(dev), n_samples=settings.samples, generator=gen)
-    return x, m, maps
+    crop = (min(grid.crop[0], x.shape[-2]), min(grid.crop[1], x.shape[-1]))
+    return SliceResult(center_crop(x, crop), center_crop(A.pinv(y), crop), m, maps, protocol, grid.reference)
 
 
 def reconstruct_file(path, out, settings: Optional[MRISettings] = None, slices: SliceSpec = None, png=None,
@@ -99,24 +133,30 @@ def reconstruct_file(path, out, settings: Optional[MRISettings] = None, slices: 
     vol = load_fastmri(path)
     idx = select_slices(slices, vol.num_slices)
     out = io.check_output(out, source=path)
+    if vol.header is not None and not vol.header.sizes_given and not vol.has_target:
+        raise ValueError(f"{path}: the ismrmrd_header names no encodedSpace/reconSpace matrixSize and the file has "
+                         "no target, so the recon matrix is unknown")
     prior = None if settings.method in CLASSICAL else priors.load(settings.prior)
-    rh, rw = vol.recon_size[0], vol.recon_size[1]
+    limits = vol.header.encoding_limits if vol.header else None
     maxval = float(vol.attrs["max"]) if "max" in vol.attrs else None
-    samples, mask_list, maps_list, rows = [], [], [], []
+    samples, mask_list, maps_list, rows, protocol = [], [], [], [], None
     for i in idx:
-        x, m, maps = reconstruct_slice(vol.kspace(i), vol.mask, settings, prior, settings.seed + i)
-        crop = (min(rh, x.shape[-2]), min(rw, x.shape[-1]))
-        xc = center_crop(x.cpu(), crop)
+        r = reconstruct_slice(vol.kspace(i), vol.mask, settings, prior, settings.seed + i,
+                              recon_size=vol.recon_size[:2], limits=limits, encoded_width=vol.encoding_size[1])
+        protocol = r.protocol
+        xc = r.samples.cpu()
         samples.append(xc)
-        mask_list.append(m.cpu().expand(x.shape[-2:]))
-        maps_list.append(maps.cpu())
-        if vol.has_target:
-            t = vol.target(i)
-            t = center_crop(t, (min(crop[0], t.shape[-2]), min(crop[1], t.shape[-1])))
-            rec = center_crop(xc.mean(0).abs(), tuple(t.shape[-2:]))
-            mv = maxval if maxval is not None else float(t.max())
-            rows.append({"slice": i, "psnr": metrics.psnr(t, rec, mv), "ssim": metrics.ssim(t, rec, mv),
-                         "nmse": metrics.nmse(t, rec)})
+        mask_list.append(r.mask.cpu().expand(r.maps.shape[-2:]))
+        maps_list.append(r.maps.cpu())
+        ref, mv = r.reference, None
+        if ref is None and vol.has_target:
+            ref, mv = vol.target(i), maxval
+        if ref is not None:
+            ref = center_crop(ref.cpu(), (min(xc.shape[-2], ref.shape[-2]), min(xc.shape[-1], ref.shape[-1])))
+            rec = center_crop(xc.mean(0).abs(), tuple(ref.shape[-2:]))
+            mv = mv if mv is not None else float(ref.max())
+            rows.append({"slice": i, "psnr": metrics.psnr(ref, rec, mv), "ssim": metrics.ssim(ref, rec, mv),
+                         "nmse": metrics.nmse(ref, rec)})
     s = torch.stack(samples)                       # (S, N, h, w)
     mean = s.mean(1)
     std = (s - mean[:, None]).abs().square().mean(1).sqrt()
@@ -128,7 +168,7 @@ def reconstruct_file(path, out, settings: Optional[MRISettings] = None, slices: 
               "mask": torch.stack(mask_list).numpy().astype(np.float32),
               "maps": torch.stack(maps_list).numpy().astype(np.complex64),
               "slices": np.asarray(idx, dtype=np.int64)}
-    attrs = {"source": str(path), "settings": json.dumps(asdict(settings))}
+    attrs = {"source": str(path), "settings": json.dumps(asdict(settings)), "protocol_used": protocol}
     attrs.update({k: "" if v is None else v for k, v in asdict(settings).items()})
     attrs.update(summary)
     if rows:

@@ -112,12 +112,13 @@ def run_one(row: dict, cfg: dict, prior) -> dict:
         if not vol.has_target:
             raise ValueError(f"{row['source']}: the sweep needs files with a reference reconstruction")
         k = vol.kspace(row["slice"])
-        x, m, _ = reconstruct_slice(k, vol.mask, settings, prior, row["seed"])
-        x = x[0].cpu()
-        gt = vol.target(row["slice"])
-        x = center_crop(x, tuple(gt.shape[-2:]))
+        r = reconstruct_slice(k, vol.mask, settings, prior, row["seed"], recon_size=vol.recon_size[:2],
+                              limits=vol.header.encoding_limits if vol.header else None,
+                              encoded_width=vol.encoding_size[1])
+        gt = r.reference if r.reference is not None else vol.target(row["slice"])
+        x = center_crop(r.samples[0].cpu(), tuple(gt.shape[-2:]))
         from operators import masks
-        actual = masks.acceleration(m.cpu(), tuple(k.shape[-2:]))
+        actual = masks.acceleration(r.mask.cpu(), tuple(r.maps.shape[-2:]))
         maxval = float(vol.attrs["max"]) if "max" in vol.attrs else None
     sec = time.time() - t
     nfe = 0 if row["method"] in CLASSICAL else _nfe(settings)

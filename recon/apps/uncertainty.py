@@ -15,7 +15,6 @@ from typing import Optional
 import numpy as np
 import torch
 
-from operators import MultiCoilMRI
 from recon import priors
 from recon.apps import io
 from recon.apps.reconstruct import CLASSICAL, MRISettings, reconstruct_slice
@@ -38,12 +37,13 @@ def uncertainty_file(path, out, settings: Optional[MRISettings] = None, slice_in
     [i] = select_slices(slice_index, vol.num_slices)
     out = io.check_output(out, source=path)
     k = vol.kspace(i)
-    x, m, maps = reconstruct_slice(k, vol.mask, settings, priors.load(settings.prior), settings.seed + i)
-    x, m, maps = x.cpu(), m.cpu(), maps.cpu()
-    zf = MultiCoilMRI(maps, m).H(m * k if vol.mask is None else k)
-    crop = (min(vol.recon_size[0], x.shape[-2]), min(vol.recon_size[1], x.shape[-1]))
-    x, zf = center_crop(x, crop), center_crop(zf, crop)
-    ref = center_crop(vol.target(i), crop) if vol.has_target else None
+    r = reconstruct_slice(k, vol.mask, settings, priors.load(settings.prior), settings.seed + i,
+                          recon_size=vol.recon_size[:2], limits=vol.header.encoding_limits if vol.header else None,
+                          encoded_width=vol.encoding_size[1])
+    x, zf = r.samples.cpu(), r.zero_filled.cpu()
+    crop = tuple(x.shape[-2:])
+    ref = r.reference if r.reference is not None else (vol.target(i) if vol.has_target else None)
+    ref = center_crop(ref.cpu(), crop) if ref is not None else None
     res = summarize(x, ref, level)
     arrays = {}
     for key in ("mean", "std", "q_lo", "q_hi"):

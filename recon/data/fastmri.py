@@ -72,6 +72,7 @@ class FastMRIHeader:
     recon_size: tuple[int, int, int]
     encoding_limits: tuple[int, int] | None = None
     xml: str | None = None
+    sizes_given: bool = True  # False: the XML names no encodedSpace/reconSpace matrixSize (fallbacks used)
 
     @classmethod
     def from_xml(cls, xml: str | bytes, encoding_size: tuple[int, int, int],
@@ -84,8 +85,9 @@ class FastMRIHeader:
             return fallback if None in xyz else xyz
 
         limits = (_find_int(root, _LIM + ("center",)), _find_int(root, _LIM + ("maximum",)))
+        given = all(None not in tuple(_find_int(root, p + (a,)) for a in "xyz") for p in (_ENC, _REC))
         return cls(size(_ENC, encoding_size), size(_REC, recon_size), None if None in limits else limits,
-                   xml.decode() if isinstance(xml, bytes) else xml)
+                   xml.decode() if isinstance(xml, bytes) else xml, given)
 
     def to_xml(self) -> str:
         """ISMRMRD XML: `xml` (or an empty ismrmrdHeader) with this header's sizes and limits written into it."""

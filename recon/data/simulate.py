@@ -100,3 +100,34 @@ def _add_noise(kspace, ndim, snr_db, noise_std, generator, seed):
         std = noise_std
     noise = torch.randn(kspace.shape, dtype=kspace.dtype, device=kspace.device, generator=generator)
     return kspace + std * noise
+
+
+def raw_fastmri_slices(images, n_coils: int = 15, encoded=(640, 372), recon=(320, 320), dead=(2, 2),
+                       snr_db: float = 30.0, seed: int = 0):
+    """Multi-coil k-space at fastMRI's raw geometry from complex images (S, h, w) placed in the middle of the
+    encoded field: readout (H) oversampled (the object lies inside the central ``recon[0]`` rows), phase-encode
+    width ``encoded[1]`` with ``dead`` = (left, right) lines exactly zero, birdcage coils, noise at ``snr_db``.
+
+    Returns (kspace (S, C, H, W) complex64, target (S, *recon) float32: the RSS of the fully sampled data centre-
+    cropped as fastMRI computes ``reconstruction_rss``, encoding limits (center, maximum) for the header)."""
+    from operators.fft import ifft2c
+    from recon.data.coils import center_crop, rss
+
+    images = torch.as_tensor(images).to(torch.complex64)
+    s, h, w = images.shape
+    H, W = encoded
+    if h > H or w > W:
+        raise ValueError(f"images of {(h, w)} do not fit in the encoded field {tuple(encoded)}")
+    canvas = torch.zeros(s, H, W, dtype=torch.complex64)
+    top, left = H // 2 - h // 2, W // 2 - w // 2
+    canvas[:, top:top + h, left:left + w] = images
+    maps = coil_maps(n_coils, (H, W))
+    k = simulate_multicoil(canvas, maps, snr_db=snr_db, seed=seed)
+    lo, hi = dead
+    if lo:
+        k[..., :lo] = 0
+    if hi:
+        k[..., W - hi:] = 0
+    target = center_crop(rss(ifft2c(k)), tuple(recon))
+    acquired = W - lo - hi
+    return k, target.float(), (W // 2 - lo, acquired - 1)

@@ -9,8 +9,14 @@ For a noisy image x_sigma = x_0 + sigma z the prior answers three equivalent que
 
 Images are (..., H, W), complex for MRI or real. The channel convention maps them to the network:
 "complex" -> 2 channels (Re, Im); "magnitude" -> a 1-channel real network applied to Re and Im
-separately (Score-MRI's trick, chapter 7 Alg. 7.1); "real" -> 1 channel. ``Normalization`` records how the
-training data were scaled, so that samplers never hard-code a scale.
+separately (Score-MRI's trick, chapter 7 Alg. 7.1); "real" -> 1 channel; "rgb" -> a real (..., 3, H, W)
+batch as 3 channels (natural-image priors such as DPS's FFHQ/ImageNet models; the image shape is (3, H, W)).
+``Normalization`` records how the training data were scaled, so that samplers never hard-code a scale.
+
+A "range" normalisation also records an affine map into the network's range: the prior works on
+u = x / scale in [0, 1] and the network on v = lo + (hi - lo) u (DPS: v = 2u - 1 in [-1, 1]). Noise maps with it,
+v_sigma = v + (hi - lo) sigma z, so denoise(u, sigma) = (D_net(lo + g u, g sigma) - lo) / g with g = hi - lo, and
+the prior's noise range is the network's divided by g; samplers see only u.
 """
 from __future__ import annotations
 
@@ -23,7 +29,8 @@ from torch import nn
 from . import schedules
 from .parametrizations import Denoiser
 
-CHANNELS = ("complex", "magnitude", "real")
+CHANNELS = ("complex", "magnitude", "real", "rgb")
+KINDS = ("percentile", "max", "fixed", "none", "range")
 
 
 @dataclass
@@ -31,19 +38,32 @@ class Normalization:
     """How training images were scaled: x_train = x / scale, with scale from the image itself.
 
     kind "percentile": scale = the q-th percentile of |x| (per image); "max": scale = max |x|;
-    "fixed": scale = ``value`` (data in physical units, e.g. CT in mu / mu_water); "none": scale = 1.
+    "fixed": scale = ``value`` (data in physical units, e.g. CT in mu / mu_water); "none": scale = 1;
+    "range": scale = ``value`` (data in [0, value]), and the network's input is lo + (hi - lo) x / scale
+    (``affine``; DPS: [0, 1] images to [-1, 1] with lo = -1, hi = 1).
     At reconstruction the scale is taken from the operator's pseudo-inverse image A^+ y (``Linop.pinv``:
     SENSE-combined zero-filled for MRI, FBP for CT), which does not change when (y, A) becomes (c y, c A)."""
 
     kind: str = "percentile"
     q: float = 99.0
     value: float = 1.0
+    lo: float = -1.0
+    hi: float = 1.0
 
     def __post_init__(self):
-        if self.kind not in ("percentile", "max", "fixed", "none"):
-            raise ValueError(f"normalization kind must be percentile, max, fixed or none, got {self.kind!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"normalization kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if not 0 < self.q <= 100:
             raise ValueError(f"percentile q must be in (0, 100], got {self.q}")
+        if self.kind == "range" and not (self.hi > self.lo and self.value > 0):
+            raise ValueError(f"a range normalization needs hi > lo and value > 0, got lo={self.lo}, hi={self.hi}, "
+                             f"value={self.value}")
+
+    @property
+    def affine(self) -> tuple:
+        """(offset, gain) of the map from the prior's coordinates u = x / scale to the network's, lo + (hi - lo) u
+        for kind "range", (0, 1) otherwise."""
+        return (float(self.lo), float(self.hi - self.lo)) if self.kind == "range" else (0.0, 1.0)
 
     def scale(self, ref: torch.Tensor, ndim: int = 2) -> torch.Tensor:
         """Scale of ``ref`` over its last ``ndim`` dimensions (one image: 2; a stack or coil images taken as
@@ -52,8 +72,8 @@ class Normalization:
             raise ValueError(f"the reference image needs at least {ndim} dimensions, got shape {tuple(ref.shape)}")
         lead = ref.shape[: ref.dim() - ndim]
         ones = (1,) * ndim
-        if self.kind in ("fixed", "none"):
-            v = self.value if self.kind == "fixed" else 1.0
+        if self.kind in ("fixed", "none", "range"):
+            v = 1.0 if self.kind == "none" else self.value
             return torch.full(lead + ones, v, dtype=ref.real.dtype, device=ref.device)
         mag = ref.abs().reshape(lead + (-1,)).float()
         s = mag.amax(-1) if self.kind == "max" else torch.quantile(mag, self.q / 100, dim=-1)
@@ -68,20 +88,26 @@ class DiffusionPrior(nn.Module):
         super().__init__()
         if channels not in CHANNELS:
             raise ValueError(f"channels must be one of {CHANNELS}, got {channels!r}")
+        normalization = normalization or Normalization("none")
+        if normalization.kind == "range" and channels not in ("real", "rgb"):
+            raise ValueError(f"a 'range' normalization (an offset) is for real or rgb images, not channels={channels!r}")
+        image_size = tuple(image_size) if image_size is not None else None
+        if channels == "rgb" and image_size is not None and (len(image_size) != 3 or image_size[0] != 3):
+            raise ValueError(f"the image size of an rgb prior is (3, H, W), got {image_size}")
         self.denoiser = denoiser
         self.channels = channels
-        self.image_size = tuple(image_size) if image_size is not None else None
-        self.normalization = normalization or Normalization("none")
+        self.image_size = image_size
+        self.normalization = normalization
         self.name = name
 
     # --- noise range and schedules ---------------------------------------------------------------
     @property
     def sigma_min(self) -> float:
-        return self.denoiser.sigma_min
+        return self.denoiser.sigma_min / self.normalization.affine[1]
 
     @property
     def sigma_max(self) -> float:
-        return self.denoiser.sigma_max
+        return self.denoiser.sigma_max / self.normalization.affine[1]
 
     def sigmas(self, n: int, kind: str = "karras", rho: float = 7.0) -> torch.Tensor:
         """A decreasing schedule of n levels over the prior's trained range: "karras" (EDM's rho-schedule),
@@ -92,7 +118,7 @@ class DiffusionPrior(nn.Module):
         ladder = self.denoiser.discrete_sigmas
         if kind == "auto" and ladder is not None:
             idx = torch.linspace(len(ladder) - 1, 0, n).round().long()
-            return ladder[idx].double()
+            return ladder[idx].double() / self.normalization.affine[1]
         if kind in ("karras", "auto"):
             return schedules.karras_sigmas(self.sigma_min, self.sigma_max, n, rho)
         if kind == "geometric":
@@ -100,27 +126,78 @@ class DiffusionPrior(nn.Module):
         raise ValueError(f"unknown schedule kind {kind!r}; expected 'auto', 'karras' or 'geometric'")
 
     # --- the three questions -----------------------------------------------------------------------
+    @property
+    def image_ndim(self) -> int:
+        """Trailing dimensions of one image: 3 for rgb (3, H, W), else 2 (H, W)."""
+        return 3 if self.channels == "rgb" else 2
+
     def denoise(self, x: torch.Tensor, sigma: Union[float, torch.Tensor]) -> torch.Tensor:
-        """Tweedie estimate E[x_0 | x] for x = x_0 + sigma z, for a batch (..., H, W)."""
-        lead, hw = x.shape[:-2], x.shape[-2:]
+        """Tweedie estimate E[x_0 | x] for x = x_0 + sigma z, for a batch (..., H, W) ((..., 3, H, W) for rgb)."""
+        nd = self.image_ndim
+        if nd == 3 and (x.dim() < 3 or x.shape[-3] != 3):
+            raise ValueError(f"an rgb prior denoises (..., 3, H, W) images, got shape {tuple(x.shape)}")
+        lead, img = x.shape[:-nd], tuple(x.shape[-nd:])
         sig = self._sigma(sigma, lead, x.device)
-        xb = x.reshape((-1,) + tuple(hw))
+        xb = x.reshape((-1,) + img)
         if self.channels == "complex":
             if not x.is_complex():
                 xb = xb.to(torch.complex64)
             net_in = torch.view_as_real(xb).permute(0, 3, 1, 2)
-            out = self.denoiser(net_in.contiguous(), sig)
+            out = self._net(net_in.contiguous(), sig)
             d = torch.complex(out[:, 0], out[:, 1])
         elif self.channels == "magnitude" and x.is_complex():
             parts = torch.cat([xb.real, xb.imag])[:, None]
-            out = self.denoiser(parts, sig.repeat(2))[:, 0]
+            out = self._net(parts, sig.repeat(2))[:, 0]
             n = xb.shape[0]
             d = torch.complex(out[:n], out[n:])
         else:
             if x.is_complex():
                 raise ValueError("a real-valued prior cannot denoise a complex image; pass a real image")
-            d = self.denoiser(xb[:, None], sig)[:, 0]
+            d = self._net(xb, sig) if nd == 3 else self._net(xb[:, None], sig)[:, 0]
         return d.reshape(x.shape).to(x.dtype)
+
+    def _net(self, u: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
+        """The denoiser on network channels, through the normalisation's affine map (identity unless "range"),
+        on the grid the network needs (``_padded``)."""
+        off, gain = self.normalization.affine
+        if (off, gain) == (0.0, 1.0):
+            return self._padded(u, sig)
+        return (self._padded(off + gain * u, gain * sig) - off) / gain
+
+    @property
+    def size_multiple(self) -> int:
+        """The network's input sides must be multiples of this (2^(levels - 1) for the UNets)."""
+        net = self.denoiser.net
+        m = getattr(net, "size_multiple", None)
+        if m is None:
+            cfg = getattr(net, "config", {}) or {}
+            mult = cfg.get("ch_mult", cfg.get("channel_mult"))
+            m = 2 ** (len(mult) - 1) if mult else 1
+        return int(m)
+
+    def check_grid(self, shape) -> None:
+        """Refuse, by name, a grid (H, W) this prior's network cannot run on. Fully convolutional networks run
+        on any grid (padded to their multiple); one that records ``any_size = False`` only on its own."""
+        net = self.denoiser.net
+        h, w = (int(v) for v in tuple(shape)[-2:])
+        if getattr(net, "any_size", True) is False and self.image_size and (h, w) != tuple(self.image_size):
+            raise ValueError(f"the prior {self.name or type(net).__name__!r} ({type(net).__name__}) runs only on its "
+                             f"training grid {tuple(self.image_size)}, not on {(h, w)}; use a protocol that crops "
+                             f"to it (--protocol image-crop or kspace-crop)")
+
+    def _padded(self, u: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
+        """Pad (B, C, H, W) by reflection to the network's multiple, denoise, crop back. Reflection keeps the
+        noise statistics at the border (zeros would be a noise-free region the network never saw)."""
+        m = self.size_multiple
+        h, w = u.shape[-2:]
+        ph, pw = -h % m, -w % m
+        if ph == 0 and pw == 0:
+            return self.denoiser(u, sig)
+        self.check_grid((h, w))
+        pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        out = self.denoiser(torch.nn.functional.pad(u, pad, mode=mode), sig)
+        return out[..., pad[2]:pad[2] + h, pad[0]:pad[0] + w]
 
     def score(self, x: torch.Tensor, sigma) -> torch.Tensor:
         s = self._sigma_b(sigma, x)
@@ -158,7 +235,7 @@ class DiffusionPrior(nn.Module):
 
     def _sigma_b(self, sigma, x) -> torch.Tensor:
         s = torch.as_tensor(sigma, device=x.device, dtype=x.real.dtype)
-        return s.reshape(s.shape + (1, 1)) if s.dim() else s
+        return s.reshape(s.shape + (1,) * self.image_ndim) if s.dim() else s
 
     def config(self) -> dict:
         return {"channels": self.channels, "image_size": list(self.image_size) if self.image_size else None,

@@ -156,7 +156,8 @@ class Sampler:
             raise ValueError("give the image shape (H, W) (shape=...); the prior does not record one")
         params = next(iter(prior.parameters()), None)
         device = params.device if params is not None else torch.device("cpu")
-        return torch.zeros(shape, dtype=torch.float32 if prior.channels == "real" else torch.complex64, device=device)
+        return torch.zeros(shape, dtype=torch.float32 if prior.channels in ("real", "rgb") else torch.complex64,
+                           device=device)
 
     def _finalize(self, x: torch.Tensor, A) -> torch.Tensor:
         """Post-processing in the measurement's scale: pixels outside ``A.support`` set to 0 (``support=True``:
