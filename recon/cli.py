@@ -26,7 +26,8 @@ def _mri_settings(args) -> reconstruct.MRISettings:
     """The MRI settings shared by ``reconstruct`` and ``uncertainty``."""
     return reconstruct.MRISettings(method=args.sampler, mask=args.mask, acceleration=args.acceleration,
                                    center_fraction=args.center_fraction, prior=args.prior, samples=args.samples,
-                                   seed=args.seed, steps=args.steps, device=args.device, protocol=args.protocol)
+                                   seed=args.seed, steps=args.steps, device=args.device, protocol=args.protocol,
+                                   normalization=args.normalization)
 
 
 def _ct_settings(args) -> reconstruct_ct.CTSettings:
@@ -35,7 +36,7 @@ def _ct_settings(args) -> reconstruct_ct.CTSettings:
                                      views=None if limited else args.views, limited=limited, noise=args.noise,
                                      noise_level=args.noise_level, prior=args.prior, samples=args.samples,
                                      seed=args.seed, steps=args.steps, tv_z=args.tv_z, device=args.device,
-                                     pixel_mm=args.pixel_mm)
+                                     pixel_mm=args.pixel_mm, normalization=args.normalization)
 
 
 def _demo(args) -> int:
@@ -109,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--center-fraction", type=float, default=0.08)
     p.add_argument("--protocol", default="auto", help="geometry protocol: auto, full-fov, image-crop or kspace-crop "
                    "(recon.data.geometry; auto: full-fov, or a crop to the prior's grid when it needs one)")
+    p.add_argument("--normalization", help="override the prior's data convention: none, max, percentile[:Q], "
+                   "fixed:VALUE, range:VALUE")
     p.add_argument("--prior", default="bundled:mni-brain-128")
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--steps", type=int, help="sampler steps (levels for score-ald); default: the paper's")
@@ -128,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", default="none", choices=["none", "gaussian", "poisson"])
     p.add_argument("--noise-level", type=float, default=0.0, help="Gaussian std, or incident photons (Poisson)")
     p.add_argument("--pixel-mm", type=float, default=3.0, help="pixel size for the photon statistics (Poisson)")
+    p.add_argument("--normalization", help="override the prior's data convention: none, max, percentile[:Q], "
+                   "fixed:VALUE, range:VALUE")
     p.add_argument("--prior", default="bundled:ct-phantom-128")
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--steps", type=int)
@@ -148,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--center-fraction", type=float, default=0.08)
     p.add_argument("--protocol", default="auto", help="geometry protocol: auto, full-fov, image-crop or kspace-crop "
                    "(recon.data.geometry; auto: full-fov, or a crop to the prior's grid when it needs one)")
+    p.add_argument("--normalization", help="override the prior's data convention: none, max, percentile[:Q], "
+                   "fixed:VALUE, range:VALUE")
     p.add_argument("--prior", default="bundled:mni-brain-128")
     p.add_argument("--steps", type=int)
     p.add_argument("--seed", type=int, default=0)

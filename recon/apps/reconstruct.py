@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from operators import MultiCoilMRI, espirit, masks
-from recon import classical, metrics, priors, samplers
+from recon import classical, metrics, samplers
 from recon.apps import io
 from recon.apps.settings import BaseSettings, SliceSpec, select_slices
 from recon.data import center_crop, geometry, load_fastmri
@@ -136,7 +136,7 @@ def reconstruct_file(path, out, settings: Optional[MRISettings] = None, slices: 
     if vol.header is not None and not vol.header.sizes_given and not vol.has_target:
         raise ValueError(f"{path}: the ismrmrd_header names no encodedSpace/reconSpace matrixSize and the file has "
                          "no target, so the recon matrix is unknown")
-    prior = None if settings.method in CLASSICAL else priors.load(settings.prior)
+    prior = None if settings.method in CLASSICAL else settings.load_prior()
     limits = vol.header.encoding_limits if vol.header else None
     maxval = float(vol.attrs["max"]) if "max" in vol.attrs else None
     samples, mask_list, maps_list, rows, protocol = [], [], [], [], None

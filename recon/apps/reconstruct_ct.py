@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from operators.ct import FanBeamCT, ParallelBeamCT, angles as angle_set, fbp
-from recon import classical, metrics, priors, samplers
+from recon import classical, metrics, samplers
 from recon.apps import io
 from recon.apps.settings import BaseSettings, SliceSpec, select_slices
 
@@ -126,7 +126,7 @@ def reconstruct(sinogram: torch.Tensor, op, settings: CTSettings, prior=None, pr
     if settings.method == "tv":
         return classical.tv(y, op, lam=settings.tv_lam, max_iter=100, rho=10.0, cg_iter=5)[None]
     if prior is None:
-        prior = priors.load(settings.prior)
+        prior = settings.load_prior()
     if prior.channels != "real":
         raise ValueError(f"CT needs a real-valued prior; {prior.name!r} has channels={prior.channels!r}")
     if prior.image_size and tuple(prior.image_size) != tuple(op.ishape):

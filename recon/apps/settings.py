@@ -42,6 +42,14 @@ class BaseSettings:
     seed: int = 0
     steps: Optional[int] = None
     device: str = "cpu"
+    normalization: Optional[str] = None  # "KIND[:VALUE]" overriding the prior's recorded data convention
+
+    def load_prior(self):
+        """The prior named by ``prior``, with ``normalization`` (if set) overriding its data convention."""
+        from recon import priors
+
+        override = parse_normalization(self.normalization)
+        return priors.load(self.prior, **({"normalization": override} if override else {}))
 
     def check(self) -> None:
         if not isinstance(self.prior, str) or not self.prior:
@@ -53,6 +61,35 @@ class BaseSettings:
         if self.steps is not None and (not _is_int(self.steps) or self.steps < 1):
             raise ValueError(f"steps must be >= 1 (or unset for the sampler's default), got {self.steps!r}")
         check_device(self.device)
+        parse_normalization(self.normalization)
+
+
+NORMALIZATIONS = {"none": None, "max": None, "percentile": "q", "fixed": "value", "range": "value"}
+
+
+def parse_normalization(text: Optional[str]) -> Optional[dict]:
+    """``--normalization``: "none", "max", "percentile[:Q]", "fixed:VALUE" or "range:VALUE" (data in [0, VALUE],
+    the network's input in [-1, 1]) -> the keyword dict of ``recon.priors.Normalization``; None stays None."""
+    if text is None:
+        return None
+    kind, _, arg = str(text).partition(":")
+    if kind not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of none, max, percentile[:Q], fixed:VALUE, range:VALUE; "
+                         f"got {text!r}")
+    key = NORMALIZATIONS[kind]
+    if arg and key is None:
+        raise ValueError(f"normalization {kind!r} takes no value, got {text!r}")
+    if not arg:
+        if kind in ("fixed", "range"):
+            raise ValueError(f"normalization {kind!r} needs a value ({kind}:VALUE), got {text!r}")
+        return {"kind": kind}
+    try:
+        value = float(arg)
+    except ValueError:
+        raise ValueError(f"normalization value must be a number, got {text!r}") from None
+    if not (value > 0 and value < float("inf")) or (kind == "percentile" and value > 100):
+        raise ValueError(f"normalization value must be finite and > 0 (a percentile at most 100), got {text!r}")
+    return {"kind": kind, key: value}
 
 
 def _describe(spec) -> str:

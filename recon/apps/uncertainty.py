@@ -15,7 +15,6 @@ from typing import Optional
 import numpy as np
 import torch
 
-from recon import priors
 from recon.apps import io
 from recon.apps.reconstruct import CLASSICAL, MRISettings, reconstruct_slice
 from recon.apps.settings import select_slices
@@ -37,7 +36,7 @@ def uncertainty_file(path, out, settings: Optional[MRISettings] = None, slice_in
     [i] = select_slices(slice_index, vol.num_slices)
     out = io.check_output(out, source=path)
     k = vol.kspace(i)
-    r = reconstruct_slice(k, vol.mask, settings, priors.load(settings.prior), settings.seed + i,
+    r = reconstruct_slice(k, vol.mask, settings, settings.load_prior(), settings.seed + i,
                           recon_size=vol.recon_size[:2], limits=vol.header.encoding_limits if vol.header else None,
                           encoded_width=vol.encoding_size[1])
     x, zf = r.samples.cpu(), r.zero_filled.cpu()
