@@ -15,15 +15,6 @@ from recon.data import brain, center_crop, geometry, simulate
 ENC, REC, OBJ = (128, 76), (64, 64), (60, 70)  # a quarter of knee's 640 x 372 / 320 x 320, object wider than 64
 
 
-def _header(enc, rec, limits, sizes=True):
-    ns = "http://www.ismrm.org/ISMRMRD"
-    space = (f"<encodedSpace><matrixSize><x>{enc[0]}</x><y>{enc[1]}</y><z>1</z></matrixSize></encodedSpace>"
-             f"<reconSpace><matrixSize><x>{rec[0]}</x><y>{rec[1]}</y><z>1</z></matrixSize></reconSpace>") if sizes else ""
-    return (f'<?xml version="1.0"?><ismrmrdHeader xmlns="{ns}"><encoding>{space}<encodingLimits>'
-            f"<kspace_encoding_step_1><minimum>0</minimum><maximum>{limits[1]}</maximum><center>{limits[0]}</center>"
-            f"</kspace_encoding_step_1></encodingLimits></encoding></ismrmrdHeader>")
-
-
 def _images(n, size):
     x = brain.load_heldout(128)[:n]
     parts = [F.interpolate(p[:, None], size=size, mode="bilinear", align_corners=False)[:, 0] for p in (x.real, x.imag)]
@@ -31,19 +22,8 @@ def _images(n, size):
 
 
 def write_raw(path, n=1, coils=4, enc=ENC, rec=REC, obj=OBJ, dead=(2, 2), mask=None, sizes=True, seed=0):
-    """A fastMRI-style file written with h5py alone (no toolkit writer), as the scanner's converter writes it."""
-    k, t, lim = simulate.raw_fastmri_slices(_images(n, obj), coils, enc, rec, dead, snr_db=30.0, seed=seed)
-    with h5py.File(path, "w") as f:
-        if mask is None:
-            f.create_dataset("kspace", data=k.numpy().astype(np.complex64))
-            f.create_dataset("reconstruction_rss", data=t.numpy())
-            f.attrs["max"] = float(t.max())
-        else:
-            f.create_dataset("kspace", data=(k * mask).numpy().astype(np.complex64))
-            f.create_dataset("mask", data=mask.numpy().reshape(-1).astype(np.float32))
-        f.create_dataset("ismrmrd_header", data=_header(enc, rec, lim, sizes))
-        f.attrs["acquisition"] = "CORPD_FBK"
-    return k, t, lim
+    """A fastMRI-style file written with h5py alone (not the toolkit's writer), as the converter lays it out."""
+    return simulate.write_raw_fastmri(path, _images(n, obj), coils, enc, rec, dead, mask, sizes, seed=seed)
 
 
 # --- the transforms ------------------------------------------------------------------------------------------
@@ -207,3 +187,22 @@ def test_crop_protocols_reconstruct_on_the_prior_grid(raw, tmp_path, protocol):
     with h5py.File(out) as h:
         assert h["reconstruction"].shape == (1,) + REC and h.attrs["protocol_used"] == protocol
         assert h.attrs["psnr"] > 20
+
+
+def test_normalization_option_overrides_the_prior_convention(raw, tmp_path, capsys):
+    from recon.apps.settings import parse_normalization
+    assert parse_normalization("percentile:95") == {"kind": "percentile", "q": 95.0}
+    assert parse_normalization("max") == {"kind": "max"} and parse_normalization(None) is None
+    for bad in ("fixed", "max:3", "percentile:101", "range:-1", "bogus", "fixed:abc"):
+        with pytest.raises(ValueError, match="normalization"):
+            parse_normalization(bad)
+    outs = {}
+    for norm in (None, "max"):
+        out = tmp_path / f"{norm}.h5"
+        assert main(["--quiet", "reconstruct", str(raw / "brain.h5"), "--steps", "4", "--out", str(out)]
+                    + (["--normalization", norm] if norm else [])) == 0
+        with h5py.File(out) as h:
+            outs[norm] = h["reconstruction"][()]
+    assert not np.allclose(outs[None], outs["max"])
+    assert main(["reconstruct", str(raw / "brain.h5"), "--normalization", "fixed", "--out", str(tmp_path / "x.h5")]) == 2
+    assert "needs a value" in capsys.readouterr().err

@@ -131,3 +131,33 @@ def raw_fastmri_slices(images, n_coils: int = 15, encoded=(640, 372), recon=(320
     target = center_crop(rss(ifft2c(k)), tuple(recon))
     acquired = W - lo - hi
     return k, target.float(), (W // 2 - lo, acquired - 1)
+
+
+def write_raw_fastmri(path, images, n_coils: int = 15, encoded=(640, 372), recon=(320, 320), dead=(2, 2),
+                      mask=None, sizes: bool = True, snr_db: float = 30.0, seed: int = 0, acquisition="CORPD_FBK"):
+    """Write a file laid out as fastMRI's converter writes them, with plain h5py (not ``write_fastmri``), from
+    complex images (S, h, w) at raw geometry (``raw_fastmri_slices``): ``kspace``, ``reconstruction_rss`` and
+    the ``max`` attribute, or, with a (1, W) ``mask``, a test file holding only the acquired lines, its ``mask``
+    and no target; the ISMRMRD header names the encoded and recon matrices (omitted with ``sizes=False``) and
+    the encoding limits. Returns the path."""
+    import h5py
+
+    k, target, (center, maximum) = raw_fastmri_slices(images, n_coils, encoded, recon, dead, snr_db, seed)
+    ns = "http://www.ismrm.org/ISMRMRD"
+    space = "".join(f"<{tag}><matrixSize><x>{m[0]}</x><y>{m[1]}</y><z>1</z></matrixSize></{tag}>"
+                    for tag, m in (("encodedSpace", encoded), ("reconSpace", recon))) if sizes else ""
+    xml = (f'<?xml version="1.0"?><ismrmrdHeader xmlns="{ns}"><encoding>{space}<encodingLimits>'
+           f"<kspace_encoding_step_1><minimum>0</minimum><maximum>{maximum}</maximum><center>{center}</center>"
+           f"</kspace_encoding_step_1></encodingLimits></encoding></ismrmrdHeader>")
+    with h5py.File(path, "w") as f:
+        if mask is None:
+            f.create_dataset("kspace", data=k.numpy().astype(np.complex64))
+            f.create_dataset("reconstruction_rss", data=target.numpy())
+            f.attrs["max"] = float(target.max())
+        else:
+            m = torch.as_tensor(mask, dtype=torch.float32).reshape(1, -1)
+            f.create_dataset("kspace", data=(k * m).numpy().astype(np.complex64))
+            f.create_dataset("mask", data=m.numpy().reshape(-1))
+        f.create_dataset("ismrmrd_header", data=xml)
+        f.attrs["acquisition"] = acquisition
+    return path
