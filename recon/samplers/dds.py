@@ -5,6 +5,8 @@ iterations on (I + gamma A^H A) x = x0 + gamma A^H y (or A^H A x = A^H y when ``
 warm-started at x0; then x' = x0' + sqrt(sigma'^2 - s~^2) eps + s~ z with eps = (x - x0)/sigma the network's
 noise estimate (DDIM with stochasticity ``eta``). The last step returns the data-consistent x0'.
 Defaults from the paper: 50 steps, eta = 0.85, 5 CG iterations. The CG uses the Hermitian inner product.
+Like every sampler, DDS works with the unit-norm operator and data in the prior's range (``base``), so
+``gamma`` weighs the data against the Tweedie estimate independently of the operator's scale.
 
 For a stack of slices (measurement (..., S, ...), images (..., S, H, W)), ``tv_z`` > 0 couples the slices: the
 CG step becomes one ADMM iteration of 1/2 ||A x - y||^2 + tv_z L ||D_z x||_1 per diffusion step (DDS's 3-D
