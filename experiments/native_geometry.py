@@ -127,8 +127,19 @@ def main():
     ap.add_argument("--slices", type=int, default=2)
     ap.add_argument("--out", default="experiments/results/native_geometry.csv")
     ap.add_argument("--score-mri-steps", type=int, default=100)
+    ap.add_argument("--prior-scale", action="store_true",
+                    help="only: held-out slice 0 at the prior's own 128 x 128 scale in the 15 x 640 x 372 geometry, "
+                         "CG-SENSE and DDS")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.prior_scale:
+        with tempfile.TemporaryDirectory() as d:
+            path = simulate.write_raw_fastmri(Path(d) / "prior-scale.h5", brain.load_heldout(128)[:1], 15,
+                                              (640, 372), (320, 320), (2, 2))
+            for method in ("cg-sense", "dds"):
+                s = reconstruct_file(path, Path(d) / f"{method}.h5", MRISettings(method=method), progress=False)
+                print(method, {k: round(v, 4) for k, v in s["summary"].items()})
+        return
     with tempfile.TemporaryDirectory() as d:
         paths = write_files(Path(d), args.slices)
         conf = conformance(paths["knee-like"])
