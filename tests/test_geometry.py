@@ -206,3 +206,26 @@ def test_normalization_option_overrides_the_prior_convention(raw, tmp_path, caps
     assert not np.allclose(outs[None], outs["max"])
     assert main(["reconstruct", str(raw / "brain.h5"), "--normalization", "fixed", "--out", str(tmp_path / "x.h5")]) == 2
     assert "needs a value" in capsys.readouterr().err
+
+
+def test_single_coil_raw_file(tmp_path):
+    k, t, lim = simulate.raw_fastmri_slices(_images(1, OBJ), 1, ENC, REC, (2, 2), snr_db=30.0, seed=2)
+    path = tmp_path / "sc.h5"
+    with h5py.File(path, "w") as f:  # single-coil layout: (slices, H, W) and reconstruction_esc
+        f.create_dataset("kspace", data=k[:, 0].numpy())
+        f.create_dataset("reconstruction_esc", data=t.numpy())
+        f.attrs["max"] = float(t.max())
+        f.create_dataset("ismrmrd_header", data=_header_xml(lim))
+    out = tmp_path / "o.h5"
+    assert main(["--quiet", "reconstruct", str(path), "--sampler", "zero-filled", "--out", str(out)]) == 0
+    with h5py.File(out) as h:
+        assert h["reconstruction"].shape == (1,) + REC and h.attrs["psnr"] > 15
+
+
+def _header_xml(lim):
+    ns = "http://www.ismrm.org/ISMRMRD"
+    return (f'<?xml version="1.0"?><ismrmrdHeader xmlns="{ns}"><encoding>'
+            f"<encodedSpace><matrixSize><x>{ENC[0]}</x><y>{ENC[1]}</y><z>1</z></matrixSize></encodedSpace>"
+            f"<reconSpace><matrixSize><x>{REC[0]}</x><y>{REC[1]}</y><z>1</z></matrixSize></reconSpace><encodingLimits>"
+            f"<kspace_encoding_step_1><minimum>0</minimum><maximum>{lim[1]}</maximum><center>{lim[0]}</center>"
+            f"</kspace_encoding_step_1></encodingLimits></encoding></ismrmrdHeader>")
