@@ -103,9 +103,20 @@ def heldout_file_name(size: int = 128) -> str:
     return f"mni152-heldout-{size}.pt"
 
 
+BUNDLED_SIZE = 128
+
+
 def load_heldout(size: int = 128, path: Optional[str] = None) -> torch.Tensor:
-    """The bundled held-out complex slices (shipped in the package; no nilearn needed)."""
+    """The bundled held-out complex slices (shipped in the package; no nilearn needed). Sizes other than the
+    bundled 128 are resampled from it (real and imaginary parts, bilinear, antialiased), sides 8..1024."""
+    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 1024:
+        raise ValueError(f"size must be an integer in 8..1024, got {size!r}")
     p = path or os.path.join(os.path.dirname(__file__), "samples", heldout_file_name(size))
+    if path is None and not os.path.exists(p) and size != BUNDLED_SIZE:
+        x = load_heldout(BUNDLED_SIZE)
+        parts = torch.stack([x.real, x.imag], 1)
+        parts = F.interpolate(parts, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return torch.complex(parts[:, 0], parts[:, 1]).contiguous()
     if not os.path.exists(p):
         raise FileNotFoundError(f"bundled held-out slices not found at {p}")
     return torch.load(p, weights_only=True)

@@ -3,6 +3,8 @@
 A source is named by a string:
 - ``mni152``: axial slices of the MNI152 template (nilearn wheel) with augmentation and a random smooth
   phase (complex), the held-out slab excluded (``recon.data.brain``);
+- ``mni152-synth``: half ``mni152`` slices, half domain-randomised slices synthesised from the MNI152 tissue maps
+  (random contrasts, bias fields, zooms of about 0.6 to 2 mm pixels, crops, noise; ``recon.data.synth``);
 - ``ct-phantoms``: procedural CT body phantoms (``recon.data.phantoms``), a fresh batch every step, in
   attenuation relative to water divided by 2 (``Normalization("fixed", 2.0)``: air 0, water 0.5, bone ~1);
 - a ``.pt`` file holding a tensor (N, H, W), complex or real;
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from operators import espirit, ifft2c
 from recon.priors import Normalization
 
-from . import brain, phantoms
+from . import brain, phantoms, synth
 from .coils import center_crop, sense_combine
 from .fastmri import load_fastmri
 
@@ -116,6 +118,8 @@ def open_source(spec: str, image_size: int) -> SliceSource:
     if spec == "mni152":
         mag = brain.magnitude_slices("train", image_size)
         return SliceSource(mag, Normalization("percentile", 99.0), augment_fn=brain.augment)
+    if spec == "mni152-synth":
+        return synth.SynthSource(image_size)
     if spec == "ct-phantoms":
         return PhantomSource(image_size)
     if spec.endswith(":mvue"):
@@ -123,7 +127,8 @@ def open_source(spec: str, image_size: int) -> SliceSource:
         return SliceSource(_percentile_normalise(_resize(x, image_size)), Normalization("percentile", 99.0), flip=True)
     p = Path(spec)
     if not p.exists():
-        raise FileNotFoundError(f"training data {spec!r}: no such file or folder (or use 'mni152' or 'ct-phantoms')")
+        raise FileNotFoundError(f"training data {spec!r}: no such file or folder "
+                                f"(or use 'mni152', 'mni152-synth' or 'ct-phantoms')")
     if p.suffix == ".pt":
         x = torch.load(p, weights_only=True)
         if not isinstance(x, torch.Tensor):
