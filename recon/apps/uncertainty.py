@@ -15,34 +15,63 @@ from typing import Optional
 import numpy as np
 import torch
 
+from operators.checks import check_real, is_int
 from recon.apps import io
 from recon.apps.reconstruct import CLASSICAL, MRISettings, reconstruct_slice
 from recon.apps.settings import select_slices
 from recon.data import center_crop, load_fastmri
-from recon.uncertainty import summarize
+from recon.apps.calibrate import mvue_reference
+from recon.uncertainty import Calibration, coverage, object_of, summarize
+
+
+def _load_calibration(calibration, settings: MRISettings) -> Optional[Calibration]:
+    """The calibration (a Calibration or a path), checked against the sampler, mask and acceleration."""
+    if calibration is None:
+        return None
+    cal = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
+    source = "the calibration" if isinstance(calibration, Calibration) else f"calibration file {calibration}"
+    cal.check_matches(settings.method, settings.mask, settings.acceleration, source=source)
+    return cal
 
 
 def uncertainty_file(path, out, settings: Optional[MRISettings] = None, slice_index: int = 0, png=None,
-                     level: float = 0.9, std_max: Optional[float] = None) -> dict:
+                     level: float = 0.9, std_max: Optional[float] = None, calibration=None) -> dict:
     """Draw the posterior samples of slice ``slice_index``, write the maps to ``out`` and, with ``png``, the
-    figure. Returns the numbers of ``summarize`` (no maps)."""
+    figure. Returns the numbers of ``summarize`` (no maps).
+
+    ``calibration`` (a ``recon.uncertainty.Calibration`` or the path of one, from ``recon calibrate``) adds the
+    calibrated interval ``lo``/``hi`` (of |x|) to the file and its width to the figure; one made for another
+    sampler, mask or acceleration is refused. For retrospective files the reference is the MVUE of the fully
+    sampled k-space (what the samples estimate), else the protocol's reference or the file's target."""
     settings = settings or MRISettings(samples=16)
     settings.check()
     if settings.method in CLASSICAL:
         raise ValueError(f"uncertainty needs a posterior sampler, not the classical method {settings.method!r}")
     if settings.samples < 2:
         raise ValueError(f"uncertainty needs at least 2 samples, got {settings.samples}")
+    check_real("level", level, above=0.0, below=1.0)
+    if std_max is not None:
+        check_real("std_max", std_max, above=0.0)
+    if not is_int(slice_index):
+        raise ValueError(f"slice must be one index, got {slice_index!r}")
+    out = io.check_output(out, source=path, sources=[calibration if not isinstance(calibration, Calibration)
+                                                     else None])
+    png = io.check_figure_path(png, sources=[path], others=[out])
+    cal = _load_calibration(calibration, settings)
     vol = load_fastmri(path)
     [i] = select_slices(slice_index, vol.num_slices)
-    out = io.check_output(out, source=path)
     k = vol.kspace(i)
-    r = reconstruct_slice(k, vol.mask, settings, settings.load_prior(), settings.seed + i,
+    prior = settings.load_prior()
+    r = reconstruct_slice(k, vol.mask, settings, prior, settings.seed + i,
                           recon_size=vol.recon_size[:2], limits=vol.header.encoding_limits if vol.header else None,
                           encoded_width=vol.encoding_size[1])
     x, zf = r.samples.cpu(), r.zero_filled.cpu()
     crop = tuple(x.shape[-2:])
-    ref = r.reference if r.reference is not None else (vol.target(i) if vol.has_target else None)
-    ref = center_crop(ref.cpu(), crop) if ref is not None else None
+    if vol.mask is None:
+        ref = mvue_reference(k, vol, settings, prior, r)
+    else:
+        ref = r.reference if r.reference is not None else (vol.target(i) if vol.has_target else None)
+        ref = center_crop(ref.cpu(), crop) if ref is not None else None
     res = summarize(x, ref, level)
     arrays = {}
     for key in ("mean", "std", "q_lo", "q_hi"):
@@ -52,24 +81,41 @@ def uncertainty_file(path, out, settings: Optional[MRISettings] = None, slice_in
     attrs = {"settings": json.dumps(asdict(settings)), "slice": i}
     attrs.update({key: res[key] for key in ("level", "std_error_correlation", "coverage", "mean_std_in_object")
                   if key in res})
+    if cal is not None:
+        lo, hi = cal.interval(x)
+        arrays["lo"], arrays["hi"] = lo.numpy().astype(np.float32), hi.numpy().astype(np.float32)
+        attrs.update(calibration_level=cal.level, calibration_lambda=cal.lam, calibration_slices=cal.slices)
+        if ref is not None:
+            obj = object_of(ref)
+            res["calibrated_coverage"] = coverage(lo, hi, ref, obj)
+            res["calibrated_mean_width"] = float((hi - lo)[obj].mean())
+            attrs.update(calibrated_coverage=res["calibrated_coverage"],
+                         calibrated_mean_width=res["calibrated_mean_width"])
+        res["calibration_level"] = cal.level
     io.write_h5(out, arrays, attrs)
     if png:
-        vmax = float((ref if ref is not None else res["mean"].abs()).max())
-        panels = ([("reference", ref)] if ref is not None else []) + [("zero-filled", zf.abs()),
+        vmax = float((ref.abs() if ref is not None else res["mean"].abs()).max())
+        panels = ([("reference", ref.abs())] if ref is not None else []) + [("zero-filled", zf.abs()),
                                                                        ("mean", res["mean"].abs())]
         panels.append(("std", res["std"], std_max or 0.1 * vmax))
         if ref is not None:
             panels.append(("|mean - reference|", res["error"], std_max or 0.1 * vmax))
+        if cal is not None:
+            panels.append((f"calibrated {cal.level:.0%} interval width", hi - lo, std_max or 0.2 * vmax))
         io.write_png(png, panels, vmax=vmax,
                      title=f"{settings.method}, {settings.samples} samples, R={settings.acceleration:g}")
     return {k: v for k, v in res.items() if not isinstance(v, torch.Tensor)}
 
 
-def command(path, out, settings: MRISettings, slice_index: int = 0, png=None, level: float = 0.9) -> int:
+def command(path, out, settings: MRISettings, slice_index: int = 0, png=None, level: float = 0.9,
+            calibration=None) -> int:
     """``recon uncertainty``: the maps, and the calibration numbers when the file has a reference."""
-    res = uncertainty_file(path, out, settings, slice_index, png=png, level=level)
+    res = uncertainty_file(path, out, settings, slice_index, png=png, level=level, calibration=calibration)
     if "coverage" in res:
         print(f"std/|error| correlation {res['std_error_correlation']:.3f}, coverage of the {res['level']:.0%} "
               f"intervals {res['coverage']:.3f}, mean std in the object {res['mean_std_in_object']:.4g}")
+    if "calibrated_coverage" in res:
+        print(f"calibrated {res['calibration_level']:.0%} intervals cover {res['calibrated_coverage']:.3f} of "
+              f"object pixels, mean width {res['calibrated_mean_width']:.4g}")
     print(f"wrote {out}")
     return 0

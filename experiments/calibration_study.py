@@ -1,0 +1,182 @@
+"""Calibrated uncertainty maps per sampler (issue 18): raw coverage, width, std-error rank correlation, and
+conformal risk control (``recon.uncertainty.calibrate``) on held-out simulated slices.
+
+Units: the 10 held-out brain slices (``recon.problems.multicoil_problem``) x ``--seeds`` mask/noise seeds. The
+calibration half is slices 0-4 (all seeds), the test half slices 5-9, so no anatomy is in both. Against the
+complex ground truth, inside the object (|x_true| > 10% of its maximum). Each unit's samples are cached in
+``--cache`` (one .pt per sampler, R, slice, seed), so a run can be stopped and resumed, and ``--analyze`` makes
+the table and figures from whatever the cache holds.
+
+    OMP_NUM_THREADS=1 python experiments/calibration_study.py --accelerations 8 --samples 6 --seeds 2
+"""
+import argparse
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from recon import plots, priors, samplers
+from recon.problems import multicoil_problem
+from recon.uncertainty import calibrate, coverage, heuristic, object_of, values
+
+CONFIGS = {  # name -> (sampler class, parameters); short step counts (CPU)
+    "dds": (samplers.DDS, {"steps": 10}),
+    "dds-eta1-cg1": (samplers.DDS, {"steps": 10, "eta": 1.0, "cg_iter": 1}),
+    "dds-gamma": (samplers.DDS, {"steps": 10, "eta": 1.0, "gamma": 1.0}),
+    "score-mri": (samplers.ScoreMRI, {"steps": 10}),
+    "dps": (samplers.DPS, {"steps": 10}),
+    "score-ald": (samplers.ScoreALD, {"n_levels": 7}),
+    "score-sde": (samplers.ScoreSDE, {"steps": 10}),
+}
+CAL, TEST = range(0, 5), range(5, 10)
+
+
+def run_unit(name, acc, sl, seed, n, prior, cache):
+    path = cache / f"{name}_R{acc:g}_s{sl}_seed{seed}.pt"
+    if path.exists():
+        return
+    cls, kw = CONFIGS[name]
+    p = multicoil_problem(slice_index=sl, acceleration=acc, seed=seed)
+    t = time.time()
+    x = cls(**kw)(p.y, p.A, prior, n_samples=n, generator=torch.Generator().manual_seed(1000 * seed + sl))
+    torch.save({"samples": x, "truth": p.x_true, "seconds": time.time() - t, "R": p.acceleration}, path)
+    print(f"{name} R={acc:g} slice {sl} seed {seed}: {time.time() - t:.1f} s", flush=True)
+
+
+def spearman(a, b):
+    ra = torch.argsort(torch.argsort(a)).double()
+    rb = torch.argsort(torch.argsort(b)).double()
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
+def constant_width(cal_units, test_units, level_cov):
+    """The half-width w of [c - w, c + w] whose coverage on the test units equals ``level_cov`` (the calibrated
+    interval's), i.e. the level_cov quantile of |ref - c| over the test object pixels."""
+    d = torch.cat([(values(u["truth"]) - heuristic(u["samples"], 0.9)[0]).abs()[object_of(u["truth"])]
+                   for u in test_units])
+    return float(torch.quantile(d.double(), min(level_cov, 1.0)))
+
+
+def analyze(cache, out, level=0.9):
+    import matplotlib.pyplot as plt
+
+    units = {}
+    for f in sorted(cache.glob("*.pt")):
+        name, r, s, seed = f.stem.rsplit("_", 3)
+        units.setdefault((name, float(r[1:])), []).append((int(s[1:]), int(seed[4:]), torch.load(f)))
+    rows = []
+    levels = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    keys = sorted(units, key=lambda k: (k[1], list(CONFIGS).index(k[0]) if k[0] in CONFIGS else 99))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for key in keys:
+        name, acc = key
+        us = units[key]
+        allu = [u for _, _, u in us]
+        raw_cov, width, rho = [], [], []
+        for u in allu:
+            c, l, h = heuristic(u["samples"], level)
+            obj = object_of(u["truth"])
+            raw_cov.append(coverage(c - l, c + h, u["truth"]))
+            width.append(float((l + h)[obj].mean()))
+            std = (u["samples"] - u["samples"].mean(0)).abs().square().mean(0).sqrt()
+            err = (c - values(u["truth"])).abs()
+            rho.append(spearman(std[obj].flatten(), err[obj].flatten()))
+        row = {"sampler": name, "R": acc, "units": len(allu), "raw_cov": sum(raw_cov) / len(allu),
+               "raw_width": sum(width) / len(allu), "spearman": sum(rho) / len(allu),
+               "s_per_unit": sum(u["seconds"] for u in allu) / len(allu), "R_actual": allu[0]["R"]}
+        cal = [u for s, _, u in us if s in CAL]
+        test = [u for s, _, u in us if s in TEST]
+        if len(cal) >= 9 and test:
+            cb = calibrate([u["samples"] for u in cal], [u["truth"] for u in cal], level, sampler=name)
+            covs, ws = [], []
+            for u in test:
+                lo, hi = cb.interval(u["samples"])
+                covs.append(coverage(lo, hi, u["truth"]))
+                ws.append(float((hi - lo)[object_of(u["truth"])].mean()))
+            row.update(lam=cb.lam, cal_n=len(cal), cal_cov=sum(covs) / len(covs), cal_width=sum(ws) / len(ws))
+            row["const_width"] = 2 * constant_width(cal, test, row["cal_cov"])
+            cs = calibrate([u["samples"] for u in cal], [u["truth"] for u in cal], level, kind="std")
+            cv = [coverage(*cs.interval(u["samples"]), u["truth"]) for u in test]
+            wv = [float((lambda lo, hi: (hi - lo)[object_of(u["truth"])].mean())(*cs.interval(u["samples"])))
+                  for u in test]
+            row.update(lam_std=cs.lam, cal_cov_std=sum(cv) / len(cv), cal_width_std=sum(wv) / len(wv),
+                       const_width_std=2 * constant_width(cal, test, sum(cv) / len(cv)))
+        # reliability: nominal level against empirical coverage (raw; after calibration at each level)
+        raw_curve, cal_curve = [], []
+        for lv in levels:
+            raw_curve.append(sum(coverage(*(lambda c, l, h: (c - l, c + h))(*heuristic(u["samples"], lv)),
+                                          u["truth"]) for u in allu) / len(allu))
+            if len(cal) >= max(9, math.ceil(1 / (1 - lv) - 1)) and test:
+                cb = calibrate([u["samples"] for u in cal], [u["truth"] for u in cal], lv)
+                cal_curve.append(sum(coverage(*cb.interval(u["samples"]), u["truth"]) for u in test) / len(test))
+            else:
+                cal_curve.append(float("nan"))
+        line, = axes[0].plot(levels, raw_curve, "o--", label=f"{name} R={acc:g} raw")
+        axes[0].plot(levels, cal_curve, "s-", color=line.get_color(), label=f"{name} R={acc:g} calibrated")
+        row["reliability_raw"], row["reliability_cal"] = raw_curve, cal_curve
+        # |error| against std, binned (deciles of std over all object pixels)
+        std_all, err_all = [], []
+        for u in allu:
+            c, _, _ = heuristic(u["samples"], level)
+            obj = object_of(u["truth"])
+            std_all.append((u["samples"] - u["samples"].mean(0)).abs().square().mean(0).sqrt()[obj])
+            err_all.append((c - values(u["truth"])).abs()[obj])
+        s_, e_ = torch.cat(std_all), torch.cat(err_all)
+        edges = torch.quantile(s_.double(), torch.linspace(0, 1, 11, dtype=torch.float64))
+        b = torch.bucketize(s_.double(), edges[1:-1])
+        axes[1].plot([float(s_[b == i].mean()) for i in range(10)], [float(e_[b == i].mean()) for i in range(10)],
+                     "o-", color=line.get_color(), label=f"{name} R={acc:g}")
+        rows.append(row)
+    axes[0].plot([0.5, 0.95], [0.5, 0.95], "k:", lw=1)
+    axes[0].set_xlabel("nominal level")
+    axes[0].set_ylabel("empirical coverage (object pixels)")
+    axes[0].set_title("reliability: raw sample quantiles (--) and calibrated (-)", fontsize=9)
+    axes[0].legend(fontsize=5)
+    lim = max(axes[1].get_xlim()[1], axes[1].get_ylim()[1])
+    axes[1].plot([0, lim], [0, lim], "k:", lw=1)
+    axes[1].set_xlabel("posterior std (decile bin mean)")
+    axes[1].set_ylabel("mean |error| of the mean")
+    axes[1].set_title("|error| against std, binned", fontsize=9)
+    axes[1].legend(fontsize=6)
+    plots.save_figure(fig, out / "calibration.png")
+    print("| sampler | R | units | raw 90% coverage | raw mean width | Spearman(std, abs err) | lambda | "
+          "calibrated coverage (test half) | calibrated width | constant width, same coverage | "
+          "std-shaped: lambda, coverage, width, constant width | s/unit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        cal = (f"{r['lam']:.2f} | {r['cal_cov']:.3f} | {r['cal_width']:.4f} | {r['const_width']:.4f}"
+               if "lam" in r else "- | - | - | -")
+        cal += (f" | {r['lam_std']:.2f}, {r['cal_cov_std']:.3f}, {r['cal_width_std']:.4f}, {r['const_width_std']:.4f}"
+                if "lam_std" in r else " | -")
+        print(f"| {r['sampler']} | {r['R_actual']:.2f} | {r['units']} | {r['raw_cov']:.3f} | {r['raw_width']:.4f} | "
+              f"{r['spearman']:.3f} | {cal} | {r['s_per_unit']:.1f} |")
+    import json
+    (out / "calibration_study.json").write_text(json.dumps(rows, indent=1))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--samplers", default=",".join(CONFIGS))
+    ap.add_argument("--accelerations", default="8,4")
+    ap.add_argument("--samples", type=int, default=6)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--slices", default="0:10", help="held-out slices a:b to run (the analysis uses what exists)")
+    ap.add_argument("--cache", default="/tmp/calibration_study_cache")
+    ap.add_argument("--analyze", action="store_true", help="only make the table and figures from the cache")
+    args = ap.parse_args()
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    if not args.analyze:
+        prior = priors.load("bundled:mni-brain-128")
+        for acc in [float(a) for a in args.accelerations.split(",")]:
+            for name in args.samplers.split(","):
+                for seed in range(args.seeds):
+                    for sl in range(*map(int, args.slices.split(":"))):
+                        run_unit(name, acc, sl, seed, args.samples, prior, cache)
+    analyze(cache, Path("experiments/results"))
+
+
+if __name__ == "__main__":
+    main()
