@@ -28,10 +28,12 @@ import math
 import warnings
 from typing import Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 import kernels
 
+from . import checks
 from .linop import Linop, ShapeError
 
 
@@ -41,23 +43,33 @@ def angles(n: Optional[int] = None, views: Optional[int] = None, limited: Option
     or over the ``limited=(start, stop)`` degree range (limited angle; ``n`` defaults to one per degree)."""
     if views is not None and n is not None:
         raise ValueError("give n or views, not both")
+    name = "views" if views is not None else "n"
     n = views if views is not None else n
-    lo, hi = (0.0, full) if limited is None else (float(limited[0]), float(limited[1]))
-    if not hi > lo:
-        raise ValueError(f"the angular range must be increasing, got {lo}..{hi} degrees")
+    checks.check_real("full", full, above=0.0, maximum=360.0)
+    if limited is None:
+        lo, hi = 0.0, float(full)
+    else:
+        if isinstance(limited, (str, bytes)) or len(limited) != 2:
+            raise ValueError(f"limited must be (start, stop) in degrees, got {limited!r}")
+        lo, hi = (checks.check_real(f"limited {w}", v, minimum=-360.0, maximum=720.0)
+                  for w, v in zip(("start", "stop"), limited))
+        if not 0 < hi - lo <= 360:
+            raise ValueError(f"limited must be (start, stop) degrees with 0 < stop - start <= 360, "
+                             f"got {lo:g},{hi:g}")
     if n is None:
-        n = int(round(hi - lo))
-    if n < 1:
-        raise ValueError(f"need at least one angle, got {n}")
+        n = max(int(round(hi - lo)), 1)
+    checks.check_int(name, n, 1, MAX_ANGLES)
     return torch.deg2rad(torch.linspace(lo, hi, n + 1, dtype=torch.float64)[:-1])
 
+
+MAX_ANGLES = 3600  # 0.05 degree spacing over 180 degrees; more views than this are a mistake, not a scan
 
 _angle_set = angles  # the module function, under a name the constructors' ``angles`` argument does not hide
 
 
 def _size(img_size) -> tuple:
-    s = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    if len(s) != 2 or min(s) < 2:
+    s = (img_size, img_size) if checks.is_int(img_size) else tuple(img_size)
+    if len(s) != 2 or not all(checks.is_int(v) and v >= 2 for v in s):
         raise ValueError(f"img_size must be an int or (H, W) with sides >= 2, got {img_size}")
     return s
 
@@ -218,16 +230,28 @@ class _RayCT(Linop):
         return self.H(sinogram)
 
 
+def _angles_of(angles, full: float) -> torch.Tensor:
+    """A constructor's ``angles``: a count (equally spaced over ``full`` degrees) or a 1-D tensor of radians."""
+    if checks.is_int(angles):
+        return _angle_set(angles, full=full)
+    if isinstance(angles, (list, tuple)):
+        angles = np.asarray(angles, dtype=np.float64)
+    th = checks.as_tensor("angles", angles).to(torch.float64)
+    if th.dim() != 1 or len(th) < 1 or len(th) > MAX_ANGLES:
+        raise ValueError(f"angles must be a count or a 1-D tensor of 1..{MAX_ANGLES} radians, got shape "
+                         f"{tuple(th.shape)}")
+    checks.check_finite_tensor("angles", th)
+    return th
+
+
 class ParallelBeamCT(_RayCT):
     def __init__(self, img_size, angles: Union[int, torch.Tensor], n_detectors: Optional[int] = None,
                  detector_spacing: float = 1.0):
         h, w = _size(img_size)
-        th = _angle_set(angles) if isinstance(angles, int) else torch.as_tensor(angles, dtype=torch.float64)
-        if th.dim() != 1 or len(th) < 1:
-            raise ValueError(f"angles must be a count or a 1-D tensor of radians, got shape {tuple(th.shape)}")
-        n_det = n_detectors or int(math.ceil(math.hypot(h, w)))
-        if n_det < 1 or detector_spacing <= 0:
-            raise ValueError(f"need n_detectors >= 1 and detector_spacing > 0, got {n_det}, {detector_spacing}")
+        th = _angles_of(angles, 180.0)
+        n_det = int(math.ceil(math.hypot(h, w))) if n_detectors is None else \
+            checks.check_int("n_detectors", n_detectors, 1)
+        checks.check_positive("detector_spacing", detector_spacing)
         t = (torch.arange(n_det, dtype=torch.float64) - (n_det - 1) / 2) * detector_spacing
         n = torch.stack([th.cos(), th.sin()], -1)                 # (A, 2)
         d = torch.stack([-th.sin(), th.cos()], -1)
@@ -243,12 +267,14 @@ class FanBeamCT(_RayCT):
     def __init__(self, img_size, angles: Union[int, torch.Tensor], source_distance: float,
                  detector_distance: float, n_detectors: Optional[int] = None, detector_spacing: float = 1.0):
         h, w = _size(img_size)
-        th = _angle_set(angles, full=360.0) if isinstance(angles, int) else torch.as_tensor(angles, dtype=torch.float64)
+        th = _angles_of(angles, 360.0)
+        checks.check_real("source_distance", source_distance)
         if source_distance <= math.hypot(h, w) / 2:
             raise ValueError(f"the source ({source_distance}) must lie outside the image (radius {math.hypot(h, w) / 2:.1f})")
-        if detector_distance < 0:
-            raise ValueError(f"detector_distance must be >= 0, got {detector_distance}")
-        n_det = n_detectors or int(math.ceil(math.hypot(h, w) * (source_distance + detector_distance) / source_distance))
+        checks.check_real("detector_distance", detector_distance, minimum=0.0)
+        n_det = int(math.ceil(math.hypot(h, w) * (source_distance + detector_distance) / source_distance)) \
+            if n_detectors is None else checks.check_int("n_detectors", n_detectors, 1)
+        checks.check_positive("detector_spacing", detector_spacing)
         t = (torch.arange(n_det, dtype=torch.float64) - (n_det - 1) / 2) * detector_spacing
         c, s = th.cos(), th.sin()
         src = torch.stack([-source_distance * s, source_distance * c], -1)       # (A, 2): at angle th + 90 deg

@@ -24,6 +24,8 @@ import math
 import numpy as np
 import torch
 
+from . import checks
+
 __all__ = ["maps"]
 
 _CHUNK_ELEMENTS = 2**27  # complex entries of G(r) (C^2 H W per slice) processed at once: 1 GiB
@@ -36,9 +38,10 @@ def maps(kspace, calib_width=24, threshold=0.02, kernel_width=6, crop=0.95, max_
     ``backend``: ``"torch"`` (batched, on the input's device), ``"sigpy"`` (CPU, slice by slice) or
     ``"auto"``, which is ``"torch"`` everywhere: it matches sigpy to ~1e-5 and is faster, also on the CPU
     (15 x 320 x 320 on 2 cores: 1.7 s against sigpy's 8.7 s).
-    The result is on the input's device.
+    The result is on the input's device. k-space must be complex (a real image is refused; NumPy arrays are
+    converted, complex128 is computed in complex64 like every map).
     """
-    kspace = torch.as_tensor(kspace)
+    kspace = checks.as_tensor("ESPIRiT k-space", kspace, complex_only=True)
     _check(kspace, calib_width, threshold, kernel_width, crop, max_iter, backend)
     kspace = kspace.to(torch.complex64)
     lead, (C, H, W) = kspace.shape[:-3], kspace.shape[-3:]
@@ -57,17 +60,14 @@ def _check(kspace, calib_width, threshold, kernel_width, crop, max_iter, backend
         raise ValueError(f"backend must be 'auto', 'sigpy' or 'torch', got {backend!r}")
     if kspace.ndim < 3:
         raise ValueError(f"k-space must have shape (..., C, H, W) with rank >= 3, got shape {tuple(kspace.shape)}")
-    if not (0 < threshold < 1):
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-    if not (0 <= crop < 1):
-        raise ValueError(f"crop must be in [0, 1) (0 keeps every pixel), got {crop}")
-    if int(max_iter) < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    checks.check_real("threshold", threshold, above=0.0, below=1.0)
+    checks.check_real("crop", crop, minimum=0.0, below=1.0)
+    checks.check_int("max_iter", max_iter, 1, 10_000)
     H, W = kspace.shape[-2:]
-    if not (1 <= calib_width <= min(H, W)):
-        raise ValueError(f"calib_width={calib_width} must be between 1 and the k-space size {H}x{W}")
-    if not (1 <= kernel_width <= calib_width):
-        raise ValueError(f"kernel_width={kernel_width} must be between 1 and calib_width={calib_width}")
+    if not (checks.is_int(calib_width) and 1 <= calib_width <= min(H, W)):
+        raise ValueError(f"calib_width={calib_width!r} must be an integer between 1 and the k-space size {H}x{W}")
+    if not (checks.is_int(kernel_width) and 1 <= kernel_width <= calib_width):
+        raise ValueError(f"kernel_width={kernel_width!r} must be an integer between 1 and calib_width={calib_width}")
     if not torch.isfinite(torch.view_as_real(kspace.to(torch.complex64))).all():
         raise ValueError("k-space contains NaN or Inf")
     calib = _calibration_region(kspace, calib_width)

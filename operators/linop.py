@@ -12,6 +12,8 @@ dimensions are ``A.oshape``; any leading dimensions are batch dimensions and pas
 
 Shapes may hold ``None`` for a size the operator does not fix. Every application checks the input's
 trailing dimensions against the operator's shape and raises a ``ShapeError`` that says what was expected.
+Inputs follow ``operators.checks.as_tensor``: NumPy arrays are converted, float and complex tensors are used in
+their own precision (complex128 in, complex128 out), integer and boolean tensors are refused with a TypeError.
 
 **The operator contract.** Everything a sampler, a task or a classical method may ask of an operator lives
 here, with a default, and survives the algebra (``Scaled`` forwards all of it exactly; ``Compose``, ``Sum``
@@ -36,6 +38,8 @@ import numbers
 from typing import Optional, Sequence
 
 import torch
+
+from .checks import as_tensor
 
 Shape = tuple
 
@@ -73,15 +77,18 @@ class Linop:
 
     # --- the three applications -------------------------------------------------------------
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = as_tensor(f"the input of {self.name}", x)
         check_shape(x, self.ishape, self.name)
         return self._apply(x)
 
     def apply_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        y = as_tensor(f"the input of {self.name}.H", y)
         check_shape(y, self.oshape, f"{self.name}.H")
         return self._adjoint(y)
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """A^H A x."""
+        x = as_tensor(f"the input of {self.name}.normal", x)
         check_shape(x, self.ishape, f"{self.name}.normal")
         return self._normal(x)
 
@@ -143,6 +150,7 @@ class Linop:
 
     def pinv(self, y: torch.Tensor) -> torch.Tensor:
         """A cheap pseudo-inverse image A^+ y (default: ``pinv_iter`` CG steps on A^H A x = A^H y from 0)."""
+        y = as_tensor(f"the input of {self.name}.pinv", y)
         check_shape(y, self.oshape, f"{self.name}.pinv")
         return self._pinv(y)
 
@@ -371,6 +379,10 @@ class Sum(Linop):
 
     def _adjoint(self, y):
         return self.a._adjoint(y) + self.b._adjoint(y)
+
+    @property
+    def input_dtype(self):
+        return self.a.input_dtype
 
     @property
     def support(self):  # a pixel is seen when either term sees it

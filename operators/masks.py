@@ -19,11 +19,15 @@ Families:
 """
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+
+from . import checks
 
 Seed = Optional[Union[int, Sequence[int]]]
 Calib = Union[int, Tuple[int, int]]
@@ -33,6 +37,8 @@ GOLDEN_ANGLE = math.pi * (math.sqrt(5.0) - 1.0) / 2.0  # 180 deg / golden ratio 
 
 def _kspace_size(shape: Sequence[int]) -> Tuple[int, int]:
     """(H, W) of a k-space shape ``(..., H, W)``."""
+    if not all(checks.is_int(s) for s in shape):
+        raise ValueError(f"k-space shape must be a sequence of integers (..., H, W), got {tuple(shape)}")
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2:
         raise ValueError(f"k-space shape must have at least 2 dimensions (..., H, W), got {shape}")
@@ -42,16 +48,22 @@ def _kspace_size(shape: Sequence[int]) -> Tuple[int, int]:
 
 
 def _check_acceleration(acceleration: float, integer: bool = False, above_one: bool = False) -> None:
-    if not (acceleration > 1 if above_one else acceleration >= 1):
+    ok = isinstance(acceleration, numbers.Real) and not isinstance(acceleration, bool) and \
+        math.isfinite(acceleration) and (acceleration > 1 if above_one else acceleration >= 1)
+    if not ok:
         bound = "> 1" if above_one else ">= 1"
-        raise ValueError(f"acceleration must be {bound} (sampled fraction 1/acceleration), got {acceleration}")
+        raise ValueError(f"acceleration must be a finite number {bound} (sampled fraction 1/acceleration), "
+                         f"got {acceleration!r}")
     if integer and acceleration != int(acceleration):
         raise ValueError(f"acceleration must be an integer line spacing for this mask, got {acceleration}")
 
 
 def _check_fraction(center_fraction: float) -> None:
-    if not 0 < center_fraction < 1:
-        raise ValueError(f"center fraction must be in (0, 1) (fraction of columns fully sampled), got {center_fraction}")
+    ok = isinstance(center_fraction, numbers.Real) and not isinstance(center_fraction, bool) and \
+        0 < center_fraction < 1
+    if not ok:
+        raise ValueError(f"center fraction must be in (0, 1) (fraction of columns fully sampled), "
+                         f"got {center_fraction!r}")
 
 
 def _centered(n: int, size: int) -> slice:
@@ -260,8 +272,7 @@ class Gaussian1DMask(_SeededMask):
     def __init__(self, acceleration: float, center_fraction: float = 0.08, std_fraction: float = 0.25, seed: Seed = None):
         super().__init__(acceleration, seed)
         _check_fraction(center_fraction)
-        if std_fraction <= 0:
-            raise ValueError(f"std_fraction must be > 0, got {std_fraction}")
+        checks.check_positive("std_fraction", std_fraction)
         self.center_fraction = center_fraction
         self.std_fraction = std_fraction
 
@@ -283,10 +294,10 @@ class _PointMask(_SeededMask):
 
     def __init__(self, acceleration: float, calib: Calib = 24, seed: Seed = None):
         super().__init__(acceleration, seed)
-        calib = (int(calib),) * 2 if np.ndim(calib) == 0 else tuple(int(c) for c in calib)
-        if len(calib) != 2 or min(calib) < 0:
+        calib = (calib,) * 2 if np.ndim(calib) == 0 else tuple(calib)
+        if len(calib) != 2 or not all(checks.is_int(c) and c >= 0 for c in calib):
             raise ValueError(f"calib must be an int or a pair (h, w) of ints >= 0, got {calib}")
-        self.calib = calib
+        self.calib = tuple(int(c) for c in calib)
 
     def _calib_box(self, height: int, width: int) -> np.ndarray:
         h, w = self.calib
@@ -323,8 +334,7 @@ class Gaussian2DMask(_RandomPointMask):
 
     def __init__(self, acceleration: float, calib: Calib = 24, std_fraction: float = 0.25, seed: Seed = None):
         super().__init__(acceleration, calib, seed)
-        if std_fraction <= 0:
-            raise ValueError(f"std_fraction must be > 0, got {std_fraction}")
+        checks.check_positive("std_fraction", std_fraction)
         self.std_fraction = std_fraction
 
     def _weight(self, height, width):
@@ -360,8 +370,6 @@ class PoissonDiskMask(_PointMask):
         self.crop_corner = crop_corner
 
     def __call__(self, shape: Sequence[int], seed: Optional[int] = None) -> torch.Tensor:
-        from sigpy.mri import poisson  # imported here: sigpy (numba) is slow to import
-
         height, width = _kspace_size(shape)
         box = self._calib_box(height, width)
         self._total(height, width)  # checks that the calibration box fits the budget
@@ -371,17 +379,66 @@ class PoissonDiskMask(_PointMask):
         retries = np.random.default_rng(seed).integers(2**31, 2**32, size=self.max_attempts - 1)
         for attempt in [seed, *retries.tolist()]:
             try:
-                mask = poisson((height, width), self.acceleration, calib=self.calib, dtype=np.float32,
-                               crop_corner=self.crop_corner, seed=attempt)
+                mask = _sigpy_poisson((height, width), self.acceleration, self.calib, self.crop_corner, attempt)
                 break
-            except ValueError:
+            except ValueError as e:
+                last = e
                 continue
         else:
             raise ValueError(
                 f"sigpy could not reach acceleration {self.acceleration} for {(height, width)} in "
-                f"{self.max_attempts} attempts; expected a lower acceleration or smaller calib"
+                f"{self.max_attempts} attempts ({last}); expected a lower acceleration or smaller calib"
             )
         return torch.from_numpy(np.maximum(mask, box).astype(np.float32))
+
+
+def _sigpy_poisson(shape, accel: float, calib, crop_corner: bool, seed: int, tol: float = 0.1,
+                   max_iter: int = 64) -> np.ndarray:
+    """``sigpy.mri.poisson`` (same slope bisection, same kernel, same masks), with the bisection bounded: sigpy's
+    loops forever when the acceleration is out of reach (its float bisection stops moving), so an unreachable
+    acceleration is refused up front (below the density of a full disc, above the sparsest pattern) and the
+    search stops after ``max_iter`` halvings (ValueError, like sigpy's own failure)."""
+    from sigpy.mri.samp import _poisson  # imported here: sigpy (numba) is slow to import
+
+    ny, nx = shape
+    y, x = np.mgrid[:ny, :nx]
+    x = np.maximum(abs(x - nx / 2) - calib[-1] / 2, 0)
+    x /= max(x.max(), 1e-12)
+    y = np.maximum(abs(y - ny / 2) - calib[-2] / 2, 0)
+    y /= max(y.max(), 1e-12)
+    r = np.sqrt(x**2 + y**2)
+    keep = (r < 1) if crop_corner else np.ones_like(r, dtype=bool)
+    state = np.random.get_state()
+    try:
+        def accel_at(slope):
+            radius_x = np.clip((1 + r * slope) * nx / max(nx, ny), 1, None)
+            radius_y = np.clip((1 + r * slope) * ny / max(nx, ny), 1, None)
+            mask = _poisson(nx, ny, 30, radius_x, radius_y, calib, seed)
+            if crop_corner:
+                mask *= r < 1
+            return mask, nx * ny / max(np.sum(mask), 1)
+
+        densest = nx * ny / max(int(keep.sum()), 1)
+        if accel < densest - tol:
+            raise ValueError(f"acceleration {accel} is below the densest Poisson-disc pattern ({densest:.2f}) of "
+                             f"{(ny, nx)}{' with cropped corners' if crop_corner else ''}")
+        slope_min, slope_max = 0.0, float(max(nx, ny))
+        _, sparsest = accel_at(slope_max)
+        if accel > sparsest + tol:
+            raise ValueError(f"acceleration {accel} is beyond the sparsest Poisson-disc pattern ({sparsest:.2f}) "
+                             f"of {(ny, nx)}")
+        for _ in range(max_iter):
+            slope = (slope_max + slope_min) / 2
+            mask, actual = accel_at(slope)
+            if abs(actual - accel) < tol:
+                return mask.reshape(shape).astype(np.float32)
+            if actual < accel:
+                slope_min = slope
+            else:
+                slope_max = slope
+        raise ValueError(f"cannot generate a Poisson-disc mask with acceleration {accel}")
+    finally:
+        np.random.set_state(state)
 
 
 class RadialMask(_PointMask):
@@ -396,8 +453,8 @@ class RadialMask(_PointMask):
                  golden_angle: bool = True, calib: Calib = 0, seed: Seed = None):
         if (n_spokes is None) == (acceleration is None):
             raise ValueError("give exactly one of n_spokes and acceleration")
-        if n_spokes is not None and n_spokes < 1:
-            raise ValueError(f"n_spokes must be >= 1, got {n_spokes}")
+        if n_spokes is not None:
+            checks.check_int("n_spokes", n_spokes, 1)
         super().__init__(1 if acceleration is None else acceleration, calib, seed)
         self.acceleration = acceleration
         self.n_spokes = n_spokes
@@ -508,4 +565,11 @@ def get(name: str, **params):
                 if plural in params:
                     raise ValueError(f"give {single} or {plural}, not both")
                 params[plural] = [params.pop(single)]
+    sig = inspect.signature(cls.__init__)
+    accepted = [k for k in sig.parameters if k != "self"]
+    checks.check_keys(f"the parameters of mask {name!r}", params, accepted)
+    missing = [k for k, p in sig.parameters.items()
+               if k != "self" and p.default is inspect.Parameter.empty and k not in params]
+    if missing:
+        raise ValueError(f"mask {name!r} needs the parameter(s) {', '.join(missing)}")
     return cls(**params)

@@ -1,7 +1,8 @@
 """Classical reconstructions through the toolkit's operators: the baselines every diffusion sampler must beat.
 
 All take a measurement ``y`` and any operator ``A`` (MRI, CT, ...) and return an image batch shaped like
-``A.H(y)``. The regularised methods work with the unit-norm operator A / ||A|| (``Linop.normalized``) and
+``A.H(y)``. A measurement with NaN or Inf is refused (ValueError), and so is a non-finite result
+(FloatingPointError, like the samplers' ``SamplingError``). The regularised methods work with the unit-norm operator A / ||A|| (``Linop.normalized``) and
 their weights ``lam`` are relative to the scale of the data (the absolute weight is ``lam * max|A^H y|``
 there), so the same ``lam`` works for k-space in any units, any number of views or coils, and the result
 is the same for (c y, c A) as for (y, A) and c times it for (c y, A).
@@ -18,9 +19,30 @@ from __future__ import annotations
 
 import torch
 
+from operators import checks
 from operators.cg import conjugate_gradient, solve_normal
 from operators.linop import Linop
 from operators.transforms import CenterPad, FiniteDifference, Wavelet, pad_to_wavelet
+
+
+MAX_ITER = 100_000
+
+
+def _measurement(method: str, y, A) -> torch.Tensor:
+    """The method's measurement: a float or complex tensor (``operators.checks.as_tensor``) without NaN or Inf."""
+    if not isinstance(A, Linop):
+        raise TypeError(f"{method}: A must be an operator (operators.Linop), got {type(A).__name__}")
+    y = checks.as_tensor(f"{method}: the measurement y", y)
+    if not checks.is_finite(y):
+        raise ValueError(f"{method}: the measurement y contains NaN or Inf")
+    return y
+
+
+def _result(method: str, x: torch.Tensor) -> torch.Tensor:
+    """Refuse a non-finite result by name, as the samplers do."""
+    if not checks.is_finite(x):
+        raise FloatingPointError(f"{method}: non-finite values in the result; check the operator and the data")
+    return x
 
 
 def _unit(A: Linop, y: torch.Tensor):
@@ -33,13 +55,17 @@ def _unit(A: Linop, y: torch.Tensor):
 
 def zero_filled(y: torch.Tensor, A: Linop) -> torch.Tensor:
     """The adjoint reconstruction A^H y."""
-    return A.H(y)
+    return _result("zero-filled", A.H(_measurement("zero-filled", y, A)))
 
 
 def cg_sense(y: torch.Tensor, A: Linop, lam: float = 0.0, max_iter: int = 20, tol: float = 1e-6) -> torch.Tensor:
     """CG-SENSE with Tikhonov weight ``lam`` relative to ||A||^2: solves (A^H A + lam ||A||^2 I) x = A^H y from 0."""
+    y = _measurement("cg-sense", y, A)
+    checks.check_real("lam", lam, minimum=0.0)
+    checks.check_int("max_iter", max_iter, 0, MAX_ITER)
+    checks.check_real("tol", tol, minimum=0.0)
     lam_abs = lam * A.norm(like=A.H(y)) ** 2 if lam else 0.0
-    return solve_normal(A, A.H(y), lam=lam_abs, max_iter=max_iter, tol=tol)
+    return _result("cg-sense", solve_normal(A, A.H(y), lam=lam_abs, max_iter=max_iter, tol=tol))
 
 
 def _soft(c: torch.Tensor, t: float) -> torch.Tensor:
@@ -51,6 +77,10 @@ def _soft(c: torch.Tensor, t: float) -> torch.Tensor:
 def l1_wavelet(y: torch.Tensor, A: Linop, lam: float = 1e-3, max_iter: int = 100,
                wavelet: str = "db4", levels: int = 4) -> torch.Tensor:
     """L1-wavelet regularised reconstruction by FISTA (see the module docstring)."""
+    y = _measurement("l1-wavelet", y, A)
+    checks.check_real("lam", lam, minimum=0.0)
+    checks.check_int("max_iter", max_iter, 0, MAX_ITER)
+    checks.check_int("levels", levels, 1)
     A, y = _unit(A, y)
     x0 = A.H(y)
     shape = tuple(x0.shape[-2:])
@@ -67,7 +97,7 @@ def l1_wavelet(y: torch.Tensor, A: Linop, lam: float = 1e-3, max_iter: int = 100
         t_new = (1 + (1 + 4 * t * t) ** 0.5) / 2
         v = z_new + ((t - 1) / t_new) * (z_new - z)
         z, t = z_new, t_new
-    return pad.H(z)
+    return _result("l1-wavelet", pad.H(z))
 
 
 def tv(y: torch.Tensor, A: Linop, lam: float = 1e-3, max_iter: int = 50, rho: float = 10.0,
@@ -80,6 +110,11 @@ def tv(y: torch.Tensor, A: Linop, lam: float = 1e-3, max_iter: int = 50, rho: fl
 
     with lam_abs = lam max|A^H y| and the penalty rho_abs = rho lam (unitless, so the result scales with y),
     for the unit-norm operator."""
+    y = _measurement("tv", y, A)
+    checks.check_real("lam", lam, above=0.0)
+    checks.check_int("max_iter", max_iter, 0, MAX_ITER)
+    checks.check_positive("rho", rho)
+    checks.check_int("cg_iter", cg_iter, 1, MAX_ITER)
     A, y = _unit(A, y)
     aty = A.H(y)
     x = aty
@@ -99,4 +134,4 @@ def tv(y: torch.Tensor, A: Linop, lam: float = 1e-3, max_iter: int = 50, rho: fl
         mag = v.abs().square().sum(dim=-3, keepdim=True).sqrt()
         z = v * torch.clamp(mag - t_abs / r, min=0) / mag.clamp_min(1e-30)
         u = v - z
-    return x
+    return _result("tv", x)

@@ -3,23 +3,34 @@
     recon demo [--out out/demo.png]          DDS with the bundled prior on a simulated 8-coil held-out brain slice (4x)
     recon demo --ct                          DDS with the bundled CT prior on a 30-view sparse-view phantom stack
     recon reconstruct FILE.h5 [--sampler dds] reconstruct slices of a fastMRI file into an HDF5 result
+    recon reconstruct PATH... --out DIR/     folders/globs of fastMRI files -> submission files (torchrun-sharded;
+                                             exit status 1 when some volumes failed)
+    recon evaluate --target D --predictions D   leaderboard NMSE/PSNR/SSIM of a submission folder
     recon reconstruct-ct FILE [--views 30]   sparse-view / limited-angle CT from a sinogram, image or DICOM
     recon uncertainty FILE.h5 --samples 32   mean, std and quantile maps from repeated posterior samples
+    recon calibrate FILE.h5... --out C.json  calibrate the intervals of a sampler (conformal risk control)
     recon sweep CONFIG.toml                  mask sweep, one CSV row per run, resumable, with summary plots
     recon info FILE.h5                       what a fastMRI file holds
     recon simulate OUT.h5                    write held-out brain slices as a fastMRI multi-coil file
     recon train CONFIG.json                  train a prior (see recon.training.TrainConfig)
     recon synthesize | inpaint | insert | denoise | super-resolve | anomaly   generative tasks (PNG figures)
 
-This module only parses the options and dispatches to the commands of ``recon.apps``. Errors are reported as one
-line (``recon: error: ...``) with exit status 2; ``--debug`` shows the traceback.
+This module only parses the options and dispatches to the commands of ``recon.apps``. The contract of every
+command: it exits 0 with a finite, readable result, or exits 2 with exactly one line ``recon: error: ...`` naming
+the option or the file, the value and what is allowed (usage errors included; ``--debug`` shows the traceback),
+and every file it reads is byte-identical afterwards: the inputs are protected against writes
+(``recon.atomic.protected``), results are written atomically and never when not finite (``recon.apps.io``).
+An unexpected exception is reported on the same one line as an internal error.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
-from recon.apps import demo, info, reconstruct, reconstruct_ct, simulate, sweep, tasks, train, uncertainty
+from recon.apps import (calibrate, datasets, demo, evaluate, info, reconstruct, reconstruct_ct, simulate, sweep, tasks,
+                        train, uncertainty)
 
 
 def _mri_settings(args) -> reconstruct.MRISettings:
@@ -30,8 +41,25 @@ def _mri_settings(args) -> reconstruct.MRISettings:
                                    normalization=args.normalization)
 
 
+def _limited(text):
+    """``--limited START,STOP`` (degrees) -> (start, stop)."""
+    if text is None:
+        return None
+    parts = str(text).split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return tuple(float(v) for v in parts)
+    except ValueError:
+        raise ValueError(f"--limited must be START,STOP in degrees (e.g. 0,120), got {text!r}") from None
+
+
 def _ct_settings(args) -> reconstruct_ct.CTSettings:
-    limited = tuple(float(v) for v in args.limited.split(",")) if args.limited else None
+    limited = _limited(args.limited)
+    if limited and args.views is not None:
+        raise ValueError("give --views (sparse view) or --limited (limited angle), not both")
+    if args.views is None and not limited:
+        args.views = 30
     return reconstruct_ct.CTSettings(method=args.sampler, geometry=args.geometry,
                                      views=None if limited else args.views, limited=limited, noise=args.noise,
                                      noise_level=args.noise_level, prior=args.prior, samples=args.samples,
@@ -40,15 +68,42 @@ def _ct_settings(args) -> reconstruct_ct.CTSettings:
 
 
 def _demo(args) -> int:
+    mri_only = {"--mask": args.mask, "--acceleration": args.acceleration, "--slice": args.slice}
     if args.ct:
-        return demo.ct(out=args.out, prior=args.prior, steps=args.steps, views=args.views, seed=args.seed)
-    return demo.mri(out=args.out, prior=args.prior, steps=args.steps, mask=args.mask,
-                    acceleration=args.acceleration, seed=args.seed)
+        given = [k for k, v in mri_only.items() if v is not None]
+        if given:
+            raise ValueError(f"demo --ct does not use {', '.join(given)}")
+        return demo.ct(out=args.out, prior=args.prior, steps=args.steps, views=30 if args.views is None else args.views,
+                       seed=args.seed)
+    if args.views is not None:
+        raise ValueError("--views is for the CT demo (demo --ct)")
+    return demo.mri(out=args.out, prior=args.prior, steps=args.steps, mask=args.mask or "random",
+                    acceleration=4.0 if args.acceleration is None else args.acceleration, seed=args.seed,
+                    slice_index=demo.DEMO_SLICE if args.slice is None else args.slice)
 
 
 def _reconstruct(args) -> int:
-    return reconstruct.command(args.file, args.out, _mri_settings(args), args.slices or None, png=args.png,
-                               progress=not args.quiet)
+    dataset_only = (args.challenge, args.acquisition, args.batch_slices, args.extras or None,
+                    args.distributed or None)  # options that make it a dataset run
+    if datasets.is_dataset_run(args.file, args.out, any(v is not None for v in dataset_only) or
+                               int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        if args.png:
+            raise ValueError("--png is for one file; a dataset run (--out DIR) writes no figures")
+        out = args.out
+        if out is None or (Path(out).suffix.lower() in (".h5", ".hdf5") and not Path(out).is_dir()):
+            raise ValueError(f"a dataset run (several inputs, a directory or a glob) writes one file per volume: "
+                             f"--out must be a folder (e.g. out/), got {out!r}")
+        return datasets.command(args.file, out, _mri_settings(args), args.slices or None, challenge=args.challenge,
+                                acquisition=args.acquisition, extras=args.extras,
+                                batch_slices=1 if args.batch_slices is None else args.batch_slices,
+                                distributed=args.distributed, progress=not args.quiet)
+    return reconstruct.command(args.file[0], "result.h5" if args.out is None else args.out, _mri_settings(args),
+                               args.slices or None, png=args.png, progress=not args.quiet)
+
+
+def _evaluate(args) -> int:
+    return evaluate.command(args.target, args.predictions, challenge=args.challenge, acquisition=args.acquisition,
+                            by=args.by, out=args.out)
 
 
 def _reconstruct_ct(args) -> int:
@@ -57,7 +112,13 @@ def _reconstruct_ct(args) -> int:
 
 
 def _uncertainty(args) -> int:
-    return uncertainty.command(args.file, args.out, _mri_settings(args), args.slice, png=args.png, level=args.level)
+    return uncertainty.command(args.file, args.out, _mri_settings(args), args.slice, png=args.png, level=args.level,
+                               calibration=args.calibration)
+
+
+def _calibrate(args) -> int:
+    return calibrate.command(args.file, args.out, _mri_settings(args), args.slices or None, level=args.level,
+                             kind=args.heuristic, progress=not args.quiet)
 
 
 def _sweep(args) -> int:
@@ -83,8 +144,17 @@ def _train(args) -> int:
     return train.command(args.config, out=args.out, steps=args.steps, restart=args.restart, progress=not args.quiet)
 
 
+class UsageError(Exception):
+    """A command line argparse cannot parse (reported like every other error: one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="recon", description="MRI/CT reconstruction with diffusion priors")
+    ap = _Parser(prog="recon", description="MRI/CT reconstruction with diffusion priors")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -93,16 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="figure path (default out/demo.png, or out/demo-ct.png with --ct)")
     p.add_argument("--prior", help="default bundled:mni-brain-128, or bundled:ct-phantom-128 with --ct")
     p.add_argument("--steps", type=int, default=50, help="DDS steps (network evaluations)")
-    p.add_argument("--mask", default="random", help="mask name (operators.masks.available())")
-    p.add_argument("--acceleration", type=float, default=4.0)
-    p.add_argument("--slice", type=int, default=5, help="held-out slice index (0..9)")
+    p.add_argument("--mask", help="mask name (operators.masks.available()); default random")
+    p.add_argument("--acceleration", type=float, help="default 4")
+    p.add_argument("--slice", type=int, help="held-out slice index (0..9; default 5, the bundled file)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ct", action="store_true", help="the CT demo: sparse-view phantom with the bundled CT prior")
-    p.add_argument("--views", type=int, default=30, help="CT demo: number of views over 180 degrees")
+    p.add_argument("--views", type=int, help="CT demo: number of views over 180 degrees (default 30)")
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("reconstruct", help="reconstruct slices of a fastMRI file")
-    p.add_argument("file")
+    p = sub.add_parser("reconstruct", help="reconstruct fastMRI files: one file, or folders/globs into a submission")
+    p.add_argument("file", nargs="+", metavar="file", help="a fastMRI file; several, folders or globs with --out DIR")
     p.add_argument("--slices", help="an index or a range a:b (default: all)")
     p.add_argument("--sampler", default="dds", help=f"one of {', '.join(reconstruct.METHODS)}")
     p.add_argument("--mask", default="random")
@@ -117,16 +187,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="sampler steps (levels for score-ald); default: the paper's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="result.h5")
+    p.add_argument("--out", help="result file (one input; default result.h5) or a folder (several inputs, a folder "
+                   "or a glob; 'DIR/' for one file): one file per volume in the fastMRI submission layout")
     p.add_argument("--png")
+    p.add_argument("--challenge", choices=list(datasets.CHALLENGES), help="dataset run: only these files")
+    p.add_argument("--acquisition", help="dataset run: only files of this acquisition (e.g. CORPD_FBK, AXT2)")
+    p.add_argument("--extras", action="store_true", help="dataset run: also samples, mean, std, mask, maps")
+    p.add_argument("--batch-slices", type=int, help="dataset run: slices a rank reads and works through at once "
+                   "(default 1; the sampler still runs slice by slice)")
+    p.add_argument("--distributed", action="store_true", help="dataset run under torchrun (implied by WORLD_SIZE>1)")
     p.set_defaults(func=_reconstruct)
+
+    p = sub.add_parser("evaluate", help="score a folder of reconstructions as the fastMRI leaderboard does")
+    p.add_argument("--target", required=True, help="folder of fastMRI files with reconstruction_rss/_esc")
+    p.add_argument("--predictions", required=True, help="folder of submission files (dataset 'reconstruction')")
+    p.add_argument("--challenge", choices=list(evaluate.KEYS), help="default: the target each file holds")
+    p.add_argument("--acquisition", help="only volumes of this acquisition")
+    p.add_argument("--by", choices=["acquisition"], help="also one table row per acquisition")
+    p.add_argument("--out", help="writes OUT.csv and OUT.json (default PREDICTIONS/evaluation)")
+    p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("reconstruct-ct", help="sparse-view / limited-angle CT reconstruction")
     p.add_argument("file", help="HDF5 with 'sinogram' (+ 'angles') or 'image' (mu/mu_water), or DICOM file/folder")
     p.add_argument("--slices", help="an index or a range a:b (default: all)")
     p.add_argument("--sampler", default="dds", help=f"one of {', '.join(reconstruct_ct.METHODS)}")
     p.add_argument("--geometry", default="parallel", choices=["parallel", "fan"])
-    p.add_argument("--views", type=int, default=30, help="sparse view: number of angles (when simulating)")
+    p.add_argument("--views", type=int, help="sparse view: number of angles (when simulating; default 30)")
     p.add_argument("--limited", help="limited angle: START,STOP in degrees, e.g. 0,120 (when simulating)")
     p.add_argument("--noise", default="none", choices=["none", "gaussian", "poisson"])
     p.add_argument("--noise-level", type=float, default=0.0, help="Gaussian std, or incident photons (Poisson)")
@@ -160,9 +246,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--level", type=float, default=0.9, help="central interval for the coverage check")
+    p.add_argument("--calibration", help="a calibration file of recon calibrate (same sampler, mask, acceleration): "
+                   "also write the calibrated interval lo/hi")
     p.add_argument("--out", default="uncertainty.h5")
     p.add_argument("--png")
     p.set_defaults(func=_uncertainty)
+
+    p = sub.add_parser("calibrate", help="calibrate a sampler's per-pixel intervals on fully sampled fastMRI slices "
+                       "(conformal risk control) -> calibration JSON")
+    p.add_argument("file", nargs="+", metavar="FILE", help="fastMRI files with fully sampled k-space")
+    p.add_argument("--slices", help="an index or a range a:b of every file (default: all)")
+    p.add_argument("--samples", type=int, default=16, help="posterior samples per slice")
+    p.add_argument("--sampler", default="dds", help="a posterior sampler: dds, score-mri, score-ald, score-sde, dps")
+    p.add_argument("--mask", default="random")
+    p.add_argument("--acceleration", type=float, default=4.0)
+    p.add_argument("--center-fraction", type=float, default=0.08)
+    p.add_argument("--protocol", default="auto", help="geometry protocol: auto, full-fov, image-crop or kspace-crop")
+    p.add_argument("--normalization", help="override the prior's data convention: none, max, percentile[:Q], "
+                   "fixed:VALUE, range:VALUE")
+    p.add_argument("--prior", default="bundled:mni-brain-128")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--level", type=float, default=0.9, help="nominal coverage of the calibrated intervals")
+    p.add_argument("--heuristic", default="quantile", choices=["quantile", "std"],
+                   help="interval shape scaled by the calibration: sample quantiles or std")
+    p.add_argument("--out", default="calibration.json")
+    p.set_defaults(func=_calibrate)
 
     p = sub.add_parser("sweep", help="masks x accelerations x methods x seeds -> one CSV row per run (resumable)")
     p.add_argument("config", help="TOML file (see recon.apps.sweep)")
@@ -175,20 +285,24 @@ def build_parser() -> argparse.ArgumentParser:
                            ("super-resolve", "downsample by --factor and super-resolve"),
                            ("anomaly", "pseudo-healthy projection and residual map")):
         p = sub.add_parser(task, help=helptext)
-        p.add_argument("--prior", default="bundled:mni-brain-128")
+        d = tasks.DEFAULTS
+        p.add_argument("--prior", help=f"default {d['prior']}")
         p.add_argument("--image", help=".npy/.pt/.png image (default: a held-out brain slice)")
-        p.add_argument("--heldout", type=int, default=5, help="held-out slice index when no --image is given")
-        p.add_argument("--steps", type=int, default=50)
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--n", type=int, default=16, help="number of samples (synthesize)")
-        p.add_argument("--row", type=float, default=64.0)
-        p.add_argument("--col", type=float, default=64.0)
-        p.add_argument("--radius", type=float, default=8.0)
-        p.add_argument("--shape", default="circle", choices=["circle", "box"])
-        p.add_argument("--contrast", type=float, default=0.5)
-        p.add_argument("--strength", type=float, default=0.3, help="SDEdit noise level (insert, anomaly)")
-        p.add_argument("--noise", type=float, default=0.1, help="noise std relative to the image maximum")
-        p.add_argument("--factor", type=int, default=2)
+        p.add_argument("--heldout", type=int, help=f"held-out slice index 0..9 when no --image is given "
+                                                   f"(default {d['heldout']})")
+        p.add_argument("--steps", type=int, help=f"default {d['steps']}")
+        p.add_argument("--seed", type=int, help="default 0")
+        p.add_argument("--n", type=int, help=f"number of samples (synthesize; default {d['n']})")
+        p.add_argument("--row", type=float, help="region/lesion centre row (default: the image centre)")
+        p.add_argument("--col", type=float, help="region/lesion centre column (default: the image centre)")
+        p.add_argument("--radius", type=float, help=f"default {d['radius']}")
+        p.add_argument("--shape", choices=["circle", "box"], help="inpainting region (default circle)")
+        p.add_argument("--contrast", type=float, help=f"lesion contrast (insert; default {d['contrast']})")
+        p.add_argument("--strength", type=float, help=f"SDEdit noise level (insert, anomaly; default "
+                                                      f"{d['strength']})")
+        p.add_argument("--noise", type=float, help=f"noise std relative to the image maximum (denoise; default "
+                                                   f"{d['noise']})")
+        p.add_argument("--factor", type=int, help=f"super-resolution factor (default {d['factor']})")
         p.add_argument("--out", default=f"out/{task}.png")
         p.set_defaults(func=_task, task=task)
 
@@ -214,21 +328,52 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _inputs(args) -> list:
+    """The files a command reads (protected against being written), as far as the command line names them."""
+    paths = [getattr(args, k, None) for k in ("file", "config", "image", "calibration", "target", "predictions")]
+    paths = [q for p in paths for q in (p if isinstance(p, list) else [p])]  # reconstruct takes several
+    prior = getattr(args, "prior", None)
+    if prior and not str(prior).startswith("bundled:"):
+        paths += [prior, str(Path(prior).with_suffix(".pt")), str(Path(prior).with_suffix(".json"))]
+    if args.command == "demo":
+        paths += [demo._ROOT / demo.DEMO_FILE, demo._ROOT / demo.CT_DEMO_FILE]
+    return [p for p in paths if p]
+
+
+def _error(e: BaseException) -> str:
+    msg = str(e).strip()
+    return msg.splitlines()[0].strip() if msg else type(e).__name__
+
+
+EXPECTED = (ValueError, OSError, IndexError, KeyError, TypeError, RuntimeError, ImportError, ArithmeticError,
+            UsageError)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    from recon.atomic import protected
+
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
+        args = build_parser().parse_args(argv)
+        debug = args.debug
         if getattr(args, "device", None) and not args.quiet:  # say once which compute path the operators take
             import kernels
             print(kernels.describe(args.device), file=sys.stderr)
-        return args.func(args)
+        with protected(*_inputs(args)):
+            return args.func(args)
     except KeyboardInterrupt:
         print("recon: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, IndexError, KeyError, TypeError, RuntimeError, ImportError) as e:
-        if args.debug:
+    except EXPECTED as e:
+        if debug:
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"recon: error: {msg}", file=sys.stderr)
+        print(f"recon: error: {_error(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - the contract: one line, never a traceback
+        if debug:
+            raise
+        print(f"recon: error: internal error ({type(e).__name__}: {_error(e)}); rerun with --debug and report it",
+              file=sys.stderr)
         return 2
 
 

@@ -88,9 +88,10 @@ def _scale(prior, image: torch.Tensor) -> torch.Tensor:
 def _sdedit(image, prior, strength: float, hold: Optional[torch.Tensor], steps: int, g) -> torch.Tensor:
     """Noise to sigma = strength, then DDIM back (eta = 0) to the clean estimate; ``hold`` (H, W) pixels kept
     data-consistent by 3 CG steps on the Tweedie estimate (DDS's step)."""
-    sig = [s for s in prior.sigmas(steps, "auto").tolist() if s <= strength]
-    if len(sig) < 2:
-        raise ValueError(f"strength {strength} is below the prior's noise range (min {prior.sigma_min:.3g})")
+    lo, hi = float(prior.sigma_min), float(prior.sigma_max)
+    if not (isinstance(strength, (int, float)) and lo < strength <= hi):
+        raise ValueError(f"strength must be in the prior's noise range ({lo:.3g}, {hi:.3g}], got {strength!r}")
+    sig = [s for s in prior.sigmas(steps, "auto").tolist() if s < strength] or [lo]
     sig = [strength] + sig + [0.0]
     x = image[None] + strength * noise_like(image[None], g)
     dc = None
@@ -132,7 +133,14 @@ def denoise(image: torch.Tensor, noise_std: float, prior, sample: bool = False, 
     """MMSE denoising (Tweedie) of ``image`` = x + noise_std z, in the image's units; or, with ``sample=True``, a
     posterior sample by ancestral DDIM steps from sigma = noise_std down to the prior's sigma_min."""
     scale = _scale(prior, image)
+    if not (isinstance(noise_std, (int, float)) and math.isfinite(noise_std) and noise_std > 0):
+        raise ValueError(f"noise_std must be a finite number > 0, got {noise_std!r}")
+    if not (torch.isfinite(scale).all() and bool((scale > 0).all())):
+        raise ValueError("the image has no data scale (all zeros, or NaN/Inf); there is nothing to denoise")
     s0 = noise_std / float(scale)
+    if s0 > float(prior.sigma_max):
+        raise ValueError(f"noise_std {noise_std:g} is {s0:.3g} in the prior's units, above its largest noise "
+                         f"level {float(prior.sigma_max):.3g}")
     x = image[None] / scale
     if not sample:
         return prior.denoise(x, s0)[0] * scale

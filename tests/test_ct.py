@@ -77,8 +77,20 @@ def test_angle_sets_batches_and_gradients():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="increasing"):
+    with pytest.raises(ValueError, match="0 < stop - start <= 360"):
         angles(limited=(90, 10))
+    with pytest.raises(ValueError, match="0 < stop - start <= 360"):
+        angles(limited=(0, 400))
+    with pytest.raises(ValueError, match="limited stop must be a finite number"):
+        angles(limited=(0, float("nan")))
+    with pytest.raises(ValueError, match="views must be an integer >= 1 and <= 3600"):
+        angles(views=100000)
+    with pytest.raises(ValueError, match="n_detectors must be an integer >= 1, got 0"):
+        ParallelBeamCT(16, 10, 0)
+    with pytest.raises(ValueError, match="angles contains NaN"):
+        ParallelBeamCT(16, torch.tensor([0.0, float("nan")]))
+    with pytest.raises(ValueError, match="detector_spacing must be a finite number > 0"):
+        FanBeamCT(16, 10, 400.0, 200.0, None, float("inf"))
     with pytest.raises(ValueError, match="img_size"):
         ParallelBeamCT(1, 10)
     with pytest.raises(ValueError, match="outside the image"):

@@ -133,9 +133,9 @@ def _psnr(path):
 @pytest.mark.parametrize("name", ["knee", "brain"])
 def test_defaults_give_the_recon_matrix_and_dds_beats_cg_sense(raw, name, tmp_path):
     f = raw / f"{name}.h5"
-    for method in ("cg-sense", "dds"):
-        assert main(["--quiet", "reconstruct", str(f), "--sampler", method, "--steps", "20", "--center-fraction",
-                     "0.16", "--out", str(tmp_path / f"{method}.h5")]) == 0
+    for method, steps in (("cg-sense", []), ("dds", ["--steps", "20"])):
+        assert main(["--quiet", "reconstruct", str(f), "--sampler", method, "--center-fraction", "0.16",
+                     "--out", str(tmp_path / f"{method}.h5")] + steps) == 0
     (p_cg, r_cg), (p_dds, r_dds) = _psnr(tmp_path / "cg-sense.h5"), _psnr(tmp_path / "dds.h5")
     assert r_dds.shape[-2:] == REC and np.isfinite(r_dds).all()
     assert p_dds > p_cg + 1.0

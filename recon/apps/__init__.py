@@ -8,6 +8,8 @@ plain values (``recon.cli`` turns the parsed options into them), prints the repo
     settings        the settings base shared by MRI and CT, the slice selection, the device check
     io              the one atomic writer of results (HDF5, JSON, CSV, PNG) on ``recon.atomic``
     reconstruct     MRI reconstruction of fastMRI files           (recon reconstruct)
+    datasets        folders of fastMRI files -> submission files   (recon reconstruct PATH... --out DIR/)
+    evaluate        leaderboard metrics of a submission folder     (recon evaluate)
     reconstruct_ct  sparse-view / limited-angle CT                 (recon reconstruct-ct)
     uncertainty     posterior sample maps of one slice             (recon uncertainty)
     sweep           mask sweeps, one CSV row per run               (recon sweep)

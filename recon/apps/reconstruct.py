@@ -26,6 +26,7 @@ import torch
 from operators import MultiCoilMRI, espirit, masks
 from recon import classical, metrics, samplers
 from recon.apps import io
+from operators.checks import check_choice, check_real
 from recon.apps.settings import BaseSettings, SliceSpec, select_slices
 from recon.data import center_crop, geometry, load_fastmri
 
@@ -33,6 +34,7 @@ CLASSICAL = {"zero-filled": classical.zero_filled, "cg-sense": classical.cg_sens
              "l1-wavelet": classical.l1_wavelet, "tv": classical.tv}
 METHODS = sorted(CLASSICAL) + sorted(samplers.REGISTRY)
 DEFAULT_PRIOR = "bundled:mni-brain-128"
+MAX_ACCELERATION = 1000.0
 
 
 @dataclass(kw_only=True)
@@ -45,14 +47,18 @@ class MRISettings(BaseSettings):
     protocol: str = "auto"
 
     def check(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; expected one of {METHODS}")
-        if self.protocol not in ("auto",) + geometry.PROTOCOLS:
-            raise ValueError(f"unknown protocol {self.protocol!r}; expected one of {['auto', *geometry.PROTOCOLS]}")
-        if self.mask not in masks.available():
-            raise ValueError(f"unknown mask {self.mask!r}; expected one of {masks.available()}")
-        if not self.acceleration >= 1:
-            raise ValueError(f"acceleration must be >= 1, got {self.acceleration}")
+        check_choice("method", self.method, METHODS)
+        check_choice("protocol", self.protocol, ("auto",) + tuple(geometry.PROTOCOLS))
+        check_choice("mask", self.mask, masks.available())
+        check_real("acceleration", self.acceleration, minimum=1.0, maximum=MAX_ACCELERATION)
+        check_real("center_fraction", self.center_fraction, above=0.0, below=1.0)
+        if self.method in CLASSICAL and (self.steps is not None or self.samples != 1):
+            raise ValueError(f"the classical method {self.method!r} takes no steps and gives one sample; drop "
+                             f"--steps/--samples (they are for the samplers)")
+        if self.method == "score-mri" and self.steps is not None and self.steps < 2:
+            raise ValueError(f"steps must be >= 2 for score-mri, got {self.steps}")
+        if self.method == "score-ald" and self.steps is not None and self.steps < 2:
+            raise ValueError(f"steps (the number of noise levels) must be >= 2 for score-ald, got {self.steps}")
         super().check()
 
 
@@ -65,10 +71,30 @@ def sampler_for(settings: MRISettings):
     return samplers.get(settings.method, **kw)
 
 
+LINE_MASKS = ("random", "equispaced", "equispaced_fraction", "magic", "magic_fraction", "gaussian1d")
+
+
+def check_reachable(mask: str, acceleration: float, center_fraction: float, shape) -> None:
+    """Refuse an acceleration the mask cannot give on k-space of ``shape``: for the fastMRI-style line masks, a
+    fully sampled centre that alone exceeds the line budget W / R (fastMRI then samples only the centre, at
+    another acceleration than the one recorded); for point masks, more than the number of k-space points."""
+    h, w = int(shape[-2]), int(shape[-1])
+    if mask in LINE_MASKS:
+        centre = round(w * center_fraction)
+        if acceleration > 1 and centre > w / acceleration:
+            raise ValueError(f"acceleration {acceleration:g} with center_fraction {center_fraction:g} on {w} "
+                             f"columns is not reachable: the centre alone ({centre} columns) exceeds the "
+                             f"{w / acceleration:.3g} columns of that acceleration; lower the acceleration or the "
+                             f"center fraction")
+    elif acceleration > h * w:
+        raise ValueError(f"acceleration {acceleration:g} exceeds the {h * w} k-space points of the slice")
+
+
 def _mask_for(settings: MRISettings, shape, seed):
     params = {"acceleration": settings.acceleration}
-    if settings.mask in ("random", "equispaced", "equispaced_fraction", "magic", "magic_fraction", "gaussian1d"):
+    if settings.mask in LINE_MASKS:
         params["center_fraction"] = settings.center_fraction
+    check_reachable(settings.mask, settings.acceleration, settings.center_fraction, shape)
     return masks.get(settings.mask, **params)(tuple(shape), seed=seed)
 
 
@@ -186,6 +212,9 @@ def reconstruct_file(path, out, settings: Optional[MRISettings] = None, slices: 
 
 def command(path, out, settings: MRISettings, slices: SliceSpec = None, png=None, progress: bool = True) -> int:
     """``recon reconstruct``: reconstruct, print the metrics of each slice and their mean."""
+    settings.check()
+    io.check_output(out, source=path)
+    io.check_figure_path(png, sources=[path], others=[out])
     res = reconstruct_file(path, out, settings, slices, png=png, progress=progress)
     for r in res["metrics"]:
         print(f"slice {r['slice']:>3}: PSNR {r['psnr']:.2f}  SSIM {r['ssim']:.4f}  NMSE {r['nmse']:.4f}")

@@ -27,14 +27,18 @@ import h5py
 import numpy as np
 import torch
 
-from operators.ct import FanBeamCT, ParallelBeamCT, angles as angle_set, fbp
+from operators.checks import check_choice, check_int, check_real, is_finite
+from operators.ct import FILTERS, MAX_ANGLES, FanBeamCT, ParallelBeamCT, angles as angle_set, fbp
 from recon import classical, metrics, samplers
 from recon.apps import io
 from recon.apps.settings import BaseSettings, SliceSpec, select_slices
+from recon.data.errors import DataError
 
 BASELINES = ("fbp", "tv")
 METHODS = BASELINES + ("dds", "dps", "score-ald", "score-sde")
 NOISE = ("none", "gaussian", "poisson")
+MAX_GAUSSIAN_STD = 1e4   # line integrals are at most a few hundred: a larger std is a unit mistake
+MAX_PHOTONS = 1e12       # incident photons per bin; beyond this the Poisson draw is not meaningful in double
 MU_WATER_PER_MM = 0.0192  # linear attenuation of water near 70 keV, 1/mm
 DEFAULT_PRIOR = "bundled:ct-phantom-128"
 
@@ -56,20 +60,41 @@ class CTSettings(BaseSettings):
     detector_distance: float = 200.0
 
     def check(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown CT method {self.method!r}; expected one of {list(METHODS)}")
-        if self.geometry not in ("parallel", "fan"):
-            raise ValueError(f"geometry must be 'parallel' or 'fan', got {self.geometry!r}")
-        if self.noise not in NOISE:
-            raise ValueError(f"noise must be one of {NOISE}, got {self.noise!r}")
-        if self.noise != "none" and not self.noise_level > 0:
-            raise ValueError(f"noise {self.noise!r} needs noise_level > 0 (std or photons), got {self.noise_level}")
-        if self.limited is not None and (len(self.limited) != 2 or not self.limited[1] > self.limited[0]):
-            raise ValueError(f"limited must be (start, stop) degrees with stop > start, got {self.limited}")
-        if self.views is not None and self.views < 1:
-            raise ValueError(f"views must be >= 1, got {self.views}")
-        if self.tv_z < 0:
-            raise ValueError(f"tv_z must be >= 0, got {self.tv_z}")
+        check_choice("CT method", self.method, METHODS)
+        if self.method in BASELINES and (self.steps is not None or self.samples != 1):
+            raise ValueError(f"the baseline {self.method!r} takes no steps and gives one sample; drop "
+                             f"--steps/--samples (they are for the samplers)")
+        if self.method in ("score-ald", "score-sde") and self.steps is not None and self.steps < 2:
+            raise ValueError(f"steps must be >= 2 for {self.method}, got {self.steps}")
+        if self.tv_z and self.method != "dds":
+            raise ValueError(f"tv_z couples slices in DDS only; {self.method!r} does not use it")
+        check_choice("geometry", self.geometry, ("parallel", "fan"))
+        check_choice("noise", self.noise, NOISE)
+        if self.noise == "gaussian":
+            check_real("noise_level (the Gaussian std of the line integrals)", self.noise_level, above=0.0,
+                       maximum=MAX_GAUSSIAN_STD)
+        elif self.noise == "poisson":
+            check_real("noise_level (incident photons per detector bin)", self.noise_level, minimum=1.0,
+                       maximum=MAX_PHOTONS)
+        elif self.noise_level != 0:
+            raise ValueError(f"noise_level {self.noise_level!r} is set but noise is 'none'; choose --noise gaussian "
+                             f"or poisson, or drop --noise-level")
+        check_real("pixel_mm", self.pixel_mm, minimum=0.01, maximum=100.0)
+        if self.limited is not None:
+            lim = self.limited
+            if isinstance(lim, (str, bytes)) or len(lim) != 2:
+                raise ValueError(f"limited must be (start, stop) in degrees, got {lim!r}")
+            a, b = (check_real(f"limited {w} (degrees)", v, minimum=-360.0, maximum=720.0)
+                    for w, v in zip(("start", "stop"), lim))
+            if not 0 < b - a <= 360:
+                raise ValueError(f"limited must be START,STOP degrees with 0 < STOP - START <= 360, got {a:g},{b:g}")
+        if self.views is not None:
+            check_int("views", self.views, 1, MAX_ANGLES)
+        check_real("tv_z", self.tv_z, minimum=0.0)
+        check_real("tv_lam", self.tv_lam, above=0.0)
+        check_choice("filter", self.filter, FILTERS)
+        check_real("source_distance", self.source_distance, above=0.0)
+        check_real("detector_distance", self.detector_distance, minimum=0.0)
         super().check()
 
     def angles(self) -> torch.Tensor:
@@ -129,17 +154,54 @@ def reconstruct(sinogram: torch.Tensor, op, settings: CTSettings, prior=None, pr
         prior = settings.load_prior()
     if prior.channels != "real":
         raise ValueError(f"CT needs a real-valued prior; {prior.name!r} has channels={prior.channels!r}")
-    if prior.image_size and tuple(prior.image_size) != tuple(op.ishape):
-        raise ValueError(f"the prior was trained on {tuple(prior.image_size)} images but the CT image is "
-                         f"{tuple(op.ishape)}; use a prior of that size")
+    prior.check_grid(tuple(op.ishape))  # fully convolutional priors run on any grid; others only on their own
     s = sampler_for(settings)
     s.progress = progress
     return s(y, op, prior.to(dev), n_samples=settings.samples, generator=torch.Generator().manual_seed(settings.seed))
 
 
 # --- files ---------------------------------------------------------------------------------------------------
+def _dataset(f, p, key: str, ndims: tuple) -> Optional[torch.Tensor]:
+    """Dataset ``key`` as a finite float tensor with one of ``ndims`` dimensions, or None when absent."""
+    if key not in f:
+        return None
+    d = f[key]
+    if not isinstance(d, h5py.Dataset) or d.dtype.kind not in "fiu" or d.ndim not in ndims:
+        raise DataError(f"{p}: {key!r} must be a real array with {' or '.join(map(str, ndims))} dimensions, got "
+                        f"{'a group' if not isinstance(d, h5py.Dataset) else f'shape {d.shape} dtype {d.dtype}'}")
+    t = torch.from_numpy(np.asarray(d[()], dtype=np.float64))
+    if t.numel() == 0 or not is_finite(t):
+        raise DataError(f"{p}: {key!r} is empty or contains NaN or Inf")
+    return t
+
+
+def _geometry(p, attrs) -> dict:
+    """The geometry attributes of a sinogram file, validated."""
+    geo = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
+    if "geometry" in geo:
+        try:
+            check_choice("geometry attribute", geo["geometry"], ("parallel", "fan"))
+        except ValueError as e:
+            raise DataError(f"{p}: {e}") from None
+    for key, lo in (("source_distance", None), ("detector_distance", 0.0), ("detector_spacing", None)):
+        if key in geo:
+            v = geo[key].item() if isinstance(geo[key], np.generic) else geo[key]
+            try:
+                geo[key] = check_real(f"attribute {key}", v, minimum=lo) if lo is not None else \
+                    check_real(f"attribute {key}", v, above=0.0)
+            except ValueError as e:
+                raise DataError(f"{p}: {e}") from None
+    if "image_size" in geo:
+        size = np.atleast_1d(geo["image_size"])
+        if size.ndim != 1 or len(size) not in (1, 2) or size.dtype.kind not in "iu" or size.min() < 2:
+            raise DataError(f"{p}: attribute image_size must be an int or (H, W) of ints >= 2, got {geo['image_size']!r}")
+        geo["image_size"] = tuple(int(v) for v in size) * (2 if len(size) == 1 else 1)
+    return geo
+
+
 def read_input(path):
-    """(image or None, sinogram or None, geometry dict) from a CT HDF5 file, a DICOM file or a DICOM folder."""
+    """(image or None, sinogram or None, geometry dict) from a CT HDF5 file, a DICOM file or a DICOM folder; the
+    contents are checked (shapes, finiteness, the angles and geometry attributes) with errors naming the file."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
@@ -147,26 +209,38 @@ def read_input(path):
         from recon.data.ct import read_dicom
         from recon.data.phantoms import hu_to_mu
         img = read_dicom(p)
+        if not is_finite(img):
+            raise DataError(f"{p}: the DICOM pixel data contain NaN or Inf")
         return (hu_to_mu(img if img.dim() == 3 else img[None]), None, {})
     try:
         f = h5py.File(p, "r")
     except OSError as e:
-        raise ValueError(f"{p}: not an HDF5 file ({e}); expected a CT file with 'image' or 'sinogram'") from None
+        raise DataError(f"{p}: not an HDF5 file ({str(e).splitlines()[0]}); expected a CT file with 'image' or "
+                        f"'sinogram'") from None
     with f:
         if "image" not in f and "sinogram" not in f:
-            raise ValueError(f"{p}: expected a dataset 'image' (S, H, W) or 'sinogram' (S, angles, detectors); "
-                             f"found {sorted(f.keys())}")
-        img = torch.from_numpy(f["image"][()]).float() if "image" in f else None
-        sino = torch.from_numpy(f["sinogram"][()]).float() if "sinogram" in f else None
-        geo = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            raise DataError(f"{p}: expected a dataset 'image' (S, H, W) or 'sinogram' (S, angles, detectors); "
+                            f"found {sorted(f.keys())}")
+        img = _dataset(f, p, "image", (2, 3))
+        sino = _dataset(f, p, "sinogram", (2, 3))
+        geo = _geometry(p, f.attrs)
         if sino is not None:
             if "angles" not in f:
-                raise ValueError(f"{p}: a 'sinogram' needs its 'angles' dataset (radians)")
-            geo["angles"] = torch.from_numpy(f["angles"][()]).double()
-    if img is not None and img.dim() == 2:
-        img = img[None]
-    if sino is not None and sino.dim() == 2:
-        sino = sino[None]
+                raise DataError(f"{p}: a 'sinogram' needs its 'angles' dataset (radians)")
+            geo["angles"] = _dataset(f, p, "angles", (1,))
+    if img is not None:
+        img = (img[None] if img.dim() == 2 else img).float()
+        if min(img.shape[-2:]) < 2:
+            raise DataError(f"{p}: 'image' slices must be at least 2 x 2, got {tuple(img.shape)}")
+    if sino is not None:
+        sino = (sino[None] if sino.dim() == 2 else sino).float()
+        if len(geo["angles"]) != sino.shape[-2]:
+            raise DataError(f"{p}: 'angles' has {len(geo['angles'])} entries but the sinogram has "
+                            f"{sino.shape[-2]} angles")
+        if len(geo["angles"]) > MAX_ANGLES:
+            raise DataError(f"{p}: {len(geo['angles'])} angles; at most {MAX_ANGLES} are supported")
+        if img is not None and len(img) != len(sino):
+            raise DataError(f"{p}: 'image' has {len(img)} slices but 'sinogram' has {len(sino)}")
     return img, sino, geo
 
 
@@ -187,15 +261,19 @@ def reconstruct_file(path, out, settings: Optional[CTSettings] = None, slices: S
         img = img[idx] if img is not None else None
         sino = sino[idx] if sino is not None else None
     out = io.check_output(out, source=path)
+    png = io.check_figure_path(png, sources=[path], others=[out])
     if sino is not None:
+        if settings.noise != "none":
+            raise ValueError(f"{path} holds a measured sinogram; --noise {settings.noise} applies only when a "
+                             f"measurement is simulated from an 'image'")
         settings.geometry = geo.get("geometry", settings.geometry)
         for k in ("source_distance", "detector_distance"):
             if k in geo:
                 setattr(settings, k, float(geo[k]))
-        size = tuple(int(v) for v in np.atleast_1d(geo.get("image_size", img.shape[-1] if img is not None else 0)))
-        if size == (0,):
+        size = geo.get("image_size", tuple(img.shape[-2:]) if img is not None else None)
+        if size is None:
             raise ValueError(f"{path}: a sinogram without an image needs the 'image_size' attribute")
-        op = operator(settings, size if len(size) == 2 else size * 2, geo["angles"], sino.shape[-1],
+        op = operator(settings, size, geo["angles"], sino.shape[-1],
                       float(geo.get("detector_spacing", 1.0)))
     else:
         op = operator(settings, tuple(img.shape[-2:]))
@@ -208,6 +286,7 @@ def reconstruct_file(path, out, settings: Optional[CTSettings] = None, slices: S
     res = {"out": str(out), "metrics": None}
     if img is not None:
         arrays["reference"] = img
+    if img is not None and float(img.max()) > 0:  # an empty (all-air) reference has no data range to score on
         res["metrics"] = {"fbp": score(img, arrays["fbp"]), settings.method: score(img, mean)}
     s = asdict(settings)
     s["limited"] = list(settings.limited) if settings.limited else None

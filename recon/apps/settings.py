@@ -6,12 +6,14 @@ allowed. ``recon.apps.reconstruct.MRISettings`` and ``recon.apps.reconstruct_ct.
 """
 from __future__ import annotations
 
-import numbers
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
+
+from operators.checks import check_int, is_int
 
 SliceSpec = Union[None, int, str, slice, Sequence[int]]
 
@@ -29,8 +31,35 @@ def check_device(device: str) -> None:
                              f"device(s) (valid cuda:0..cuda:{torch.cuda.device_count() - 1})")
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+_is_int = is_int
+
+MAX_SEED = 2**31 - 1      # seeds feed torch and NumPy generators, offset by slice numbers: keep room below 2^32
+MAX_STEPS = 10_000        # sampler steps / levels / network evaluations of a command
+MAX_SAMPLES = 1024        # posterior samples drawn at once
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """A seed for torch and NumPy generators: an integer in 0..2^31 - 1."""
+    return check_int(name, seed, 0, MAX_SEED)
+
+
+def check_steps(steps, name: str = "steps") -> int:
+    """A number of sampler steps: an integer in 1..10000."""
+    return check_int(name, steps, 1, MAX_STEPS)
+
+
+def check_prior(prior) -> str:
+    """A prior spec names a file or folder that exists, or a bundled prior (``bundled:<name>`` or the bare name);
+    checked before any work, so a misspelled prior is refused even by methods that do not load it."""
+    from recon import priors
+
+    if not isinstance(prior, str) or not prior:
+        raise ValueError(f"prior must be a bundled name (bundled:<name>) or a checkpoint path, got {prior!r}")
+    name = prior.split(":", 1)[1] if prior.startswith("bundled:") else prior
+    if not Path(prior).exists() and name not in priors.available():
+        raise ValueError(f"prior {prior!r}: no such file or folder, and no bundled prior of that name "
+                         f"(bundled: {', '.join(priors.available())})")
+    return prior
 
 
 @dataclass(kw_only=True)
@@ -52,14 +81,11 @@ class BaseSettings:
         return priors.load(self.prior, **({"normalization": override} if override else {}))
 
     def check(self) -> None:
-        if not isinstance(self.prior, str) or not self.prior:
-            raise ValueError(f"prior must be a bundled name (bundled:<name>) or a checkpoint path, got {self.prior!r}")
-        if not _is_int(self.samples) or self.samples < 1:
-            raise ValueError(f"samples must be >= 1, got {self.samples!r}")
-        if not _is_int(self.seed):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
-        if self.steps is not None and (not _is_int(self.steps) or self.steps < 1):
-            raise ValueError(f"steps must be >= 1 (or unset for the sampler's default), got {self.steps!r}")
+        check_prior(self.prior)
+        check_int("samples", self.samples, 1, MAX_SAMPLES)
+        check_seed(self.seed)
+        if self.steps is not None:
+            check_steps(self.steps)
         check_device(self.device)
         parse_normalization(self.normalization)
 
@@ -120,14 +146,21 @@ def select_slices(spec: SliceSpec, n: int) -> list[int]:
     """The indices (non-negative, in order) that ``spec`` selects from a volume of ``n`` slices.
 
     ``spec`` is None (all slices), an int (negative counts from the end), a slice, a list of ints, or the text of a
-    command-line option: "3", "-1", "0:4", "2:", ":". A range clips to the volume like a Python slice; an index
-    outside it (IndexError) and an empty selection (ValueError) are errors that name the valid range.
+    command-line option: "3", "-1", "0:4", "2:", ":". A range must lie inside the volume (bounds in -n..n; no
+    silent clipping), a step must be a positive integer; an index outside the volume (IndexError), a bound outside
+    it and an empty selection (ValueError) are errors that name the valid range.
     """
     if spec is None:
         return list(range(n))
     if isinstance(spec, str):
         spec = _parse(spec)
     if isinstance(spec, slice):
+        for bound in (spec.start, spec.stop):
+            if bound is not None and (not _is_int(bound) or not -n <= bound <= n):
+                raise IndexError(f"slice range {_describe(spec)} reaches outside the volume of {n} slices "
+                                 f"({_valid(n)}; a range a:b needs -{n} <= a, b <= {n})")
+        if spec.step is not None and (not _is_int(spec.step) or spec.step < 1):
+            raise ValueError(f"slice step must be an integer >= 1, got {spec.step!r}")
         idx = list(range(n)[spec])
     else:
         items = [spec] if _is_int(spec) else list(spec) if isinstance(spec, (list, tuple, range)) else None
@@ -137,6 +170,9 @@ def select_slices(spec: SliceSpec, n: int) -> list[int]:
             if not -n <= i < n:
                 raise IndexError(f"slice {i} out of range: the volume has {n} slices ({_valid(n)})")
         idx = [int(i) % n for i in items]
+        dup = sorted({i for i in idx if idx.count(i) > 1})
+        if dup:
+            raise ValueError(f"the slice selection names slice(s) {dup} more than once")
     if not idx:
         raise ValueError(f"the slice selection {_describe(spec)} is empty (the volume has {n} slices, {_valid(n)})")
     return idx

@@ -16,19 +16,20 @@ from typing import Optional
 
 import torch
 
+from operators.checks import check_real
+
 WINDOWS = {"soft-tissue": (40.0, 400.0), "lung": (-600.0, 1500.0), "bone": (300.0, 1500.0), "brain": (40.0, 80.0)}
 
 
 def gaussian_noise(sinogram: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
-    if std < 0:
-        raise ValueError(f"noise std must be >= 0, got {std}")
+    check_real("noise std", std, minimum=0.0)
     return sinogram + std * torch.randn(sinogram.shape, generator=generator, dtype=sinogram.dtype).to(sinogram.device)
 
 
 def poisson_noise(sinogram: torch.Tensor, photons: float, generator: torch.Generator,
                   mu_scale: float = 1.0) -> torch.Tensor:
-    if photons <= 0:
-        raise ValueError(f"photons must be > 0, got {photons}")
+    check_real("photons", photons, above=0.0)
+    check_real("mu_scale", mu_scale, above=0.0)
     rate = photons * torch.exp(-mu_scale * sinogram.double().cpu())
     counts = torch.poisson(rate, generator=generator)
     return (-torch.log(counts.clamp_min(1.0) / photons) / mu_scale).to(sinogram.dtype).to(sinogram.device)

@@ -150,12 +150,19 @@ class FastMRIVolume:
                                 "expected 3 (slices, H, W) or 4 (slices, coils, H, W)")
             if ks.dtype.kind != "c":
                 raise DataError(f"{self.path}: k-space is not complex (dtype {ks.dtype})")
+            if 0 in ks.shape:
+                raise DataError(f"{self.path}: k-space has shape {ks.shape}; expected no empty dimension")
             self.is_multicoil = ks.ndim == 4
             self.shape = ks.shape if self.is_multicoil else (ks.shape[0], 1, *ks.shape[1:])
             self.target_key = next((k for k in _TARGET_KEYS[self.is_multicoil] if k in f), None)
             self._check_target(f)
             self.mask = self._read_mask(f)
             self.attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            if "max" in self.attrs and not (isinstance(self.attrs["max"], (int, float)) and
+                                            not isinstance(self.attrs["max"], bool) and
+                                            np.isfinite(self.attrs["max"]) and self.attrs["max"] > 0):
+                raise DataError(f"{self.path}: attribute 'max' (the data range of the reference) must be a finite "
+                                f"number > 0, got {self.attrs['max']!r}")
             encoding = (*self.shape[-2:], 1)
             recon = (*f[self.target_key].shape[-2:], 1) if self.target_key else encoding
             self.header = self._read_header(f, encoding, recon)
@@ -187,9 +194,13 @@ class FastMRIVolume:
     def _read_mask(self, f: h5py.File) -> torch.Tensor | None:
         if "mask" not in f:
             return None
+        if not isinstance(f["mask"], h5py.Dataset) or f["mask"].dtype.kind not in "biuf":
+            raise DataError(f"{self.path}: mask must be a real array of {self.shape[-1]} entries (k-space W)")
         m = np.asarray(f["mask"], dtype=np.float32)
         if m.size != self.shape[-1]:
             raise DataError(f"{self.path}: mask has shape {m.shape}, expected {self.shape[-1]} entries (k-space W)")
+        if not np.isfinite(m).all() or (m < 0).any() or not (m > 0).any():
+            raise DataError(f"{self.path}: mask must be finite, non-negative and sample at least one line")
         return torch.from_numpy(m.reshape(1, -1))
 
     def _read_header(self, f: h5py.File, encoding, recon) -> FastMRIHeader | None:
@@ -263,6 +274,9 @@ class FastMRIVolume:
             return None
         with self._open() as f:
             t = _read(f[self.target_key], rows)
+        bad = _nonfinite_slices(t, rows)
+        if bad:
+            raise DataError(f"{self.path}: {self.target_key} slice(s) {bad} contain NaN or Inf")
         t = torch.from_numpy(t.astype(np.float32, copy=False))
         return t[0] if single else t
 

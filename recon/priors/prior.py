@@ -26,6 +26,8 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from operators import checks
+
 from . import schedules
 from .parametrizations import Denoiser
 
@@ -132,7 +134,14 @@ class DiffusionPrior(nn.Module):
         return 3 if self.channels == "rgb" else 2
 
     def denoise(self, x: torch.Tensor, sigma: Union[float, torch.Tensor]) -> torch.Tensor:
-        """Tweedie estimate E[x_0 | x] for x = x_0 + sigma z, for a batch (..., H, W) ((..., 3, H, W) for rgb)."""
+        """Tweedie estimate E[x_0 | x] for x = x_0 + sigma z, for a batch (..., H, W) ((..., 3, H, W) for rgb).
+        ``x`` must be finite and ``sigma`` finite and > 0 (ValueError otherwise; ``score`` and ``eps`` too)."""
+        x = checks.as_tensor("denoise: x", x)
+        s_chk = torch.as_tensor(sigma).detach()
+        if s_chk.is_complex() or not bool((torch.isfinite(s_chk) & (s_chk > 0)).all()):
+            raise ValueError(f"sigma must be finite and > 0, got {s_chk.tolist() if s_chk.numel() < 5 else s_chk}")
+        if not checks.is_finite(x):
+            raise ValueError("denoise: x contains NaN or Inf")
         nd = self.image_ndim
         if nd == 3 and (x.dim() < 3 or x.shape[-3] != 3):
             raise ValueError(f"an rgb prior denoises (..., 3, H, W) images, got shape {tuple(x.shape)}")

@@ -22,19 +22,36 @@ mu/mu_water) keeps the invariance but, rightly, not the equivariance: c y is ano
 the training range, whatever the views, coils, detector or k-space units. Noise levels a user states in the
 measurement's units (Score-ALD's ``sigma_y``) are converted with the same factor.
 
+Measurements follow ``operators.checks.as_tensor`` (NumPy arrays converted, integer tensors refused) and are
+taken in single precision, as the networks run: complex128 / float64 data are converted to complex64 / float32,
+and the samples are returned in that precision. A missing prior (None) or an object that is not one is refused.
+
 The samples run as one batch, in chunks of at most ``max_batch``; the reverse-diffusion loop itself is
 ``loop.run``. The callback receives one dict per step (``i``, ``sigma``, ``sigma_next``, ``x``, ``denoised``,
 images in the measurement's scale), as in k-diffusion.
 """
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 from tqdm import tqdm
+
+from operators import checks
+from operators.checks import check_positive  # noqa: F401  (the samplers' setting checks)
+from operators.linop import Linop
+
+
+MAX_COUNT = 1_000_000  # steps, levels, iterations: more is a typo, not a schedule
+
+
+def check_int(name: str, value, minimum: int, maximum: int = MAX_COUNT) -> int:
+    """An integer count setting of a sampler, in [minimum, maximum]."""
+    return checks.check_int(name, value, minimum, maximum)
+
+
+SINGLE = {torch.complex128: torch.complex64, torch.float64: torch.float32}
 
 
 class SamplingError(FloatingPointError):
@@ -46,20 +63,6 @@ def check_finite(x: torch.Tensor, step: int, sigma: float, name: str) -> None:
     if bad.any():
         raise SamplingError(f"{name}: non-finite values in the iterate at step {step} (sigma={sigma:.4g}); "
                             "check the data scaling, the step sizes and the prior")
-
-
-def check_int(name: str, value, minimum: int) -> None:
-    """Validate an integer setting (a count of steps, iterations, levels)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def check_positive(name: str, value, allow_zero: bool = False) -> None:
-    """Validate a finite positive (or non-negative) real setting."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and \
-        (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value!r}")
 
 
 def noise_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -91,8 +94,8 @@ class Sampler:
 
     def __init__(self, progress: bool = False, max_batch: Optional[int] = None, support: bool = True,
                  combine: bool = True):
-        if max_batch is not None and max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1 (or None), got {max_batch}")
+        if max_batch is not None:
+            check_int("max_batch", max_batch, 1)
         self.progress, self.max_batch, self.support, self.combine = progress, max_batch, support, combine
 
     def steps_total(self) -> int:
@@ -107,6 +110,9 @@ class Sampler:
                  shape: Optional[tuple] = None) -> torch.Tensor:
         if prior is None:
             raise ValueError(f"{self.name}: no prior given (load one with recon.priors.load)")
+        if not callable(getattr(prior, "denoise", None)):
+            raise TypeError(f"{self.name}: prior must be a recon.priors.DiffusionPrior (recon.priors.load), "
+                            f"got {type(prior).__name__}")
         check_int("n_samples", n_samples, 1)
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         if self.posterior:
@@ -136,9 +142,11 @@ class Sampler:
         """(Measurement in the prior's range, the reference image A^+ y, the image scale s)."""
         if y is None or A is None:
             raise ValueError(f"{self.name} is a posterior sampler: give the measurement y and the operator A")
-        if not isinstance(y, torch.Tensor):
-            raise TypeError(f"{self.name}: the measurement must be a torch.Tensor, got {type(y).__name__}")
-        if not torch.isfinite(torch.view_as_real(y) if y.is_complex() else y).all():
+        if not isinstance(A, Linop):
+            raise TypeError(f"{self.name}: A must be an operator (operators.Linop), got {type(A).__name__}")
+        y = checks.as_tensor(f"{self.name}: the measurement", y)
+        y = y.to(SINGLE.get(y.dtype, y.dtype))  # the networks run in single precision
+        if not checks.is_finite(y):
             raise ValueError(f"{self.name}: the measurement contains NaN or Inf")
         ref = A.pinv(y)
         norm = A.norm(like=ref)

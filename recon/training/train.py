@@ -21,7 +21,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from operators.checks import check_choice, check_int, check_keys, check_real
 from recon import priors
 from recon.atomic import atomic_path, write_text
 from recon.data.sources import open_source, to_channels
@@ -68,7 +69,63 @@ class TrainConfig:
 
     @staticmethod
     def from_file(path) -> "TrainConfig":
-        return TrainConfig(**json.loads(Path(path).read_text()))
+        """The config of a JSON file, checked (``check``); a misspelled key is refused with the closest name."""
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"train config {p}: no such file")
+        try:
+            raw = json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"train config {p}: not valid JSON ({str(e).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"train config {p}: expected a JSON object of TrainConfig fields, got "
+                             f"{type(raw).__name__}")
+        names = [f.name for f in fields(TrainConfig)]
+        check_keys(f"train config {p}", raw, names)
+        if "out" not in raw:
+            raise ValueError(f"train config {p}: missing 'out' (the output folder)")
+        cfg = TrainConfig(**raw)
+        try:
+            cfg.check()
+        except ValueError as e:
+            raise ValueError(f"train config {p}: {e}") from None
+        return cfg
+
+    def check(self) -> None:
+        """Type and range of every field (errors name the field, the value and what is allowed)."""
+        for name in ("out", "data", "channels", "loss", "betas", "name", "init"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if not self.out:
+            raise ValueError("out must name the output folder, got ''")
+        if not self.data:
+            raise ValueError("data must name the training data (mni152, ct-phantoms, a file or a folder)")
+        check_choice("channels", self.channels, ("complex", "magnitude", "real"))
+        check_choice("loss", self.loss, ("edm", "ve", "vp"))
+        check_choice("betas", self.betas, ("linear", "cosine"))
+        if not isinstance(self.network, dict) or not isinstance(self.network.get("name", "unet"), str):
+            raise ValueError(f"network must be an object with a 'name' and the network's options, got "
+                             f"{self.network!r}")
+        check_int("image_size", self.image_size, 8, 1024)
+        check_int("batch_size", self.batch_size, 1, 4096)
+        check_real("lr", self.lr, above=0.0, maximum=1.0)
+        check_int("warmup", self.warmup, 0)
+        check_int("steps", self.steps, 1, 10_000_000)
+        check_real("ema_decay", self.ema_decay, minimum=0.0, below=1.0)
+        check_real("grad_clip", self.grad_clip, above=0.0)
+        check_int("ckpt_every", self.ckpt_every, 1)
+        check_int("sample_every", self.sample_every, 0)
+        check_int("seed", self.seed, 0, 2**31 - 1)
+        check_real("sigma_min", self.sigma_min, above=0.0)
+        check_real("sigma_max", self.sigma_max, above=self.sigma_min)
+        check_real("sigma_data", self.sigma_data, above=0.0)
+        check_real("p_mean", self.p_mean, minimum=-20.0, maximum=20.0)
+        check_real("p_std", self.p_std, above=0.0, maximum=20.0)
+        check_int("n_timesteps", self.n_timesteps, 2, 100_000)
+        for name in ("amp", "phase_equivariant"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        check_real("phase_smooth", self.phase_smooth, minimum=0.0)
 
 
 def _cpu_has_bf16() -> bool:
@@ -200,6 +257,9 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, device: 
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
             loss = model(x0, n, level)
         opt.zero_grad(set_to_none=True)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"train: the loss is {loss.item()} at step {step + 1}; nothing was saved for "
+                                     f"this step (lower lr, check the data)")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
