@@ -17,7 +17,7 @@ import torch
 from operators import ifft2c
 from operators.checks import check_real
 from recon.apps import io
-from recon.apps.reconstruct import CLASSICAL, MRISettings, reconstruct_slice, resolve_protocol
+from recon.apps.reconstruct import MRISettings, require_posterior, reconstruct_slice, resolve_protocol
 from recon.apps.settings import select_slices
 from recon.data import center_crop, geometry, load_fastmri, sense_combine
 from recon.uncertainty import HEURISTICS, Calibration, calibrate, min_slices
@@ -46,10 +46,7 @@ def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None
     """Calibrate on ``slices`` (None: all) of every file in ``paths`` and write the calibration to ``out``."""
     settings = settings or MRISettings(samples=16)
     settings.check()
-    if settings.method in CLASSICAL:
-        raise ValueError(f"calibration needs a posterior sampler, not the classical method {settings.method!r}")
-    if settings.samples < 2:
-        raise ValueError(f"calibration needs at least 2 samples per slice (--samples), got {settings.samples}")
+    require_posterior(settings, "calibration")
     check_real("level", level, above=0.0, below=1.0)
     if kind not in HEURISTICS:
         raise ValueError(f"heuristic must be one of {', '.join(HEURISTICS)}, got {kind!r}")

@@ -62,6 +62,14 @@ class MRISettings(BaseSettings):
         super().check()
 
 
+def require_posterior(settings: MRISettings, task: str) -> None:
+    """``task`` (uncertainty, calibration) needs a posterior sampler drawing at least 2 samples."""
+    if settings.method in CLASSICAL:
+        raise ValueError(f"{task} needs a posterior sampler, not the classical method {settings.method!r}")
+    if settings.samples < 2:
+        raise ValueError(f"{task} needs at least 2 samples per slice (--samples), got {settings.samples}")
+
+
 def sampler_for(settings: MRISettings):
     """The sampler of ``settings.method`` with its paper's defaults; ``steps`` sets the length (the number of
     noise levels for Score-ALD)."""

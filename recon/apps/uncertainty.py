@@ -17,7 +17,7 @@ import torch
 
 from operators.checks import check_real, is_int
 from recon.apps import io
-from recon.apps.reconstruct import CLASSICAL, MRISettings, reconstruct_slice
+from recon.apps.reconstruct import MRISettings, require_posterior, reconstruct_slice
 from recon.apps.settings import select_slices
 from recon.data import center_crop, load_fastmri
 from recon.apps.calibrate import mvue_reference
@@ -45,10 +45,7 @@ def uncertainty_file(path, out, settings: Optional[MRISettings] = None, slice_in
     sampled k-space (what the samples estimate), else the protocol's reference or the file's target."""
     settings = settings or MRISettings(samples=16)
     settings.check()
-    if settings.method in CLASSICAL:
-        raise ValueError(f"uncertainty needs a posterior sampler, not the classical method {settings.method!r}")
-    if settings.samples < 2:
-        raise ValueError(f"uncertainty needs at least 2 samples, got {settings.samples}")
+    require_posterior(settings, "uncertainty")
     check_real("level", level, above=0.0, below=1.0)
     if std_max is not None:
         check_real("std_max", std_max, above=0.0)
