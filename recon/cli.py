@@ -153,6 +153,22 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
+def _mri_options(p, sampler_help: str) -> None:
+    """The sampling, mask, geometry and prior options shared by reconstruct, uncertainty and calibrate."""
+    p.add_argument("--sampler", default="dds", help=sampler_help)
+    p.add_argument("--mask", default="random")
+    p.add_argument("--acceleration", type=float, default=4.0)
+    p.add_argument("--center-fraction", type=float, default=0.08)
+    p.add_argument("--protocol", default="auto", help="geometry protocol: auto, full-fov, image-crop or kspace-crop "
+                   "(recon.data.geometry; auto: full-fov, or a crop to the prior's grid when it needs one)")
+    p.add_argument("--normalization", help="override the prior's data convention: none, max, percentile[:Q], "
+                   "fixed:VALUE, range:VALUE")
+    p.add_argument("--prior", default="bundled:mni-brain-128")
+    p.add_argument("--steps", type=int, help="sampler steps (levels for score-ald); default: the paper's")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="recon", description="MRI/CT reconstruction with diffusion priors")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -174,19 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconstruct", help="reconstruct fastMRI files: one file, or folders/globs into a submission")
     p.add_argument("file", nargs="+", metavar="file", help="a fastMRI file; several, folders or globs with --out DIR")
     p.add_argument("--slices", help="an index or a range a:b (default: all)")
-    p.add_argument("--sampler", default="dds", help=f"one of {', '.join(reconstruct.METHODS)}")
-    p.add_argument("--mask", default="random")
-    p.add_argument("--acceleration", type=float, default=4.0)
-    p.add_argument("--center-fraction", type=float, default=0.08)
-    p.add_argument("--protocol", default="auto", help="geometry protocol: auto, full-fov, image-crop or kspace-crop "
-                   "(recon.data.geometry; auto: full-fov, or a crop to the prior's grid when it needs one)")
-    p.add_argument("--normalization", help="override the prior's data convention: none, max, percentile[:Q], "
-                   "fixed:VALUE, range:VALUE")
-    p.add_argument("--prior", default="bundled:mni-brain-128")
+    _mri_options(p, f"one of {', '.join(reconstruct.METHODS)}")
     p.add_argument("--samples", type=int, default=1)
-    p.add_argument("--steps", type=int, help="sampler steps (levels for score-ald); default: the paper's")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="result file (one input; default result.h5) or a folder (several inputs, a folder "
                    "or a glob; 'DIR/' for one file): one file per volume in the fastMRI submission layout")
     p.add_argument("--png")
@@ -233,18 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--slice", type=int, default=0)
     p.add_argument("--samples", type=int, default=32)
-    p.add_argument("--sampler", default="dds", help="a posterior sampler: dds, score-mri, score-ald, dps")
-    p.add_argument("--mask", default="random")
-    p.add_argument("--acceleration", type=float, default=4.0)
-    p.add_argument("--center-fraction", type=float, default=0.08)
-    p.add_argument("--protocol", default="auto", help="geometry protocol: auto, full-fov, image-crop or kspace-crop "
-                   "(recon.data.geometry; auto: full-fov, or a crop to the prior's grid when it needs one)")
-    p.add_argument("--normalization", help="override the prior's data convention: none, max, percentile[:Q], "
-                   "fixed:VALUE, range:VALUE")
-    p.add_argument("--prior", default="bundled:mni-brain-128")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    _mri_options(p, "a posterior sampler: dds, score-mri, score-ald, score-sde, dps")
     p.add_argument("--level", type=float, default=0.9, help="central interval for the coverage check")
     p.add_argument("--calibration", help="a calibration file of recon calibrate (same sampler, mask, acceleration): "
                    "also write the calibrated interval lo/hi")
@@ -257,17 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="+", metavar="FILE", help="fastMRI files with fully sampled k-space")
     p.add_argument("--slices", help="an index or a range a:b of every file (default: all)")
     p.add_argument("--samples", type=int, default=16, help="posterior samples per slice")
-    p.add_argument("--sampler", default="dds", help="a posterior sampler: dds, score-mri, score-ald, score-sde, dps")
-    p.add_argument("--mask", default="random")
-    p.add_argument("--acceleration", type=float, default=4.0)
-    p.add_argument("--center-fraction", type=float, default=0.08)
-    p.add_argument("--protocol", default="auto", help="geometry protocol: auto, full-fov, image-crop or kspace-crop")
-    p.add_argument("--normalization", help="override the prior's data convention: none, max, percentile[:Q], "
-                   "fixed:VALUE, range:VALUE")
-    p.add_argument("--prior", default="bundled:mni-brain-128")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    _mri_options(p, "a posterior sampler: dds, score-mri, score-ald, score-sde, dps")
     p.add_argument("--level", type=float, default=0.9, help="nominal coverage of the calibrated intervals")
     p.add_argument("--heuristic", default="quantile", choices=["quantile", "std"],
                    help="interval shape scaled by the calibration: sample quantiles or std")
