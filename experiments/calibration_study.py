@@ -1,16 +1,23 @@
 """Calibrated uncertainty maps per sampler (issue 18): raw coverage, width, std-error rank correlation, and
 conformal risk control (``recon.uncertainty.calibrate``) on held-out simulated slices.
 
-Units: the 10 held-out brain slices (``recon.problems.multicoil_problem``) x ``--seeds`` mask/noise seeds. The
-calibration half is slices 0-4 (all seeds), the test half slices 5-9, so no anatomy is in both. Against the
-complex ground truth, inside the object (|x_true| > 10% of its maximum). Each unit's samples are cached in
-``--cache`` (one .pt per sampler, R, slice, seed), so a run can be stopped and resumed, and ``--analyze`` makes
-the table and figures from whatever the cache holds.
+Units (``--set``):
 
-    OMP_NUM_THREADS=1 python experiments/calibration_study.py --accelerations 8 --samples 6 --seeds 2
+- ``template``: the 10 held-out MNI152 slices (``recon.problems.multicoil_problem``) x ``--seeds`` mask/noise
+  seeds; the calibration half is slices 0-4 (all seeds), the test half slices 5-9, so no anatomy is in both.
+- ``real``: the 15 real MR slices of other scanners and contrasts that registry packages ship
+  (``experiments/prior_generalisation.py``'s ``real`` set: nibabel's EPI, dipy's b0 EPI and coronal T1), simulated
+  as there (8 coils, 30 dB, fastMRI random mask, ESPIRiT); the calibration half is every other slice (0, 2, ...),
+  the test half the rest.
+
+Against the complex ground truth, inside the object (|x_true| > 10% of its maximum). Each unit's samples are cached
+in ``--cache`` (one .pt per sampler, set, R, slice, seed), so a run can be stopped and resumed, and ``--analyze``
+makes the table and figures from whatever the cache holds. Calibration is ``recon.uncertainty.calibrate`` with its
+default rule (``empirical``) and, where there are enough slices, conformal risk control (``crc``).
+
+    OMP_NUM_THREADS=1 python experiments/calibration_study.py --set real --samplers dds50 --accelerations 4,8
 """
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -20,7 +27,11 @@ from recon import plots, priors, samplers
 from recon.problems import multicoil_problem
 from recon.uncertainty import calibrate, coverage, heuristic, object_of, values
 
-CONFIGS = {  # name -> (sampler class, parameters); short step counts (CPU)
+import prior_generalisation as pg
+
+CONFIGS = {  # name -> (sampler class, parameters); short step counts (CPU) unless the name says otherwise
+    "dds50": (samplers.DDS, {}),
+    "dds50-eta1": (samplers.DDS, {"eta": 1.0}),
     "dds": (samplers.DDS, {"steps": 10}),
     "dds-eta1-cg1": (samplers.DDS, {"steps": 10, "eta": 1.0, "cg_iter": 1}),
     "dds-gamma": (samplers.DDS, {"steps": 10, "eta": 1.0, "gamma": 1.0}),
@@ -32,16 +43,36 @@ CONFIGS = {  # name -> (sampler class, parameters); short step counts (CPU)
 CAL, TEST = range(0, 5), range(5, 10)
 
 
-def run_unit(name, acc, sl, seed, n, prior, cache):
-    path = cache / f"{name}_R{acc:g}_s{sl}_seed{seed}.pt"
+def is_cal(set_name, sl):
+    return sl in CAL if set_name == "template" else sl % 2 == 0
+
+
+def real_problem(sl, acc, seed):
+    """Real package slice ``sl`` (0..14, the order of ``prior_generalisation.real_slices``) as a problem."""
+    from operators import MultiCoilMRI, espirit, masks
+    from recon.data import simulate
+    _, _, a = pg.real_slices()[sl]
+    x = pg._p99(torch.from_numpy(a).clamp_min(0)[None])[0].to(torch.complex64)
+    k = simulate.simulate_multicoil(x, simulate.coil_maps(8, tuple(x.shape)), snr_db=30.0, seed=seed)
+    m = masks.get("random", acceleration=acc, center_fraction=0.12)(tuple(k.shape), seed=seed)
+    r_actual = float(m.numel() / m.sum()) if m.dim() else acc
+    return x, m * k, MultiCoilMRI(espirit.maps_for_mask(m * k, m), m), r_actual
+
+
+def run_unit(name, set_name, acc, sl, seed, n, prior, cache):
+    path = cache / f"{name}_{set_name}_R{acc:g}_s{sl}_seed{seed}.pt"
     if path.exists():
         return
     cls, kw = CONFIGS[name]
-    p = multicoil_problem(slice_index=sl, acceleration=acc, seed=seed)
+    if set_name == "template":
+        p = multicoil_problem(slice_index=sl, acceleration=acc, seed=seed)
+        truth, y, A, r_actual = p.x_true, p.y, p.A, p.acceleration
+    else:
+        truth, y, A, r_actual = real_problem(sl, acc, seed)
     t = time.time()
-    x = cls(**kw)(p.y, p.A, prior, n_samples=n, generator=torch.Generator().manual_seed(1000 * seed + sl))
-    torch.save({"samples": x, "truth": p.x_true, "seconds": time.time() - t, "R": p.acceleration}, path)
-    print(f"{name} R={acc:g} slice {sl} seed {seed}: {time.time() - t:.1f} s", flush=True)
+    x = cls(**kw)(y, A, prior, n_samples=n, generator=torch.Generator().manual_seed(1000 * seed + sl))
+    torch.save({"samples": x, "truth": truth, "seconds": time.time() - t, "R": r_actual}, path)
+    print(f"{name} {set_name} R={acc:g} slice {sl} seed {seed}: {time.time() - t:.1f} s", flush=True)
 
 
 def spearman(a, b):
@@ -64,14 +95,17 @@ def analyze(cache, out, level=0.9):
 
     units = {}
     for f in sorted(cache.glob("*.pt")):
-        name, r, s, seed = f.stem.rsplit("_", 3)
-        units.setdefault((name, float(r[1:])), []).append((int(s[1:]), int(seed[4:]), torch.load(f)))
+        parts = f.stem.rsplit("_", 4)
+        if len(parts) == 4 or parts[1] not in ("template", "real"):   # caches written before --set existed
+            parts = ["_".join(parts[:-3]), "template"] + parts[-3:]
+        name, set_name, r, s, seed = parts
+        units.setdefault((name, set_name, float(r[1:])), []).append((int(s[1:]), int(seed[4:]), torch.load(f)))
     rows = []
     levels = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
-    keys = sorted(units, key=lambda k: (k[1], list(CONFIGS).index(k[0]) if k[0] in CONFIGS else 99))
+    keys = sorted(units, key=lambda k: (k[1], k[2], list(CONFIGS).index(k[0]) if k[0] in CONFIGS else 99))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for key in keys:
-        name, acc = key
+        name, set_name, acc = key
         us = units[key]
         allu = [u for _, _, u in us]
         raw_cov, width, rho = [], [], []
@@ -83,12 +117,12 @@ def analyze(cache, out, level=0.9):
             std = (u["samples"] - u["samples"].mean(0)).abs().square().mean(0).sqrt()
             err = (c - values(u["truth"])).abs()
             rho.append(spearman(std[obj].flatten(), err[obj].flatten()))
-        row = {"sampler": name, "R": acc, "units": len(allu), "raw_cov": sum(raw_cov) / len(allu),
+        row = {"sampler": name, "set": set_name, "R": acc, "units": len(allu), "raw_cov": sum(raw_cov) / len(allu),
                "raw_width": sum(width) / len(allu), "spearman": sum(rho) / len(allu),
                "s_per_unit": sum(u["seconds"] for u in allu) / len(allu), "R_actual": allu[0]["R"]}
-        cal = [u for s, _, u in us if s in CAL]
-        test = [u for s, _, u in us if s in TEST]
-        if len(cal) >= 9 and test:
+        cal = [u for s, _, u in us if is_cal(set_name, s)]
+        test = [u for s, _, u in us if not is_cal(set_name, s)]
+        if len(cal) >= 2 and test:
             cb = calibrate([u["samples"] for u in cal], [u["truth"] for u in cal], level, sampler=name)
             covs, ws = [], []
             for u in test:
@@ -103,18 +137,23 @@ def analyze(cache, out, level=0.9):
                   for u in test]
             row.update(lam_std=cs.lam, cal_cov_std=sum(cv) / len(cv), cal_width_std=sum(wv) / len(wv),
                        const_width_std=2 * constant_width(cal, test, sum(cv) / len(cv)))
+            if len(cal) >= 9:
+                cc = calibrate([u["samples"] for u in cal], [u["truth"] for u in cal], level, method="crc")
+                row.update(lam_crc=cc.lam, cal_cov_crc=sum(coverage(*cc.interval(u["samples"]), u["truth"])
+                                                           for u in test) / len(test))
         # reliability: nominal level against empirical coverage (raw; after calibration at each level)
         raw_curve, cal_curve = [], []
         for lv in levels:
             raw_curve.append(sum(coverage(*(lambda c, l, h: (c - l, c + h))(*heuristic(u["samples"], lv)),
                                           u["truth"]) for u in allu) / len(allu))
-            if len(cal) >= max(9, math.ceil(1 / (1 - lv) - 1)) and test:
+            if len(cal) >= 2 and test:
                 cb = calibrate([u["samples"] for u in cal], [u["truth"] for u in cal], lv)
                 cal_curve.append(sum(coverage(*cb.interval(u["samples"]), u["truth"]) for u in test) / len(test))
             else:
                 cal_curve.append(float("nan"))
-        line, = axes[0].plot(levels, raw_curve, "o--", label=f"{name} R={acc:g} raw")
-        axes[0].plot(levels, cal_curve, "s-", color=line.get_color(), label=f"{name} R={acc:g} calibrated")
+        lab = f"{name} {set_name} R={acc:g}"
+        line, = axes[0].plot(levels, raw_curve, "o--", label=f"{lab} raw")
+        axes[0].plot(levels, cal_curve, "s-", color=line.get_color(), label=f"{lab} calibrated")
         row["reliability_raw"], row["reliability_cal"] = raw_curve, cal_curve
         # |error| against std, binned (deciles of std over all object pixels)
         std_all, err_all = [], []
@@ -127,7 +166,7 @@ def analyze(cache, out, level=0.9):
         edges = torch.quantile(s_.double(), torch.linspace(0, 1, 11, dtype=torch.float64))
         b = torch.bucketize(s_.double(), edges[1:-1])
         axes[1].plot([float(s_[b == i].mean()) for i in range(10)], [float(e_[b == i].mean()) for i in range(10)],
-                     "o-", color=line.get_color(), label=f"{name} R={acc:g}")
+                     "o-", color=line.get_color(), label=lab)
         rows.append(row)
     axes[0].plot([0.5, 0.95], [0.5, 0.95], "k:", lw=1)
     axes[0].set_xlabel("nominal level")
@@ -141,16 +180,17 @@ def analyze(cache, out, level=0.9):
     axes[1].set_title("|error| against std, binned", fontsize=9)
     axes[1].legend(fontsize=6)
     plots.save_figure(fig, out / "calibration.png")
-    print("| sampler | R | units | raw 90% coverage | raw mean width | Spearman(std, abs err) | lambda | "
+    print("| sampler | set | R | units | raw 90% coverage | raw mean width | Spearman(std, abs err) | lambda | "
           "calibrated coverage (test half) | calibrated width | constant width, same coverage | "
-          "std-shaped: lambda, coverage, width, constant width | s/unit |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "std-shaped: lambda, coverage, width, constant width | crc: lambda, coverage | s/unit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         cal = (f"{r['lam']:.2f} | {r['cal_cov']:.3f} | {r['cal_width']:.4f} | {r['const_width']:.4f}"
                if "lam" in r else "- | - | - | -")
         cal += (f" | {r['lam_std']:.2f}, {r['cal_cov_std']:.3f}, {r['cal_width_std']:.4f}, {r['const_width_std']:.4f}"
                 if "lam_std" in r else " | -")
-        print(f"| {r['sampler']} | {r['R_actual']:.2f} | {r['units']} | {r['raw_cov']:.3f} | {r['raw_width']:.4f} | "
+        cal += f" | {r['lam_crc']:.2f}, {r['cal_cov_crc']:.3f}" if "lam_crc" in r else " | -"
+        print(f"| {r['sampler']} | {r['set']} | {r['R_actual']:.2f} | {r['units']} | {r['raw_cov']:.3f} | {r['raw_width']:.4f} | "
               f"{r['spearman']:.3f} | {cal} | {r['s_per_unit']:.1f} |")
     import json
     (out / "calibration_study.json").write_text(json.dumps(rows, indent=1))
@@ -162,19 +202,24 @@ def main():
     ap.add_argument("--accelerations", default="8,4")
     ap.add_argument("--samples", type=int, default=6)
     ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--slices", default="0:10", help="held-out slices a:b to run (the analysis uses what exists)")
+    ap.add_argument("--set", default="template", choices=("template", "real"))
+    ap.add_argument("--prior", default="bundled:mni-brain-128")
+    ap.add_argument("--slices", default=None, help="slices a:b to run (default: all of the set; the analysis uses "
+                    "what exists)")
     ap.add_argument("--cache", default="/tmp/calibration_study_cache")
     ap.add_argument("--analyze", action="store_true", help="only make the table and figures from the cache")
     args = ap.parse_args()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     if not args.analyze:
-        prior = priors.load("bundled:mni-brain-128")
+        prior = priors.load(args.prior)
+        n_set = 10 if args.set == "template" else len(pg.real_slices())
+        rng = range(*map(int, args.slices.split(":"))) if args.slices else range(n_set)
         for acc in [float(a) for a in args.accelerations.split(",")]:
             for name in args.samplers.split(","):
                 for seed in range(args.seeds):
-                    for sl in range(*map(int, args.slices.split(":"))):
-                        run_unit(name, acc, sl, seed, args.samples, prior, cache)
+                    for sl in rng:
+                        run_unit(name, args.set, acc, sl, seed, args.samples, prior, cache)
     analyze(cache, Path("experiments/results"))
 
 

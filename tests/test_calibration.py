@@ -42,31 +42,46 @@ def _synthetic_slices(n, seed, spread=0.3, size=12, n_samples=8):
     return out
 
 
-def test_calibrated_coverage_is_at_least_the_level_in_expectation():
-    """Averaged over many random calibration/test splits of exchangeable slices, the calibrated 90% intervals cover
-    at least 90% of the object pixels of the test slices (the conformal risk control guarantee); the raw quantile
-    intervals of the under-dispersed sampler do not, so replacing the calibration by them fails this test."""
-    units = _synthetic_slices(40, 1)
+def _split_coverage(method, n_cal, trials=100, n_units=40):
+    units = _synthetic_slices(n_units, 1)
     g = _gen(2)
-    n_cal, cal_cov, raw_cov = 19, [], []
-    for _ in range(100):
+    cal_cov, raw_cov = [], []
+    for _ in range(trials):
         perm = torch.randperm(len(units), generator=g).tolist()
         cal, test = [units[i] for i in perm[:n_cal]], [units[i] for i in perm[n_cal:]]
-        cb = calibrate([x for x, _ in cal], [r for _, r in cal], level=0.9)
+        cb = calibrate([x for x, _ in cal], [r for _, r in cal], level=0.9, method=method)
         for x, r in test:
             cal_cov.append(coverage(*cb.interval(x), r))
             c, lo, up = heuristic(x, 0.9)
             raw_cov.append(coverage(c - lo, c + up, r))
-    mean_cal, mean_raw = sum(cal_cov) / len(cal_cov), sum(raw_cov) / len(raw_cov)
+    return sum(cal_cov) / len(cal_cov), sum(raw_cov) / len(raw_cov)
+
+
+def test_calibrated_coverage_is_at_least_the_level_in_expectation():
+    """Averaged over many random calibration/test splits of exchangeable slices, the conformal-risk-control
+    intervals (method crc) cover at least 90% of the object pixels of the test slices (its guarantee); the raw
+    quantile intervals of the under-dispersed sampler do not, so replacing the calibration by them fails this
+    test."""
+    n_cal = 19
+    mean_cal, mean_raw = _split_coverage("crc", n_cal)
     assert mean_cal >= 0.9 - 0.005, mean_cal
     assert mean_cal <= 0.9 + 2 / (n_cal + 1) + 0.01  # and not trivially wide (CRC's upper bound, continuous loss)
     assert mean_raw < 0.6, mean_raw                  # the raw intervals miss: the test tells the two apart
 
 
+def test_empirical_calibration_covers_near_the_level_with_few_slices():
+    """The default (empirical) rule with only 5 calibration slices, where crc refuses: coverage near 90% in
+    expectation (within 1.5 points, inside its worst-case guarantee of 0.9 - 0.1/6), not the raw 0.4."""
+    mean_cal, mean_raw = _split_coverage("empirical", 5, trials=60)
+    assert abs(mean_cal - 0.9) < 0.015, mean_cal
+    assert mean_cal >= 0.9 - 0.1 / 6
+    assert mean_raw < 0.6, mean_raw
+
+
 def test_lambda_is_the_smallest_value_meeting_the_corrected_risk_bound():
     units = _synthetic_slices(12, 3)
     xs, rs = [x for x, _ in units], [r for _, r in units]
-    cb = calibrate(xs, rs, level=0.9, kind="std")
+    cb = calibrate(xs, rs, level=0.9, kind="std", method="crc")
     n = len(units)
 
     def bound(lam):
@@ -78,6 +93,11 @@ def test_lambda_is_the_smallest_value_meeting_the_corrected_risk_bound():
     c, lo, up = heuristic(xs[0], 0.9, "std")
     a, b = cb.interval(xs[0])
     assert torch.allclose(a, c - cb.lam * lo) and torch.allclose(b, c + cb.lam * up)
+    emp = calibrate(xs, rs, level=0.9, kind="std")       # empirical: R_n(lam) <= 0.1 at the smallest lam
+    risk = lambda lam: sum(1 - coverage(*Calibration(lam, 0.9, "std", n, 0, 0).interval(x), r)  # noqa: E731
+                           for x, r in units) / n
+    assert emp.method == "empirical" and emp.lam < cb.lam
+    assert risk(emp.lam) <= 0.1 + 1e-9 and risk(emp.lam * (1 - 1e-4)) > 0.1
 
 
 def test_save_load_round_trip_and_mismatched_settings_refused(tmp_path):
@@ -112,10 +132,14 @@ def test_bad_input_is_refused_with_one_clear_error():
         with pytest.raises(ValueError, match="level"):
             calibrate(xs, rs, level=level)
     with pytest.raises(ValueError, match="needs at least 9 calibration slices"):
-        calibrate(xs[:5], rs[:5], level=0.9)
+        calibrate(xs[:5], rs[:5], level=0.9, method="crc")
+    with pytest.raises(ValueError, match="at least 2 calibration slices"):
+        calibrate(xs[:1], rs[:1], level=0.9)
+    with pytest.raises(ValueError, match="method must be one of empirical, crc"):
+        calibrate(xs, rs, method="bonferroni")
     with pytest.raises(ValueError, match="one of each per calibration slice"):
         calibrate(xs, rs[:-1])
-    assert min_slices(0.9) == 9 and min_slices(0.5) == 1
+    assert min_slices(0.9, "crc") == 9 and min_slices(0.5, "crc") == 1 and min_slices(0.9) == 2
 
 
 def test_recon_calibrate_then_uncertainty_with_the_calibration(tmp_path, capsys):
@@ -141,6 +165,9 @@ def test_recon_calibrate_then_uncertainty_with_the_calibration(tmp_path, capsys)
                  "--out", str(tmp_path / "u8.h5")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "made for acceleration 4.0, not 8.0" in err[0]
-    assert main(["--quiet", "calibrate", str(sim), *common, "--out", str(tmp_path / "c9.json")]) == 2
-    assert "needs at least 9 slices" in capsys.readouterr().err
+    assert main(["--quiet", "calibrate", str(sim), *common, "--method", "crc",
+                 "--out", str(tmp_path / "c9.json")]) == 2
+    assert "(crc) at level 0.9 needs at least 9 slices" in capsys.readouterr().err
+    assert main(["--quiet", "calibrate", str(sim), *common, "--slices", "0", "--out", str(tmp_path / "c1.json")]) == 2
+    assert "needs at least 2 slices" in capsys.readouterr().err
     assert sim.read_bytes() == before

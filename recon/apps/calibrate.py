@@ -20,7 +20,7 @@ from recon.apps import io
 from recon.apps.reconstruct import MRISettings, require_posterior, reconstruct_slice, resolve_protocol
 from recon.apps.settings import select_slices
 from recon.data import center_crop, geometry, load_fastmri, sense_combine
-from recon.uncertainty import HEURISTICS, Calibration, calibrate, min_slices
+from recon.uncertainty import HEURISTICS, METHODS, Calibration, calibrate, guaranteed_miscoverage, min_slices
 
 
 def mvue_reference(k: torch.Tensor, vol, settings: MRISettings, prior, result) -> torch.Tensor:
@@ -42,7 +42,7 @@ def check_retrospective(path, vol) -> None:
 
 
 def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None, slices=None, level: float = 0.9,
-                    kind: str = "quantile", progress: bool = False) -> Calibration:
+                    kind: str = "quantile", progress: bool = False, method: str = "empirical") -> Calibration:
     """Calibrate on ``slices`` (None: all) of every file in ``paths`` and write the calibration to ``out``."""
     settings = settings or MRISettings(samples=16)
     settings.check()
@@ -50,6 +50,8 @@ def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None
     check_real("level", level, above=0.0, below=1.0)
     if kind not in HEURISTICS:
         raise ValueError(f"heuristic must be one of {', '.join(HEURISTICS)}, got {kind!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     paths = [paths] if isinstance(paths, (str, bytes)) or not isinstance(paths, Sequence) else list(paths)
     if not paths:
         raise ValueError("give at least one fastMRI file to calibrate on")
@@ -58,8 +60,9 @@ def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None
     for p, vol in vols:
         check_retrospective(p, vol)
     plan = [(p, vol, i) for p, vol in vols for i in select_slices(slices, vol.num_slices)]
-    if len(plan) < min_slices(level):
-        raise ValueError(f"calibration at level {level:g} needs at least {min_slices(level)} slices, the selection "
+    if len(plan) < min_slices(level, method):
+        raise ValueError(f"calibration ({method}) at level {level:g} needs at least {min_slices(level, method)} "
+                         f"slices, the selection "
                          f"gives {len(plan)}; add files or slices (or lower --level)")
     prior = settings.load_prior()
     samples, refs = [], []
@@ -72,7 +75,7 @@ def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None
         refs.append(mvue_reference(k, vol, settings, prior, r))
         if progress:
             print(f"calibration slice {n + 1}/{len(plan)} ({p}, slice {i})", flush=True)
-    cal = calibrate(samples, refs, level, kind=kind, sampler=settings.method, mask=settings.mask,
+    cal = calibrate(samples, refs, level, kind=kind, method=method, sampler=settings.method, mask=settings.mask,
                     acceleration=float(settings.acceleration), steps=settings.steps, prior=settings.prior,
                     info={"samples": settings.samples, "protocol": settings.protocol,
                           "center_fraction": settings.center_fraction, "files": [str(p) for p in paths]})
@@ -81,10 +84,10 @@ def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None
 
 
 def command(paths, out, settings: MRISettings, slices=None, level: float = 0.9, kind: str = "quantile",
-            progress: bool = True) -> int:
-    cal = calibrate_files(paths, out, settings, slices, level=level, kind=kind, progress=progress)
+            progress: bool = True, method: str = "empirical") -> int:
+    cal = calibrate_files(paths, out, settings, slices, level=level, kind=kind, progress=progress, method=method)
     print(f"{cal.slices} calibration slices: raw {level:.0%} intervals cover {cal.raw_coverage:.3f} of object pixels; "
-          f"calibrated scale lambda = {cal.lam:.3g} (empirical miscoverage {cal.risk:.3f}; guarantee: expected "
-          f"miscoverage of a new exchangeable slice <= {1 - level:.2g})")
+          f"calibrated scale lambda = {cal.lam:.3g} (empirical miscoverage {cal.risk:.3f}; guarantee ({method}): "
+          f"expected miscoverage of a new exchangeable slice <= {guaranteed_miscoverage(cal):.3g})")
     print(f"wrote {out}")
     return 0
