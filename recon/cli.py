@@ -118,7 +118,7 @@ def _uncertainty(args) -> int:
 
 def _calibrate(args) -> int:
     return calibrate.command(args.file, args.out, _mri_settings(args), args.slices or None, level=args.level,
-                             kind=args.heuristic, progress=not args.quiet)
+                             kind=args.heuristic, progress=not args.quiet, method=args.method)
 
 
 def _sweep(args) -> int:
@@ -253,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=16, help="posterior samples per slice")
     _mri_options(p, "a posterior sampler: dds, score-mri, score-ald, score-sde, dps")
     p.add_argument("--level", type=float, default=0.9, help="nominal coverage of the calibrated intervals")
+    p.add_argument("--method", choices=("empirical", "crc"), default="empirical",
+                   help="empirical: empirical miscoverage <= 1 - level (near-nominal coverage; guaranteed expected "
+                        "miscoverage <= (1 - level) + level/(n+1)); crc: conformal risk control, expected "
+                        "miscoverage <= 1 - level (over-covers with few slices; needs >= 9 slices at 0.9)")
     p.add_argument("--heuristic", default="quantile", choices=["quantile", "std"],
                    help="interval shape scaled by the calibration: sample quantiles or std")
     p.add_argument("--out", default="calibration.json")
