@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 __all__ = ["is_int", "check_int", "check_real", "check_positive", "check_choice", "check_keys", "closest",
-           "as_tensor", "check_finite_tensor", "is_finite"]
+           "as_tensor", "check_finite_tensor", "is_finite", "check_tensor_range"]
 
 
 def is_int(value) -> bool:
@@ -124,4 +124,21 @@ def as_tensor(name: str, x, complex_only: bool = False) -> torch.Tensor:
                         f"(x.float() or x.to(torch.complex64))")
     if complex_only and not x.is_complex():
         raise TypeError(f"{name} must be complex, got dtype {x.dtype}")
+    return x
+
+
+def check_tensor_range(name: str, x: torch.Tensor, minimum: Optional[float] = None, below: Optional[float] = None,
+                       allowed: Optional[str] = None) -> torch.Tensor:
+    """A real tensor without NaN or Inf whose entries are ``>= minimum`` and ``< below``; ``allowed`` names the
+    interval in the message (default: the bounds), which reports the range the values actually span."""
+    if x.is_complex():
+        raise TypeError(f"{name} must be real, got dtype {x.dtype}")
+    check_finite_tensor(name, x)
+    if x.numel() and ((minimum is not None and bool((x < minimum).any())) or
+                      (below is not None and bool((x >= below).any()))):
+        if allowed is None:
+            allowed = " and ".join(p for p in (f">= {minimum:g}" if minimum is not None else "",
+                                              f"< {below:g}" if below is not None else "") if p)
+        raise ValueError(f"{name} must lie in {allowed}, got values from {float(x.min()):.8g} to "
+                         f"{float(x.max()):.8g}")
     return x

@@ -33,12 +33,28 @@ from recon.apps import (calibrate, datasets, demo, evaluate, info, reconstruct, 
                         train, uncertainty)
 
 
+CARTESIAN_OPTIONS = {"--mask": "mask", "--acceleration": "acceleration", "--center-fraction": "center_fraction",
+                     "--protocol": "protocol"}  # option -> MRISettings field; None on the command line: the default
+
+
 def _mri_settings(args) -> reconstruct.MRISettings:
     """The MRI settings shared by ``reconstruct`` and ``uncertainty``."""
-    return reconstruct.MRISettings(method=args.sampler, mask=args.mask, acceleration=args.acceleration,
-                                   center_fraction=args.center_fraction, prior=args.prior, samples=args.samples,
-                                   seed=args.seed, steps=args.steps, device=args.device, protocol=args.protocol,
-                                   normalization=args.normalization)
+    cartesian = {field: getattr(args, field) for field in CARTESIAN_OPTIONS.values()
+                 if getattr(args, field) is not None}
+    return reconstruct.MRISettings(method=args.sampler, prior=args.prior, samples=args.samples, seed=args.seed,
+                                   steps=args.steps, device=args.device, normalization=args.normalization,
+                                   **cartesian)
+
+
+def _refuse_cartesian_options(args, path) -> None:
+    """A non-Cartesian file takes none of the Cartesian sampling options: one line naming the first one given."""
+    from recon.data import noncartesian_io
+
+    given = [opt for opt, field in CARTESIAN_OPTIONS.items() if getattr(args, field) is not None]
+    if given and noncartesian_io.is_noncartesian(path):
+        raise ValueError(f"{given[0]} is a Cartesian sampling option, but {path} holds non-Cartesian samples "
+                         f"(reconstructed by NonCartesianMRI along the file's own trajectory); drop "
+                         f"{', '.join(given)}")
 
 
 def _limited(text):
@@ -97,6 +113,7 @@ def _reconstruct(args) -> int:
                                 acquisition=args.acquisition, extras=args.extras,
                                 batch_slices=1 if args.batch_slices is None else args.batch_slices,
                                 distributed=args.distributed, progress=not args.quiet)
+    _refuse_cartesian_options(args, args.file[0])
     return reconstruct.command(args.file[0], "result.h5" if args.out is None else args.out, _mri_settings(args),
                                args.slices or None, png=args.png, progress=not args.quiet)
 
@@ -137,7 +154,8 @@ def _info(args) -> int:
 
 
 def _simulate(args) -> int:
-    return simulate.command(args.out, args.slices, coils=args.coils, snr=args.snr, size=args.size, seed=args.seed)
+    return simulate.command(args.out, args.slices, coils=args.coils, snr=args.snr, size=args.size, seed=args.seed,
+                            trajectory=args.trajectory, spokes=args.spokes, interleaves=args.interleaves)
 
 
 def _train(args) -> int:
@@ -156,11 +174,11 @@ class _Parser(argparse.ArgumentParser):
 def _mri_options(p, sampler_help: str) -> None:
     """The sampling, mask, geometry and prior options shared by reconstruct, uncertainty and calibrate."""
     p.add_argument("--sampler", default="dds", help=sampler_help)
-    p.add_argument("--mask", default="random")
-    p.add_argument("--acceleration", type=float, default=4.0)
-    p.add_argument("--center-fraction", type=float, default=0.08)
-    p.add_argument("--protocol", default="auto", help="geometry protocol: auto, full-fov, image-crop or kspace-crop "
-                   "(recon.data.geometry; auto: full-fov, or a crop to the prior's grid when it needs one)")
+    p.add_argument("--mask", help="Cartesian mask (operators.masks.available()); default random")
+    p.add_argument("--acceleration", type=float, help="Cartesian mask acceleration; default 4")
+    p.add_argument("--center-fraction", type=float, help="line masks: fully sampled centre fraction; default 0.08")
+    p.add_argument("--protocol", help="geometry protocol: auto, full-fov, image-crop or kspace-crop "
+                   "(recon.data.geometry; default auto: full-fov, or a crop to the prior's grid when it needs one)")
     p.add_argument("--normalization", help="override the prior's data convention: none, max, percentile[:Q], "
                    "fixed:VALUE, range:VALUE")
     p.add_argument("--prior", default="bundled:mni-brain-128")
@@ -298,13 +316,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(func=_info)
 
-    p = sub.add_parser("simulate", help="write held-out brain slices as a fastMRI multi-coil file")
+    p = sub.add_parser("simulate", help="write held-out brain slices as a fastMRI multi-coil file (or, with "
+                       "--trajectory, a non-Cartesian file)")
     p.add_argument("out")
     p.add_argument("--slices", default="0:10")
     p.add_argument("--coils", type=int, default=8)
     p.add_argument("--snr", type=float, default=30.0, help="SNR in dB")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trajectory", help="sample along a non-Cartesian trajectory: radial, golden-angle or spiral "
+                   "(operators.trajectories); writes the layout of recon.data.noncartesian_io")
+    p.add_argument("--spokes", type=int, help=f"radial and golden-angle: number of spokes (default "
+                   f"{simulate.DEFAULT_SPOKES})")
+    p.add_argument("--interleaves", type=int, help=f"spiral: number of interleaves (default "
+                   f"{simulate.DEFAULT_INTERLEAVES})")
     p.set_defaults(func=_simulate)
 
     p = sub.add_parser("train", help="train a prior by denoising score matching")

@@ -12,6 +12,13 @@ attribute, SSIM per slice); under ``kspace-crop`` the reference is the RSS of th
 k-space. The result file holds
 the reconstruction |mean|, the samples, mean and std, the mask and maps, metrics and every setting as
 attributes; it is written atomically (``recon.apps.io``).
+
+A non-Cartesian file (``recon.data.noncartesian_io``: samples, trajectory, density weights) is reconstructed on
+its own image matrix with ``operators.NonCartesianMRI``: ESPIRiT maps from the gridded, fully sampled centre of
+its k-space (``operators.noncartesian.calibration_maps``), then the sampler or classical method; for such data
+``zero-filled`` is the density-compensated gridding image. Cartesian options (a mask, an acceleration, a
+geometry protocol) do not apply and are refused. The result holds the trajectory and density weights in place of
+the mask.
 """
 from __future__ import annotations
 
@@ -23,12 +30,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from operators import MultiCoilMRI, espirit, masks
+from operators import MultiCoilMRI, NonCartesianMRI, espirit, masks, trajectories
+from operators.noncartesian import calibration_maps
 from recon import classical, metrics, samplers
 from recon.apps import io
 from operators.checks import check_choice, check_real
 from recon.apps.settings import BaseSettings, SliceSpec, select_slices
-from recon.data import center_crop, geometry, load_fastmri
+from recon.data import center_crop, geometry, load_fastmri, noncartesian_io
 
 CLASSICAL = {"zero-filled": classical.zero_filled, "cg-sense": classical.cg_sense,
              "l1-wavelet": classical.l1_wavelet, "tv": classical.tv}
@@ -164,6 +172,8 @@ def reconstruct_file(path, out, settings: Optional[MRISettings] = None, slices: 
     ``select_slices``) and write ``out`` (HDF5) and, with ``png``, a figure of the first slice."""
     settings = settings or MRISettings()
     settings.check()
+    if noncartesian_io.is_noncartesian(path):
+        return reconstruct_noncartesian_file(path, out, settings, slices, png=png)
     vol = load_fastmri(path)
     idx = select_slices(slices, vol.num_slices)
     out = io.check_output(out, source=path)
@@ -215,6 +225,77 @@ def reconstruct_file(path, out, settings: Optional[MRISettings] = None, slices: 
         if s.shape[1] > 1:
             panels.append(("std", std[0]))
         io.write_png(png, panels, title=f"{Path(path).name} slice {idx[0]}: {settings.method}")
+    return {"slices": idx, "metrics": rows, "summary": summary, "out": str(out)}
+
+
+def reconstruct_noncartesian_slice(y: torch.Tensor, vol, settings: MRISettings, prior, slice_seed: int):
+    """One slice (C, K) of a non-Cartesian file: (samples (N, H, W), gridding image (H, W), maps (C, H, W))."""
+    dev = torch.device(settings.device)
+    dcf = vol.density if vol.density is not None else trajectories.density_compensation(vol.trajectory, vol.matrix)
+    maps = calibration_maps(y, vol.trajectory, vol.matrix, dcf)
+    y = y.to(dev)
+    A = NonCartesianMRI(maps.to(dev), vol.trajectory, dcf=dcf)
+    if settings.method == "zero-filled":
+        x = A.gridding(y)[None]
+    elif settings.method in CLASSICAL:
+        x = CLASSICAL[settings.method](y, A)[None]
+    else:
+        prior.check_grid(vol.matrix)
+        gen = torch.Generator().manual_seed(slice_seed)
+        x = sampler_for(settings)(y, A, prior.to(dev), n_samples=settings.samples, generator=gen)
+    return x, A.gridding(y), maps
+
+
+def reconstruct_noncartesian_file(path, out, settings: MRISettings, slices: SliceSpec = None, png=None) -> dict:
+    """``reconstruct_file`` for a non-Cartesian file (module docstring)."""
+    if settings.protocol != "auto":
+        raise ValueError(f"--protocol {settings.protocol} is a Cartesian geometry protocol; {path} holds "
+                         f"non-Cartesian samples, reconstructed by NonCartesianMRI on the file's own matrix")
+    vol = noncartesian_io.load_noncartesian(path)
+    idx = select_slices(slices, vol.num_slices)
+    out = io.check_output(out, source=path)
+    prior = None if settings.method in CLASSICAL else settings.load_prior()
+    maxval = float(vol.attrs["max"]) if "max" in vol.attrs else None
+    samples, maps_list, rows = [], [], []
+    for i in idx:
+        x, _, maps = reconstruct_noncartesian_slice(vol.samples(i), vol, settings, prior, settings.seed + i)
+        xc = x.cpu()
+        samples.append(xc)
+        maps_list.append(maps.cpu())
+        ref = vol.target(i)
+        if ref is not None:
+            rec = xc.mean(0).abs()
+            mv = maxval if maxval is not None else float(ref.max())
+            rows.append({"slice": i, "psnr": metrics.psnr(ref, rec, mv), "ssim": metrics.ssim(ref, rec, mv),
+                         "nmse": metrics.nmse(ref, rec)})
+    s = torch.stack(samples)
+    mean = s.mean(1)
+    std = (s - mean[:, None]).abs().square().mean(1).sqrt()
+    summary = {k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "nmse")} if rows else {}
+    density = vol.density if vol.density is not None else \
+        trajectories.density_compensation(vol.trajectory, vol.matrix)
+    arrays = {"reconstruction": mean.abs().numpy().astype(np.float32),
+              "samples": s.numpy().astype(np.complex64),
+              "mean": mean.numpy().astype(np.complex64),
+              "std": std.numpy().astype(np.float32),
+              "maps": torch.stack(maps_list).numpy().astype(np.complex64),
+              "traj": vol.trajectory.numpy().astype(np.float32),
+              "density_weights": density.numpy().astype(np.float32),
+              "slices": np.asarray(idx, dtype=np.int64)}
+    attrs = {"source": str(path), "settings": json.dumps(asdict(settings)), "protocol_used": "non-cartesian",
+             "trajectory": vol.family}
+    attrs.update({k: "" if v is None else v for k, v in asdict(settings).items()})
+    attrs.update(summary)
+    if rows:
+        attrs["metrics"] = json.dumps(rows)
+    io.write_h5(out, arrays, attrs)
+    if png:
+        panels = [("reconstruction |mean|", mean[0].abs())]
+        if vol.has_target:
+            panels.insert(0, ("reference", vol.target(idx[0])))
+        if s.shape[1] > 1:
+            panels.append(("std", std[0]))
+        io.write_png(png, panels, title=f"{Path(path).name} slice {idx[0]}: {settings.method} ({vol.family})")
     return {"slices": idx, "metrics": rows, "summary": summary, "out": str(out)}
 
 
