@@ -1,10 +1,10 @@
 """Package a trained prior as a bundled prior: EMA weights (half precision), config, loss curve, sample grid.
 
-    python experiments/bundle_prior.py out/train-mni128 recon/priors/bundled/mni-brain-128
+    python experiments/bundle_prior.py out/train-mni128 recon/priors/bundled/mni-brain-128 [--large 320]
 
 Writes prior.json/prior.pt (from the training run's prior.json/pt), train_config.json, loss.csv, loss.png and
-samples.png (16 unconditional samples, Heun, 30 levels, seed 0). The model card (MODEL_CARD.md) is written by
-hand next to them.
+samples.png (16 unconditional samples, Heun, 30 levels, seed 0); with ``--large N`` also samples_N.png (4 samples
+at N x N, the same sampler, seed 0). The model card (MODEL_CARD.md) is written by hand next to them.
 """
 import csv
 import shutil
@@ -17,7 +17,7 @@ from recon import plots, priors
 from recon.samplers import Heun
 
 
-def main(run: str, dest: str):
+def main(run: str, dest: str, large: int = 0):
     run, dest = Path(run), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("prior.json", "prior.pt", "loss.csv"):
@@ -43,8 +43,17 @@ def main(run: str, dest: str):
                         title=f"{prior.name}: unconditional samples (HU, window -100/1200)")
     else:
         plots.save_grid(x.abs(), dest / "samples.png", ncols=4, title=f"{prior.name}: unconditional samples (|x|)")
+    if large:
+        with torch.no_grad():
+            x = Heun(steps=30)(prior=prior, n_samples=4, shape=(large, large),
+                               generator=torch.Generator().manual_seed(0))
+        x = x.abs() if x.is_complex() else x
+        plots.save_grid(x, dest / f"samples_{large}.png", ncols=2,
+                        title=f"{prior.name}: unconditional samples at {large} x {large} (|x|)")
     print(f"bundled {run} -> {dest}")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    args = sys.argv[1:]
+    big = int(args[args.index("--large") + 1]) if "--large" in args else 0
+    main(args[0], args[1], big)

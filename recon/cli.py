@@ -31,6 +31,7 @@ from pathlib import Path
 
 from recon.apps import (calibrate, datasets, demo, evaluate, info, reconstruct, reconstruct_ct, simulate, sweep, tasks,
                         train, uncertainty)
+from recon.priors import bundled
 
 
 CARTESIAN_OPTIONS = {"--mask": "mask", "--acceleration": "acceleration", "--center-fraction": "center_fraction",
@@ -181,7 +182,7 @@ def _mri_options(p, sampler_help: str) -> None:
                    "(recon.data.geometry; default auto: full-fov, or a crop to the prior's grid when it needs one)")
     p.add_argument("--normalization", help="override the prior's data convention: none, max, percentile[:Q], "
                    "fixed:VALUE, range:VALUE")
-    p.add_argument("--prior", default="bundled:mni-brain-128")
+    p.add_argument("--prior", default=bundled.DEFAULT_MRI)
     p.add_argument("--steps", type=int, help="sampler steps (levels for score-ald); default: the paper's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -195,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="reconstruct a simulated multi-coil slice with DDS and write a figure")
     p.add_argument("--out", help="figure path (default out/demo.png, or out/demo-ct.png with --ct)")
-    p.add_argument("--prior", help="default bundled:mni-brain-128, or bundled:ct-phantom-128 with --ct")
+    p.add_argument("--prior", help=f"default {bundled.DEFAULT_MRI}, or {bundled.DEFAULT_CT} with --ct")
     p.add_argument("--steps", type=int, default=50, help="DDS steps (network evaluations)")
     p.add_argument("--mask", help="mask name (operators.masks.available()); default random")
     p.add_argument("--acceleration", type=float, help="default 4")
@@ -242,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-mm", type=float, default=3.0, help="pixel size for the photon statistics (Poisson)")
     p.add_argument("--normalization", help="override the prior's data convention: none, max, percentile[:Q], "
                    "fixed:VALUE, range:VALUE")
-    p.add_argument("--prior", default="bundled:ct-phantom-128")
+    p.add_argument("--prior", default=bundled.DEFAULT_CT)
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--steps", type=int)
     p.add_argument("--tv-z", type=float, default=0.0, help="DDS: TV coupling of the slices along z, relative weight (0: off; 1e-4 is a good start)")

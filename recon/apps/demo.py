@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from recon.apps import io
+from recon.priors import bundled
 
 DEMO_FILE = "recon/data/samples/mni152-demo-8coil.h5"
 CT_DEMO_FILE = "recon/data/samples/ct-phantom-demo.h5"
@@ -65,7 +66,7 @@ def mri(out: Optional[str] = None, prior: Optional[str] = None, steps: int = 50,
 
     _check(out, prior, steps, seed)
     check_int("slice", slice_index, 0, 9)
-    prior_name = prior or "bundled:mni-brain-128"
+    prior_name = prior or bundled.DEFAULT_MRI
     MRISettings(method="dds", mask=mask, acceleration=acceleration, center_fraction=0.12, steps=steps,
                 prior=prior_name, seed=seed).check()
     t0 = time.time()
@@ -100,7 +101,7 @@ def ct(out: Optional[str] = None, prior: Optional[str] = None, steps: int = 50, 
     from recon.data.phantoms import mu_to_hu
 
     _check(out, prior, steps, seed)
-    prior_name = prior or "bundled:ct-phantom-128"
+    prior_name = prior or bundled.DEFAULT_CT
     CTSettings(views=views, prior=prior_name, steps=steps, seed=seed).check()
     t0 = time.time()
     img, _, _ = read_input(_ROOT / CT_DEMO_FILE)

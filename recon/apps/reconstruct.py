@@ -37,11 +37,12 @@ from recon.apps import io
 from operators.checks import check_choice, check_real
 from recon.apps.settings import BaseSettings, SliceSpec, select_slices
 from recon.data import center_crop, geometry, load_fastmri, noncartesian_io
+from recon.priors import bundled
 
 CLASSICAL = {"zero-filled": classical.zero_filled, "cg-sense": classical.cg_sense,
              "l1-wavelet": classical.l1_wavelet, "tv": classical.tv}
 METHODS = sorted(CLASSICAL) + sorted(samplers.REGISTRY)
-DEFAULT_PRIOR = "bundled:mni-brain-128"
+DEFAULT_PRIOR = bundled.DEFAULT_MRI
 MAX_ACCELERATION = 1000.0
 
 

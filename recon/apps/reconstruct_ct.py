@@ -33,6 +33,7 @@ from recon import classical, metrics, samplers
 from recon.apps import io
 from recon.apps.settings import BaseSettings, SliceSpec, select_slices
 from recon.data.errors import DataError
+from recon.priors import bundled
 
 BASELINES = ("fbp", "tv")
 METHODS = BASELINES + ("dds", "dps", "score-ald", "score-sde")
@@ -40,7 +41,7 @@ NOISE = ("none", "gaussian", "poisson")
 MAX_GAUSSIAN_STD = 1e4   # line integrals are at most a few hundred: a larger std is a unit mistake
 MAX_PHOTONS = 1e12       # incident photons per bin; beyond this the Poisson draw is not meaningful in double
 MU_WATER_PER_MM = 0.0192  # linear attenuation of water near 70 keV, 1/mm
-DEFAULT_PRIOR = "bundled:ct-phantom-128"
+DEFAULT_PRIOR = bundled.DEFAULT_CT
 
 
 @dataclass(kw_only=True)

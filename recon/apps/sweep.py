@@ -46,6 +46,7 @@ from operators.checks import check_choice, check_int, check_keys, check_real, cl
 from recon.apps import io
 from recon.apps.settings import MAX_SEED, check_prior, check_steps
 from recon.atomic import protected
+from recon.priors import bundled
 
 RUN_FIELDS = ["source", "slice", "mask", "acceleration", "method", "seed", "center_fraction", "steps", "prior"]
 RESULT_FIELDS = ["actual_acceleration", "psnr", "ssim", "nmse", "nfe", "seconds"]
@@ -58,7 +59,7 @@ KEYS = {"out": "a path ending in .csv", "prior": "a prior name or checkpoint pat
         "center_fraction": "a number in (0, 1)", "files": "a list of fastMRI files",
         "slices": "a range 'a:b' (or one index)", "steps": "a table method = steps"}
 HELDOUT_SLICES = 10
-DEFAULT_PRIOR = "bundled:mni-brain-128"
+DEFAULT_PRIOR = bundled.DEFAULT_MRI
 
 
 def _names(p, key, value, choices) -> list:

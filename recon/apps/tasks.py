@@ -14,6 +14,7 @@ import torch
 from operators.checks import check_choice, check_int, check_real, is_finite
 from recon.apps import io
 from recon.apps.settings import check_prior, check_seed, check_steps
+from recon.priors import bundled
 
 TASKS = ("synthesize", "inpaint", "insert", "denoise", "super-resolve", "anomaly")
 IMAGE_SUFFIXES = (".npy", ".pt", ".png")
@@ -21,7 +22,7 @@ HELDOUT_SLICES = 10
 MAX_SYNTHESIS = 256
 MAX_IMAGE_SIDE = 2048
 
-DEFAULTS = {"prior": "bundled:mni-brain-128", "heldout": 5, "steps": 50, "seed": 0, "n": 16, "row": None,
+DEFAULTS = {"prior": bundled.DEFAULT_MRI, "heldout": 5, "steps": 50, "seed": 0, "n": 16, "row": None,
             "col": None, "radius": 8.0, "shape": "circle", "contrast": 0.5, "strength": 0.3, "noise": 0.1,
             "factor": 2}
 _COMMON = {"prior", "seed", "out"}
