@@ -7,6 +7,9 @@ A source is named by a string:
   (random contrasts, bias fields, zooms of about 0.6 to 2 mm pixels, crops, noise; ``recon.data.synth``);
 - ``ct-phantoms``: procedural CT body phantoms (``recon.data.phantoms``), a fresh batch every step, in
   attenuation relative to water divided by 2 (``Normalization("fixed", 2.0)``: air 0, water 0.5, bone ~1);
+- ``ct-anatomy``: anatomical CT head and body slices with texture, implants and CT noise
+  (``recon.data.ct_anatomy``), scaled as ``ct-phantoms``; ``ct-anatomy+phantoms``: three quarters of each batch
+  from ``ct-anatomy``, one quarter from ``ct-phantoms``;
 - a ``.pt`` file holding a tensor (N, H, W), complex or real;
 - a ``.nii``/``.nii.gz`` file or a folder of them: axial slices (needs nibabel);
 - a folder of fastMRI ``.h5`` files: the ``reconstruction_rss``/``_esc`` target slices (real);
@@ -27,7 +30,7 @@ import torch.nn.functional as F
 from operators import espirit, ifft2c
 from recon.priors import Normalization
 
-from . import brain, phantoms, synth
+from . import brain, ct_anatomy, phantoms, synth
 from .coils import center_crop, sense_combine
 from .fastmri import load_fastmri
 
@@ -83,6 +86,26 @@ class PhantomSource:
         return mu / self.normalization.value
 
 
+class AnatomySource(PhantomSource):
+    """An endless source of anatomical CT slices (``recon.data.ct_anatomy``), a fraction ``phantom_fraction``
+    of each batch replaced by procedural phantoms; scaled as ``PhantomSource``."""
+
+    def __init__(self, image_size: int, phantom_fraction: float = 0.0, metal: float = 0.15):
+        if not 0.0 <= phantom_fraction <= 1.0:
+            raise ValueError(f"phantom_fraction must be in [0, 1], got {phantom_fraction!r}")
+        super().__init__(image_size)
+        self.phantom_fraction, self.metal = phantom_fraction, metal
+
+    def batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        k = int(round(n * self.phantom_fraction))
+        parts = []
+        if n - k:
+            parts.append(ct_anatomy.ct_anatomy(n - k, self.image_size, generator, metal=self.metal))
+        if k:
+            parts.append(phantoms.ct_phantom(k, self.image_size, generator))
+        return phantoms.hu_to_mu(torch.cat(parts)) / self.normalization.value
+
+
 def mvue_slices(path) -> torch.Tensor:
     """Complex MVUE images (N, h, w) of every slice of the multi-coil fastMRI file(s) at ``path``."""
     p = Path(path)
@@ -122,13 +145,17 @@ def open_source(spec: str, image_size: int) -> SliceSource:
         return synth.SynthSource(image_size)
     if spec == "ct-phantoms":
         return PhantomSource(image_size)
+    if spec == "ct-anatomy":
+        return AnatomySource(image_size)
+    if spec == "ct-anatomy+phantoms":
+        return AnatomySource(image_size, phantom_fraction=0.25)
     if spec.endswith(":mvue"):
         x = mvue_slices(spec[: -len(":mvue")])
         return SliceSource(_percentile_normalise(_resize(x, image_size)), Normalization("percentile", 99.0), flip=True)
     p = Path(spec)
     if not p.exists():
-        raise FileNotFoundError(f"training data {spec!r}: no such file or folder "
-                                f"(or use 'mni152', 'mni152-synth' or 'ct-phantoms')")
+        raise FileNotFoundError(f"training data {spec!r}: no such file or folder (or use 'mni152', 'mni152-synth', "
+                                f"'ct-phantoms', 'ct-anatomy' or 'ct-anatomy+phantoms')")
     if p.suffix == ".pt":
         x = torch.load(p, weights_only=True)
         if not isinstance(x, torch.Tensor):
