@@ -58,6 +58,21 @@ def _find_int(root: ET.Element, path: tuple[str, ...]) -> int | None:
         return None
 
 
+@contextmanager
+def open_readonly(path):
+    """An HDF5 file opened read-only; h5py's errors become one-line DataErrors naming ``path``."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise DataError(f"{path}: cannot open, the HDF5 file is truncated or corrupt "
+                        f"({str(e).splitlines()[0]})") from None
+    try:
+        with f:
+            yield f
+    except (OSError, KeyError, RuntimeError) as e:
+        raise DataError(f"{path}: cannot read, the HDF5 file is corrupt ({str(e).splitlines()[0]})") from None
+
+
 @dataclass(frozen=True)
 class FastMRIHeader:
     """Sizes from a file's ISMRMRD XML header.
@@ -169,19 +184,8 @@ class FastMRIVolume:
         self.encoding_size = self.header.encoding_size if self.header else encoding
         self.recon_size = self.header.recon_size if self.header else recon
 
-    @contextmanager
     def _open(self):
-        """The file opened read-only; h5py's errors become one-line DataErrors."""
-        try:
-            f = h5py.File(self.path, "r")
-        except OSError as e:
-            raise DataError(f"{self.path}: cannot open, the HDF5 file is truncated or corrupt "
-                            f"({str(e).splitlines()[0]})") from None
-        try:
-            with f:
-                yield f
-        except (OSError, KeyError, RuntimeError) as e:
-            raise DataError(f"{self.path}: cannot read, the HDF5 file is corrupt ({str(e).splitlines()[0]})") from None
+        return open_readonly(self.path)
 
     def _check_target(self, f: h5py.File) -> None:
         if self.target_key is None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import xml.etree.ElementTree as ET
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -36,7 +35,7 @@ from operators import trajectories
 from recon.atomic import atomic_path
 
 from .errors import DataError
-from .fastmri import ISMRMRD_NS
+from .fastmri import ISMRMRD_NS, open_readonly
 
 LAYOUT = "noncartesian-v1"
 KINDS = {"radial": "radial", "golden-angle": "radial", "spiral": "spiral"}  # family -> ISMRMRD trajectory type
@@ -186,18 +185,8 @@ class NonCartesianVolume:
                                             math.isfinite(self.attrs["max"]) and self.attrs["max"] > 0):
                 raise DataError(f"{self.path}: attribute 'max' must be a finite number > 0, got {self.attrs['max']!r}")
 
-    @contextmanager
     def _open(self):
-        try:
-            f = h5py.File(self.path, "r")
-        except OSError as e:
-            raise DataError(f"{self.path}: cannot open, the HDF5 file is truncated or corrupt "
-                            f"({str(e).splitlines()[0]})") from None
-        try:
-            with f:
-                yield f
-        except (OSError, KeyError, RuntimeError) as e:
-            raise DataError(f"{self.path}: cannot read, the HDF5 file is corrupt ({str(e).splitlines()[0]})") from None
+        return open_readonly(self.path)
 
     @property
     def num_slices(self) -> int:
