@@ -39,6 +39,8 @@ from recon import priors, samplers
 from recon.apps.reconstruct_ct import CTSettings, operator, reconstruct, score, simulate
 from recon.data import ct_anatomy, phantoms
 
+import ct_samplers
+
 SETTINGS = {"sparse-30": dict(views=30), "limited-0-120": dict(views=None, limited=(0.0, 120.0))}
 TV_GRID = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
 TV_DEFAULT = CTSettings().tv_lam  # the toolkit's default weight (3e-3), reported as its own row
@@ -106,14 +108,7 @@ def _rows(path):
 
 
 def _append(path, row):
-    new = not os.path.exists(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        if new:
-            w.writeheader()
-        w.writerow(row)
-    print(row, flush=True)
+    ct_samplers.append_row(path, FIELDS, row)
 
 
 def main():

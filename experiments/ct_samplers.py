@@ -37,7 +37,8 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
-def _append(path, fields, row):
+def append_row(path, fields, row):
+    """Append ``row`` to the CSV at ``path`` (header first when the file is new) and print it."""
     new = not os.path.exists(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "a", newline="") as f:
@@ -80,7 +81,7 @@ def main():
                 sec = time.time() - t
                 e = score(img, x)
                 nfe = sampler_for(st).nfe() if m in STEPS else 0
-                _append(args.out, fields, dict(setting=setting, views=len(op.angles), noise=args.noise, method=m,
+                append_row(args.out, fields, dict(setting=setting, views=len(op.angles), noise=args.noise, method=m,
                                                phantom=k, psnr=round(e["psnr"], 3), ssim=round(e["ssim"], 4),
                                                nfe=nfe, seconds=round(sec, 2)))
     summarize(args.out)
@@ -106,7 +107,7 @@ def stack_study(args, prior):
             x = reconstruct(y, op, st, prior)[0]
             e = score(img, x)
             zv = float((x[1:] - x[:-1]).abs().mean() / (img[1:] - img[:-1]).abs().mean())
-            _append(args.out, fields, dict(setting=setting, method="DDS (50 steps)", tv_z=tv_z,
+            append_row(args.out, fields, dict(setting=setting, method="DDS (50 steps)", tv_z=tv_z,
                                            psnr=round(e["psnr"], 3), ssim=round(e["ssim"], 4),
                                            z_variation=round(zv, 3), seconds=round(time.time() - t, 2)))
 
