@@ -202,6 +202,16 @@ def reconstruct_file(path, out, settings: Optional[MRISettings] = None, slices: 
             mv = mv if mv is not None else float(ref.max())
             rows.append({"slice": i, "psnr": metrics.psnr(ref, rec, mv), "ssim": metrics.ssim(ref, rec, mv),
                          "nmse": metrics.nmse(ref, rec)})
+    return _write_results(path, out, settings, samples, rows, idx, png, protocol,
+                          {"mask": torch.stack(mask_list).numpy().astype(np.float32),
+                           "maps": torch.stack(maps_list).numpy().astype(np.complex64)}, {},
+                          lambda shape: center_crop(vol.target(idx[0]), shape) if vol.has_target else None,
+                          settings.method)
+
+
+def _write_results(path, out, settings, samples, rows, idx, png, protocol, arrays, attrs, reference, label):
+    """Write the result file (and figure) of ``samples`` (one (N, h, w) per slice) with the modality's extra
+    ``arrays``/``attrs``; ``reference(shape)`` is the first slice's reference for the figure (or None)."""
     s = torch.stack(samples)                       # (S, N, h, w)
     mean = s.mean(1)
     std = (s - mean[:, None]).abs().square().mean(1).sqrt()
@@ -210,10 +220,9 @@ def reconstruct_file(path, out, settings: Optional[MRISettings] = None, slices: 
               "samples": s.numpy().astype(np.complex64),
               "mean": mean.numpy().astype(np.complex64),
               "std": std.numpy().astype(np.float32),
-              "mask": torch.stack(mask_list).numpy().astype(np.float32),
-              "maps": torch.stack(maps_list).numpy().astype(np.complex64),
+              **arrays,
               "slices": np.asarray(idx, dtype=np.int64)}
-    attrs = {"source": str(path), "settings": json.dumps(asdict(settings)), "protocol_used": protocol}
+    attrs = {"source": str(path), "settings": json.dumps(asdict(settings)), "protocol_used": protocol, **attrs}
     attrs.update({k: "" if v is None else v for k, v in asdict(settings).items()})
     attrs.update(summary)
     if rows:
@@ -221,11 +230,12 @@ def reconstruct_file(path, out, settings: Optional[MRISettings] = None, slices: 
     io.write_h5(out, arrays, attrs)
     if png:
         panels = [("reconstruction |mean|", mean[0].abs())]
-        if vol.has_target:
-            panels.insert(0, ("reference", center_crop(vol.target(idx[0]), tuple(mean.shape[-2:]))))
+        ref = reference(tuple(mean.shape[-2:]))
+        if ref is not None:
+            panels.insert(0, ("reference", ref))
         if s.shape[1] > 1:
             panels.append(("std", std[0]))
-        io.write_png(png, panels, title=f"{Path(path).name} slice {idx[0]}: {settings.method}")
+        io.write_png(png, panels, title=f"{Path(path).name} slice {idx[0]}: {label}")
     return {"slices": idx, "metrics": rows, "summary": summary, "out": str(out)}
 
 
@@ -269,35 +279,15 @@ def reconstruct_noncartesian_file(path, out, settings: MRISettings, slices: Slic
             mv = maxval if maxval is not None else float(ref.max())
             rows.append({"slice": i, "psnr": metrics.psnr(ref, rec, mv), "ssim": metrics.ssim(ref, rec, mv),
                          "nmse": metrics.nmse(ref, rec)})
-    s = torch.stack(samples)
-    mean = s.mean(1)
-    std = (s - mean[:, None]).abs().square().mean(1).sqrt()
-    summary = {k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "nmse")} if rows else {}
     density = vol.density if vol.density is not None else \
         trajectories.density_compensation(vol.trajectory, vol.matrix)
-    arrays = {"reconstruction": mean.abs().numpy().astype(np.float32),
-              "samples": s.numpy().astype(np.complex64),
-              "mean": mean.numpy().astype(np.complex64),
-              "std": std.numpy().astype(np.float32),
-              "maps": torch.stack(maps_list).numpy().astype(np.complex64),
-              "traj": vol.trajectory.numpy().astype(np.float32),
-              "density_weights": density.numpy().astype(np.float32),
-              "slices": np.asarray(idx, dtype=np.int64)}
-    attrs = {"source": str(path), "settings": json.dumps(asdict(settings)), "protocol_used": "non-cartesian",
-             "trajectory": vol.family}
-    attrs.update({k: "" if v is None else v for k, v in asdict(settings).items()})
-    attrs.update(summary)
-    if rows:
-        attrs["metrics"] = json.dumps(rows)
-    io.write_h5(out, arrays, attrs)
-    if png:
-        panels = [("reconstruction |mean|", mean[0].abs())]
-        if vol.has_target:
-            panels.insert(0, ("reference", vol.target(idx[0])))
-        if s.shape[1] > 1:
-            panels.append(("std", std[0]))
-        io.write_png(png, panels, title=f"{Path(path).name} slice {idx[0]}: {settings.method} ({vol.family})")
-    return {"slices": idx, "metrics": rows, "summary": summary, "out": str(out)}
+    return _write_results(path, out, settings, samples, rows, idx, png, "non-cartesian",
+                          {"maps": torch.stack(maps_list).numpy().astype(np.complex64),
+                           "traj": vol.trajectory.numpy().astype(np.float32),
+                           "density_weights": density.numpy().astype(np.float32)},
+                          {"trajectory": vol.family},
+                          lambda shape: vol.target(idx[0]) if vol.has_target else None,
+                          f"{settings.method} ({vol.family})")
 
 
 def command(path, out, settings: MRISettings, slices: SliceSpec = None, png=None, progress: bool = True) -> int:
