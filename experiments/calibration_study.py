@@ -41,6 +41,7 @@ CONFIGS = {  # name -> (sampler class, parameters); short step counts (CPU) unle
     "score-sde": (samplers.ScoreSDE, {"steps": 10}),
 }
 CAL, TEST = range(0, 5), range(5, 10)
+POOL_SIGMA = 1.0   # pixels: the Gaussian window of the pooled std map
 
 
 def is_cal(set_name, sl):
@@ -90,7 +91,12 @@ def constant_width(cal_units, test_units, level_cov):
     return float(torch.quantile(d.double(), min(level_cov, 1.0)))
 
 
-def analyze(cache, out, level=0.9):
+def pooled_std(samples, sigma=POOL_SIGMA):
+    """The per-pixel std with the variance averaged over a Gaussian window of ``sigma`` pixels."""
+    return heuristic(samples, 0.9, "std", smooth=sigma)[1]
+
+
+def analyze(cache, out, level=0.9, n_use=None):
     import matplotlib.pyplot as plt
 
     units = {}
@@ -99,7 +105,12 @@ def analyze(cache, out, level=0.9):
         if len(parts) == 4 or parts[1] not in ("template", "real"):   # caches written before --set existed
             parts = ["_".join(parts[:-3]), "template"] + parts[-3:]
         name, set_name, r, s, seed = parts
-        units.setdefault((name, set_name, float(r[1:])), []).append((int(s[1:]), int(seed[4:]), torch.load(f)))
+        u = torch.load(f)
+        if n_use is not None:
+            if u["samples"].shape[0] < n_use:
+                continue
+            u["samples"] = u["samples"][:n_use]
+        units.setdefault((name, set_name, float(r[1:])), []).append((int(s[1:]), int(seed[4:]), u))
     rows = []
     levels = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
     keys = sorted(units, key=lambda k: (k[1], k[2], list(CONFIGS).index(k[0]) if k[0] in CONFIGS else 99))
@@ -108,7 +119,7 @@ def analyze(cache, out, level=0.9):
         name, set_name, acc = key
         us = units[key]
         allu = [u for _, _, u in us]
-        raw_cov, width, rho = [], [], []
+        raw_cov, width, rho, rho_pooled = [], [], [], []
         for u in allu:
             c, l, h = heuristic(u["samples"], level)
             obj = object_of(u["truth"])
@@ -117,8 +128,10 @@ def analyze(cache, out, level=0.9):
             std = (u["samples"] - u["samples"].mean(0)).abs().square().mean(0).sqrt()
             err = (c - values(u["truth"])).abs()
             rho.append(spearman(std[obj].flatten(), err[obj].flatten()))
+            rho_pooled.append(spearman(pooled_std(u["samples"])[obj].flatten(), err[obj].flatten()))
         row = {"sampler": name, "set": set_name, "R": acc, "units": len(allu), "raw_cov": sum(raw_cov) / len(allu),
                "raw_width": sum(width) / len(allu), "spearman": sum(rho) / len(allu),
+               "spearman_pooled": sum(rho_pooled) / len(allu), "samples": int(allu[0]["samples"].shape[0]),
                "s_per_unit": sum(u["seconds"] for u in allu) / len(allu), "R_actual": allu[0]["R"]}
         cal = [u for s, _, u in us if is_cal(set_name, s)]
         test = [u for s, _, u in us if not is_cal(set_name, s)]
@@ -129,9 +142,16 @@ def analyze(cache, out, level=0.9):
                 lo, hi = cb.interval(u["samples"])
                 covs.append(coverage(lo, hi, u["truth"]))
                 ws.append(float((hi - lo)[object_of(u["truth"])].mean()))
-            row.update(lam=cb.lam, cal_n=len(cal), cal_cov=sum(covs) / len(covs), cal_width=sum(ws) / len(ws))
+            row.update(lam=cb.lam, offset=cb.offset, cal_n=len(cal), cal_cov=sum(covs) / len(covs),
+                       cal_width=sum(ws) / len(ws))
             row["const_width"] = 2 * constant_width(cal, test, row["cal_cov"])
-            cs = calibrate([u["samples"] for u in cal], [u["truth"] for u in cal], level, kind="std")
+            cp = calibrate([u["samples"] for u in cal], [u["truth"] for u in cal], level, offset=0.0)
+            cvp = [coverage(*cp.interval(u["samples"]), u["truth"]) for u in test]
+            wvp = [float((lambda lo, hi: (hi - lo)[object_of(u["truth"])].mean())(*cp.interval(u["samples"])))
+                   for u in test]
+            row.update(cal_cov_plain=sum(cvp) / len(cvp), cal_width_plain=sum(wvp) / len(wvp),
+                       const_width_plain=2 * constant_width(cal, test, sum(cvp) / len(cvp)))
+            cs = calibrate([u["samples"] for u in cal], [u["truth"] for u in cal], level, kind="std", offset=0.0)
             cv = [coverage(*cs.interval(u["samples"]), u["truth"]) for u in test]
             wv = [float((lambda lo, hi: (hi - lo)[object_of(u["truth"])].mean())(*cs.interval(u["samples"])))
                   for u in test]
@@ -180,18 +200,21 @@ def analyze(cache, out, level=0.9):
     axes[1].set_title("|error| against std, binned", fontsize=9)
     axes[1].legend(fontsize=6)
     plots.save_figure(fig, out / "calibration.png")
-    print("| sampler | set | R | units | raw 90% coverage | raw mean width | Spearman(std, abs err) | lambda | "
-          "calibrated coverage (test half) | calibrated width | constant width, same coverage | "
-          "std-shaped: lambda, coverage, width, constant width | crc: lambda, coverage | s/unit |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| sampler | set | R | samples | units | raw 90% coverage | raw mean width | Spearman(std, abs err) | "
+          f"Spearman(pooled std {POOL_SIGMA:g} px) | default calibration: offset, lambda, coverage (test half), width | "
+          "constant width, same coverage | offset 0: coverage, width, constant width | "
+          "std-shaped offset 0: coverage, width, constant width | crc: lambda, coverage | s/unit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        cal = (f"{r['lam']:.2f} | {r['cal_cov']:.3f} | {r['cal_width']:.4f} | {r['const_width']:.4f}"
-               if "lam" in r else "- | - | - | -")
-        cal += (f" | {r['lam_std']:.2f}, {r['cal_cov_std']:.3f}, {r['cal_width_std']:.4f}, {r['const_width_std']:.4f}"
+        cal = (f"{r['offset']:g}, {r['lam']:.2f}, {r['cal_cov']:.3f}, {r['cal_width']:.4f} | {r['const_width']:.4f} | "
+               f"{r['cal_cov_plain']:.3f}, {r['cal_width_plain']:.4f}, {r['const_width_plain']:.4f}"
+               if "lam" in r else "- | - | -")
+        cal += (f" | {r['cal_cov_std']:.3f}, {r['cal_width_std']:.4f}, {r['const_width_std']:.4f}"
                 if "lam_std" in r else " | -")
         cal += f" | {r['lam_crc']:.2f}, {r['cal_cov_crc']:.3f}" if "lam_crc" in r else " | -"
-        print(f"| {r['sampler']} | {r['set']} | {r['R_actual']:.2f} | {r['units']} | {r['raw_cov']:.3f} | {r['raw_width']:.4f} | "
-              f"{r['spearman']:.3f} | {cal} | {r['s_per_unit']:.1f} |")
+        print(f"| {r['sampler']} | {r['set']} | {r['R_actual']:.2f} | {r['samples']} | {r['units']} | {r['raw_cov']:.3f} | "
+              f"{r['raw_width']:.4f} | {r['spearman']:.3f} | {r['spearman_pooled']:.3f} | {cal} | "
+              f"{r['s_per_unit']:.1f} |")
     import json
     (out / "calibration_study.json").write_text(json.dumps(rows, indent=1))
 
@@ -208,6 +231,9 @@ def main():
                     "what exists)")
     ap.add_argument("--cache", default="/tmp/calibration_study_cache")
     ap.add_argument("--analyze", action="store_true", help="only make the table and figures from the cache")
+    ap.add_argument("--use-samples", type=int, default=None, help="analyse the first N samples of each unit")
+    ap.add_argument("--out", default="experiments/results", help="folder of calibration.png / "
+                    "calibration_study.json")
     args = ap.parse_args()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -220,7 +246,7 @@ def main():
                 for seed in range(args.seeds):
                     for sl in rng:
                         run_unit(name, args.set, acc, sl, seed, args.samples, prior, cache)
-    analyze(cache, Path("experiments/results"))
+    analyze(cache, Path(args.out), n_use=args.use_samples)
 
 
 if __name__ == "__main__":

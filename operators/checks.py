@@ -101,7 +101,7 @@ def check_keys(where: str, keys: Iterable[str], valid: Iterable[str]) -> None:
 
 def is_finite(x: torch.Tensor) -> bool:
     """No NaN or Inf in a real or complex tensor."""
-    return bool(torch.isfinite(torch.view_as_real(x) if x.is_complex() else x).all())
+    return bool(torch.isfinite(torch.view_as_real(x.resolve_conj()) if x.is_complex() else x).all())
 
 
 def check_finite_tensor(name: str, x: torch.Tensor) -> torch.Tensor:

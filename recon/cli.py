@@ -134,9 +134,19 @@ def _uncertainty(args) -> int:
                                calibration=args.calibration)
 
 
+def _offset(text: str):
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or auto, got {text!r}") from None
+
+
 def _calibrate(args) -> int:
     return calibrate.command(args.file, args.out, _mri_settings(args), args.slices or None, level=args.level,
-                             kind=args.heuristic, progress=not args.quiet, method=args.method)
+                             kind=args.heuristic, progress=not args.quiet, method=args.method,
+                             offset=args.offset, smooth=args.smooth)
 
 
 def _sweep(args) -> int:
@@ -278,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "miscoverage <= 1 - level (over-covers with few slices; needs >= 9 slices at 0.9)")
     p.add_argument("--heuristic", default="quantile", choices=["quantile", "std"],
                    help="interval shape scaled by the calibration: sample quantiles or std")
+    p.add_argument("--offset", default="auto", type=_offset,
+                   help="floor added to the widths, in units of the slice's mean width: a number >= 0 (the "
+                        "guarantee holds exactly) or auto (the narrowest of 0 ... 16 on the calibration slices)")
+    p.add_argument("--smooth", type=float, default=0.0,
+                   help="pool the widths over a Gaussian window of this many pixels (sigma; 0: per pixel)")
     p.add_argument("--out", default="calibration.json")
     p.set_defaults(func=_calibrate)
 

@@ -81,7 +81,7 @@ def test_empirical_calibration_covers_near_the_level_with_few_slices():
 def test_lambda_is_the_smallest_value_meeting_the_corrected_risk_bound():
     units = _synthetic_slices(12, 3)
     xs, rs = [x for x, _ in units], [r for _, r in units]
-    cb = calibrate(xs, rs, level=0.9, kind="std", method="crc")
+    cb = calibrate(xs, rs, level=0.9, kind="std", method="crc", offset=0.0)
     n = len(units)
 
     def bound(lam):
@@ -93,7 +93,7 @@ def test_lambda_is_the_smallest_value_meeting_the_corrected_risk_bound():
     c, lo, up = heuristic(xs[0], 0.9, "std")
     a, b = cb.interval(xs[0])
     assert torch.allclose(a, c - cb.lam * lo) and torch.allclose(b, c + cb.lam * up)
-    emp = calibrate(xs, rs, level=0.9, kind="std")       # empirical: R_n(lam) <= 0.1 at the smallest lam
+    emp = calibrate(xs, rs, level=0.9, kind="std", offset=0.0)  # empirical: R_n(lam) <= 0.1 at the smallest lam
     risk = lambda lam: sum(1 - coverage(*Calibration(lam, 0.9, "std", n, 0, 0).interval(x), r)  # noqa: E731
                            for x, r in units) / n
     assert emp.method == "empirical" and emp.lam < cb.lam
@@ -107,7 +107,7 @@ def test_save_load_round_trip_and_mismatched_settings_refused(tmp_path):
     path = cb.save(tmp_path / "cal.json")
     assert json.loads(path.read_text())["format"] == "recon-calibration-1"
     back = Calibration.load(path)
-    assert back == cb
+    assert back == cb and back.offset == cb.offset
     lo, hi = back.interval(units[0][0])
     assert torch.equal(lo, cb.interval(units[0][0])[0]) and bool((hi >= lo).all())
     back.check_matches("dds", "random", 4.0)
@@ -140,6 +140,72 @@ def test_bad_input_is_refused_with_one_clear_error():
     with pytest.raises(ValueError, match="one of each per calibration slice"):
         calibrate(xs, rs[:-1])
     assert min_slices(0.9, "crc") == 9 and min_slices(0.5, "crc") == 1 and min_slices(0.9) == 2
+    with pytest.raises(ValueError, match="offset must be a number >= 0 or 'auto'"):
+        calibrate(xs, rs, offset="widest")
+    with pytest.raises(ValueError, match="offset must be a finite number >= 0"):
+        calibrate(xs, rs, offset=-1.0)
+    with pytest.raises(ValueError, match="smooth must be a finite number >= 0"):
+        calibrate(xs, rs, smooth=float("nan"))
+
+
+def _varied_slices(n, seed, informative, size=12, n_samples=16):
+    """Slices whose posterior std varies 400-fold over the pixels; the samples' spread is 0.3 times it
+    (``informative``) or drawn independently of it."""
+    g = _gen(seed)
+    out = []
+    for _ in range(n):
+        m = 1 + torch.rand((size, size), generator=g)
+        s = 0.05 * (0.05 + torch.rand((size, size), generator=g)) ** 2
+        fake = 0.3 * s if informative else 0.3 * 0.05 * (0.05 + torch.rand((size, size), generator=g)) ** 2
+        out.append((m + fake * torch.randn((n_samples, size, size), generator=g),
+                    m + s * torch.randn((size, size), generator=g)))
+    return out
+
+
+def _test_width_and_coverage(cb, units):
+    covs, widths = [], []
+    for x, r in units:
+        lo, hi = cb.interval(x)
+        covs.append(coverage(lo, hi, r))
+        widths.append(float((hi - lo).mean()))
+    return sum(covs) / len(covs), sum(widths) / len(widths)
+
+
+def test_offset_auto_falls_back_to_one_width_when_the_spread_is_uninformative():
+    """A spread unrelated to the error: the floor that ``offset='auto'`` chooses makes the intervals narrower
+    than the spread-shaped ones (offset 0) at about the same coverage; an informative spread keeps a small
+    floor and beats one width per slice."""
+    units = _varied_slices(40, 11, informative=False)
+    cal, test = units[:20], units[20:]
+    auto = calibrate([x for x, _ in cal], [r for _, r in cal], 0.9)
+    plain = calibrate([x for x, _ in cal], [r for _, r in cal], 0.9, offset=0.0)
+    assert auto.offset >= 4.0, auto.offset
+    (ca, wa), (cp, wp) = _test_width_and_coverage(auto, test), _test_width_and_coverage(plain, test)
+    assert abs(ca - 0.9) < 0.03 and abs(cp - 0.9) < 0.03, (ca, cp)
+    assert wa < 0.8 * wp, (wa, wp)
+    units = _varied_slices(40, 12, informative=True)
+    cal, test = units[:20], units[20:]
+    auto = calibrate([x for x, _ in cal], [r for _, r in cal], 0.9)
+    flat = calibrate([x for x, _ in cal], [r for _, r in cal], 0.9, offset=16.0)
+    assert auto.offset <= 1.0, auto.offset
+    assert _test_width_and_coverage(auto, test)[1] < _test_width_and_coverage(flat, test)[1]
+
+
+def test_smoothing_pools_the_spread_and_round_trips():
+    g = _gen(13)
+    x = 1 + 0.1 * torch.randn((4, 16, 16), generator=g)
+    c, lo, up = heuristic(x, 0.9, "std")
+    c2, lo2, up2 = heuristic(x, 0.9, "std", smooth=1.5)
+    assert torch.equal(c, c2)
+    assert float(lo2.std()) < 0.5 * float(lo.std())                   # steadier
+    assert abs(float(lo2.square().mean()) - float(lo.square().mean())) < 0.1 * float(lo.square().mean())
+    flat = torch.ones(5, 9, 9)
+    flat[::2] = 2.0                                                   # std 0.4899 everywhere
+    _, l3, _ = heuristic(flat, 0.9, "std", smooth=2.0)
+    assert torch.allclose(l3, torch.full_like(l3, 0.4898979), atol=1e-5)
+    units = _synthetic_slices(6, 14)
+    cb = calibrate([x for x, _ in units], [r for _, r in units], 0.9, smooth=1.0, offset=0.5)
+    assert (cb.smooth, cb.offset) == (1.0, 0.5)
 
 
 def test_recon_calibrate_then_uncertainty_with_the_calibration(tmp_path, capsys):

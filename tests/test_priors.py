@@ -122,6 +122,8 @@ def test_channel_conventions():
     cplx = DiffusionPrior(VEScore(TinyNet(ch=2), conditioning="sigma"), channels="complex")
     out = cplx.denoise(z.reshape(3, 1, 8, 8), torch.tensor([[0.1], [0.2], [0.3]]))
     assert out.shape == (3, 1, 8, 8) and out.dtype == torch.complex64
+    # a lazily conjugated view (x.conj()) is an ordinary input
+    assert torch.equal(cplx.denoise(z.conj(), 0.2), cplx.denoise(z.conj().resolve_conj(), 0.2))
     with pytest.raises(ValueError, match="real-valued prior cannot denoise a complex"):
         real.denoise(z, 0.3)
     with pytest.raises(ValueError, match="sigma must be a scalar or have the batch shape"):

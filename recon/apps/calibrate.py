@@ -42,7 +42,8 @@ def check_retrospective(path, vol) -> None:
 
 
 def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None, slices=None, level: float = 0.9,
-                    kind: str = "quantile", progress: bool = False, method: str = "empirical") -> Calibration:
+                    kind: str = "quantile", progress: bool = False, method: str = "empirical", offset="auto",
+                    smooth: float = 0.0) -> Calibration:
     """Calibrate on ``slices`` (None: all) of every file in ``paths`` and write the calibration to ``out``."""
     settings = settings or MRISettings(samples=16)
     settings.check()
@@ -52,6 +53,9 @@ def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None
         raise ValueError(f"heuristic must be one of {', '.join(HEURISTICS)}, got {kind!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    check_real("smooth", smooth, minimum=0.0)
+    if offset != "auto":
+        check_real("offset", offset, minimum=0.0)
     paths = [paths] if isinstance(paths, (str, bytes)) or not isinstance(paths, Sequence) else list(paths)
     if not paths:
         raise ValueError("give at least one fastMRI file to calibrate on")
@@ -75,7 +79,7 @@ def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None
         refs.append(mvue_reference(k, vol, settings, prior, r))
         if progress:
             print(f"calibration slice {n + 1}/{len(plan)} ({p}, slice {i})", flush=True)
-    cal = calibrate(samples, refs, level, kind=kind, method=method, sampler=settings.method, mask=settings.mask,
+    cal = calibrate(samples, refs, level, kind=kind, method=method, offset=offset, smooth=smooth, sampler=settings.method, mask=settings.mask,
                     acceleration=float(settings.acceleration), steps=settings.steps, prior=settings.prior,
                     info={"samples": settings.samples, "protocol": settings.protocol,
                           "center_fraction": settings.center_fraction, "files": [str(p) for p in paths]})
@@ -84,10 +88,11 @@ def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None
 
 
 def command(paths, out, settings: MRISettings, slices=None, level: float = 0.9, kind: str = "quantile",
-            progress: bool = True, method: str = "empirical") -> int:
-    cal = calibrate_files(paths, out, settings, slices, level=level, kind=kind, progress=progress, method=method)
+            progress: bool = True, method: str = "empirical", offset="auto", smooth: float = 0.0) -> int:
+    cal = calibrate_files(paths, out, settings, slices, level=level, kind=kind, progress=progress, method=method,
+                          offset=offset, smooth=smooth)
     print(f"{cal.slices} calibration slices: raw {level:.0%} intervals cover {cal.raw_coverage:.3f} of object pixels; "
-          f"calibrated scale lambda = {cal.lam:.3g} (empirical miscoverage {cal.risk:.3f}; guarantee ({method}): "
+          f"calibrated scale lambda = {cal.lam:.3g} with a floor of {cal.offset:g} x the mean width (empirical miscoverage {cal.risk:.3f}; guarantee ({method}): "
           f"expected miscoverage of a new exchangeable slice <= {guaranteed_miscoverage(cal):.3g})")
     print(f"wrote {out}")
     return 0

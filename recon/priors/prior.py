@@ -136,7 +136,7 @@ class DiffusionPrior(nn.Module):
     def denoise(self, x: torch.Tensor, sigma: Union[float, torch.Tensor]) -> torch.Tensor:
         """Tweedie estimate E[x_0 | x] for x = x_0 + sigma z, for a batch (..., H, W) ((..., 3, H, W) for rgb).
         ``x`` must be finite and ``sigma`` finite and > 0 (ValueError otherwise; ``score`` and ``eps`` too)."""
-        x = checks.as_tensor("denoise: x", x)
+        x = checks.as_tensor("denoise: x", x).resolve_conj()
         s_chk = torch.as_tensor(sigma).detach()
         if s_chk.is_complex() or not bool((torch.isfinite(s_chk) & (s_chk > 0)).all()):
             raise ValueError(f"sigma must be finite and > 0, got {s_chk.tolist() if s_chk.numel() < 5 else s_chk}")

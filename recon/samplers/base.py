@@ -59,7 +59,7 @@ class SamplingError(FloatingPointError):
 
 
 def check_finite(x: torch.Tensor, step: int, sigma: float, name: str) -> None:
-    bad = ~torch.isfinite(torch.view_as_real(x) if x.is_complex() else x)
+    bad = ~torch.isfinite(torch.view_as_real(x.resolve_conj()) if x.is_complex() else x)
     if bad.any():
         raise SamplingError(f"{name}: non-finite values in the iterate at step {step} (sigma={sigma:.4g}); "
                             "check the data scaling, the step sizes and the prior")
