@@ -25,23 +25,26 @@ import torch
 
 from recon import plots, priors, samplers
 from recon.problems import multicoil_problem
-from recon.uncertainty import calibrate, coverage, heuristic, object_of, values
+from recon.uncertainty import calibrate, coverage, heuristic, local_rms, object_of, values
 
 import prior_generalisation as pg
 
 CONFIGS = {  # name -> (sampler class, parameters); short step counts (CPU) unless the name says otherwise
-    "dds50": (samplers.DDS, {}),
-    "dds50-eta1": (samplers.DDS, {"eta": 1.0}),
-    "dds": (samplers.DDS, {"steps": 10}),
+    "dds50": (samplers.DDS, {"eta": 0.85}),          # the paper's setting
+    "dds50-eta1": (samplers.DDS, {"eta": 1.0}),       # the toolkit's default
+    "dds": (samplers.DDS, {"steps": 10, "eta": 0.85}),
     "dds-eta1-cg1": (samplers.DDS, {"steps": 10, "eta": 1.0, "cg_iter": 1}),
     "dds-gamma": (samplers.DDS, {"steps": 10, "eta": 1.0, "gamma": 1.0}),
     "score-mri": (samplers.ScoreMRI, {"steps": 10}),
     "dps": (samplers.DPS, {"steps": 10}),
     "score-ald": (samplers.ScoreALD, {"n_levels": 7}),
     "score-sde": (samplers.ScoreSDE, {"steps": 10}),
+    "score-mri30": (samplers.ScoreMRI, {"steps": 30}),
+    "score-sde30": (samplers.ScoreSDE, {"steps": 30}),
 }
 CAL, TEST = range(0, 5), range(5, 10)
 POOL_SIGMA = 1.0   # pixels: the Gaussian window of the pooled std map
+LOCAL_SIGMA = 2.0  # pixels: the Gaussian window of the local rms error
 
 
 def is_cal(set_name, sl):
@@ -83,12 +86,40 @@ def spearman(a, b):
     return float((ra * rb).sum() / (ra.norm() * rb.norm()))
 
 
-def constant_width(cal_units, test_units, level_cov):
-    """The half-width w of [c - w, c + w] whose coverage on the test units equals ``level_cov`` (the calibrated
-    interval's), i.e. the level_cov quantile of |ref - c| over the test object pixels."""
-    d = torch.cat([(values(u["truth"]) - heuristic(u["samples"], 0.9)[0]).abs()[object_of(u["truth"])]
-                   for u in test_units])
-    return float(torch.quantile(d.double(), min(level_cov, 1.0)))
+def _abs_errors(units):
+    return [(values(u["truth"]) - heuristic(u["samples"], 0.9)[0]).abs()[object_of(u["truth"])] for u in units]
+
+
+def constant_width(test_units, coverage_, pooled=False):
+    """The full width 2w of the interval [c - w, c + w] around the mean c whose coverage on the test units equals
+    ``coverage_``: coverage as the mean over slices of each slice's fraction of object pixels (``calibrate``'s
+    risk; found by bisection), or with ``pooled`` over all object pixels of the units together (the quantile of
+    |ref - c|). The two agree when the slices have the same number of object pixels."""
+    d = _abs_errors(test_units)
+    if pooled:
+        return 2 * float(torch.quantile(torch.cat(d).double(), min(coverage_, 1.0)))
+    lo, hi = 0.0, float(max(float(x.max()) for x in d))
+    for _ in range(60):
+        w = (lo + hi) / 2
+        cov = sum(float((x <= w).double().mean()) for x in d) / len(d)
+        lo, hi = (w, hi) if cov < coverage_ else (lo, w)
+    return 2 * hi
+
+
+def evaluate(cb, test_units):
+    """Coverage and mean width of calibration ``cb`` on ``test_units``, per slice averaged and pooled over
+    pixels, with the width of the constant-width interval of the same coverage under each definition."""
+    covs, widths, hit, tot, wsum = [], [], 0, 0, 0.0
+    for u in test_units:
+        lo, hi = cb.interval(u["samples"])
+        obj, r = object_of(u["truth"]), values(u["truth"])
+        inside = ((r >= lo) & (r <= hi))[obj]
+        covs.append(float(inside.double().mean()))
+        widths.append(float((hi - lo)[obj].double().mean()))
+        hit, tot, wsum = hit + int(inside.sum()), tot + int(obj.sum()), wsum + float((hi - lo)[obj].double().sum())
+    cov, cov_p = sum(covs) / len(covs), hit / tot
+    return {"cov": cov, "width": sum(widths) / len(widths), "const": constant_width(test_units, cov),
+            "cov_pooled": cov_p, "width_pooled": wsum / tot, "const_pooled": constant_width(test_units, cov_p, True)}
 
 
 def pooled_std(samples, sigma=POOL_SIGMA):
@@ -99,6 +130,7 @@ def pooled_std(samples, sigma=POOL_SIGMA):
 def analyze(cache, out, level=0.9, n_use=None):
     import matplotlib.pyplot as plt
 
+    out.mkdir(parents=True, exist_ok=True)
     units = {}
     for f in sorted(cache.glob("*.pt")):
         parts = f.stem.rsplit("_", 4)
@@ -119,7 +151,7 @@ def analyze(cache, out, level=0.9, n_use=None):
         name, set_name, acc = key
         us = units[key]
         allu = [u for _, _, u in us]
-        raw_cov, width, rho, rho_pooled = [], [], [], []
+        raw_cov, width, rho, rho_pooled, rho_local, ceiling = [], [], [], [], [], []
         for u in allu:
             c, l, h = heuristic(u["samples"], level)
             obj = object_of(u["truth"])
@@ -129,34 +161,30 @@ def analyze(cache, out, level=0.9, n_use=None):
             err = (c - values(u["truth"])).abs()
             rho.append(spearman(std[obj].flatten(), err[obj].flatten()))
             rho_pooled.append(spearman(pooled_std(u["samples"])[obj].flatten(), err[obj].flatten()))
+            local = local_rms(err, LOCAL_SIGMA)   # local rms of the error
+            rho_local.append(spearman(std[obj].flatten(), local[obj].flatten()))
+            # the rank correlation an exact posterior std would reach if the error std were ``local``:
+            # Spearman(sigma, |sigma z|), z standard normal per pixel
+            z = torch.randn(local.shape, generator=torch.Generator().manual_seed(0))
+            ceiling.append(spearman(local[obj].flatten(), (local * z).abs()[obj].flatten()))
         row = {"sampler": name, "set": set_name, "R": acc, "units": len(allu), "raw_cov": sum(raw_cov) / len(allu),
                "raw_width": sum(width) / len(allu), "spearman": sum(rho) / len(allu),
                "spearman_pooled": sum(rho_pooled) / len(allu), "samples": int(allu[0]["samples"].shape[0]),
+               "spearman_local": sum(rho_local) / len(allu), "spearman_ceiling": sum(ceiling) / len(allu),
                "s_per_unit": sum(u["seconds"] for u in allu) / len(allu), "R_actual": allu[0]["R"]}
         cal = [u for s, _, u in us if is_cal(set_name, s)]
         test = [u for s, _, u in us if not is_cal(set_name, s)]
         if len(cal) >= 2 and test:
             cb = calibrate([u["samples"] for u in cal], [u["truth"] for u in cal], level, sampler=name)
-            covs, ws = [], []
-            for u in test:
-                lo, hi = cb.interval(u["samples"])
-                covs.append(coverage(lo, hi, u["truth"]))
-                ws.append(float((hi - lo)[object_of(u["truth"])].mean()))
-            row.update(lam=cb.lam, offset=cb.offset, cal_n=len(cal), cal_cov=sum(covs) / len(covs),
-                       cal_width=sum(ws) / len(ws))
-            row["const_width"] = 2 * constant_width(cal, test, row["cal_cov"])
-            cp = calibrate([u["samples"] for u in cal], [u["truth"] for u in cal], level, offset=0.0)
-            cvp = [coverage(*cp.interval(u["samples"]), u["truth"]) for u in test]
-            wvp = [float((lambda lo, hi: (hi - lo)[object_of(u["truth"])].mean())(*cp.interval(u["samples"])))
-                   for u in test]
-            row.update(cal_cov_plain=sum(cvp) / len(cvp), cal_width_plain=sum(wvp) / len(wvp),
-                       const_width_plain=2 * constant_width(cal, test, sum(cvp) / len(cvp)))
+            e = evaluate(cb, test)
+            row.update(lam=cb.lam, offset=cb.offset, cal_n=len(cal), cal_cov=e["cov"], cal_width=e["width"],
+                       const_width=e["const"], cal_cov_pooled=e["cov_pooled"], cal_width_pooled=e["width_pooled"],
+                       const_width_pooled=e["const_pooled"])
+            e = evaluate(calibrate([u["samples"] for u in cal], [u["truth"] for u in cal], level, offset=0.0), test)
+            row.update(cal_cov_plain=e["cov"], cal_width_plain=e["width"], const_width_plain=e["const"])
             cs = calibrate([u["samples"] for u in cal], [u["truth"] for u in cal], level, kind="std", offset=0.0)
-            cv = [coverage(*cs.interval(u["samples"]), u["truth"]) for u in test]
-            wv = [float((lambda lo, hi: (hi - lo)[object_of(u["truth"])].mean())(*cs.interval(u["samples"])))
-                  for u in test]
-            row.update(lam_std=cs.lam, cal_cov_std=sum(cv) / len(cv), cal_width_std=sum(wv) / len(wv),
-                       const_width_std=2 * constant_width(cal, test, sum(cv) / len(cv)))
+            e = evaluate(cs, test)
+            row.update(lam_std=cs.lam, cal_cov_std=e["cov"], cal_width_std=e["width"], const_width_std=e["const"])
             if len(cal) >= 9:
                 cc = calibrate([u["samples"] for u in cal], [u["truth"] for u in cal], level, method="crc")
                 row.update(lam_crc=cc.lam, cal_cov_crc=sum(coverage(*cc.interval(u["samples"]), u["truth"])
@@ -201,19 +229,23 @@ def analyze(cache, out, level=0.9, n_use=None):
     axes[1].legend(fontsize=6)
     plots.save_figure(fig, out / "calibration.png")
     print("| sampler | set | R | samples | units | raw 90% coverage | raw mean width | Spearman(std, abs err) | "
-          f"Spearman(pooled std {POOL_SIGMA:g} px) | default calibration: offset, lambda, coverage (test half), width | "
-          "constant width, same coverage | offset 0: coverage, width, constant width | "
+          f"Spearman(pooled std {POOL_SIGMA:g} px) | Spearman(std, local rms error {LOCAL_SIGMA:g} px) | "
+          "exact-posterior ceiling | default calibration: offset, lambda, coverage (test half), width | "
+          "constant width, same coverage | pooled over pixels: coverage, width, constant width | "
+          "offset 0: coverage, width, constant width | "
           "std-shaped offset 0: coverage, width, constant width | crc: lambda, coverage | s/unit |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         cal = (f"{r['offset']:g}, {r['lam']:.2f}, {r['cal_cov']:.3f}, {r['cal_width']:.4f} | {r['const_width']:.4f} | "
+               f"{r['cal_cov_pooled']:.3f}, {r['cal_width_pooled']:.4f}, {r['const_width_pooled']:.4f} | "
                f"{r['cal_cov_plain']:.3f}, {r['cal_width_plain']:.4f}, {r['const_width_plain']:.4f}"
-               if "lam" in r else "- | - | -")
+               if "lam" in r else "- | - | - | -")
         cal += (f" | {r['cal_cov_std']:.3f}, {r['cal_width_std']:.4f}, {r['const_width_std']:.4f}"
                 if "lam_std" in r else " | -")
         cal += f" | {r['lam_crc']:.2f}, {r['cal_cov_crc']:.3f}" if "lam_crc" in r else " | -"
         print(f"| {r['sampler']} | {r['set']} | {r['R_actual']:.2f} | {r['samples']} | {r['units']} | {r['raw_cov']:.3f} | "
-              f"{r['raw_width']:.4f} | {r['spearman']:.3f} | {r['spearman_pooled']:.3f} | {cal} | "
+              f"{r['raw_width']:.4f} | {r['spearman']:.3f} | {r['spearman_pooled']:.3f} | {r['spearman_local']:.3f} | "
+              f"{r['spearman_ceiling']:.3f} | {cal} | "
               f"{r['s_per_unit']:.1f} |")
     import json
     (out / "calibration_study.json").write_text(json.dumps(rows, indent=1))

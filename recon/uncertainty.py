@@ -55,7 +55,9 @@ OBJECT_THRESHOLD = 0.1   # the object: reference magnitude above this fraction o
 HEURISTICS = ("quantile", "std")
 MATCHED = ("sampler", "mask", "acceleration")  # a calibration is refused for other values of these
 METHODS = ("empirical", "crc")
-OFFSETS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 16.0)  # the floors offset="auto" chooses among (x the slice's mean width)
+# the floors offset="auto" chooses among, in units of the slice's intensity (99th percentile of |mean|): 0 and
+# 1e-4 ... 1 in steps of 10^(1/4)
+OFFSETS = (0.0,) + tuple(round(10 ** (k / 4), 6) for k in range(-16, 1))
 
 
 def values(x: torch.Tensor) -> torch.Tensor:
@@ -78,9 +80,9 @@ def _check_samples(samples, name="samples") -> torch.Tensor:
     return samples
 
 
-def _pool(w: torch.Tensor, sigma: float) -> torch.Tensor:
-    """sqrt(G_sigma * w^2): the widths' squares (variances) averaged over a Gaussian window of ``sigma`` pixels
-    (separable, reflected at the border)."""
+def local_rms(w: torch.Tensor, sigma: float) -> torch.Tensor:
+    """sqrt(G_sigma * w^2) of an (H, W) map: its squares (variances, squared errors) averaged over a Gaussian
+    window of ``sigma`` pixels (separable, reflected at the border)."""
     r = max(1, int(math.ceil(3 * sigma)))
     t = torch.arange(-r, r + 1, dtype=torch.float32)
     k = torch.exp(-t * t / (2 * sigma * sigma))
@@ -102,11 +104,11 @@ def heuristic(samples: torch.Tensor, level: float, kind: str = "quantile", smoot
     (l = c - q_lo, u = q_hi - c), ``std`` the per-pixel std sqrt(mean |x_n - mean|^2) (l = u = std).
 
     ``smooth`` > 0 pools each width's square over a Gaussian window of that many pixels (sigma), which steadies a
-    spread estimated from few samples. ``offset`` >= 0 adds a floor of ``offset`` times the slice's mean width
-    m (the mean of (l + u)/2 over the pixels whose |c| exceeds 10% of its maximum) to both widths: the normalised
-    conformity score |ref - c| / (spread + floor) of Papadopoulos et al. (2008); offset 0 is the spread alone, a
-    large offset an interval of one width per slice (scaled by that slice's mean spread). Everything here depends
-    on the samples only, so the calibration guarantee holds for any fixed choice. A tiny floor (1e-6 of the
+    spread estimated from few samples. ``offset`` >= 0 adds a floor of ``offset`` times the slice's intensity
+    (the 99th percentile of |c| over the image) to both widths: the normalised conformity score
+    |ref - c| / (spread + floor) of Papadopoulos et al. (2008). Offset 0 is the spread alone; a large offset
+    gives one width per slice, proportional to its intensity. Everything here depends on the samples only, so the
+    calibration guarantee holds for any fixed choice. A tiny floor (1e-6 of the
     largest width) keeps every width positive, so that every pixel can be covered by scaling."""
     _check_samples(samples)
     if kind not in HEURISTICS:
@@ -121,10 +123,9 @@ def heuristic(samples: torch.Tensor, level: float, kind: str = "quantile", smoot
     else:
         lo = up = (samples - samples.mean(0)).abs().square().mean(0).sqrt().float()
     if smooth > 0:
-        lo, up = _pool(lo, smooth), _pool(up, smooth)
+        lo, up = local_rms(lo, smooth), local_rms(up, smooth)
     if offset > 0:
-        fg = c.abs() > OBJECT_THRESHOLD * c.abs().max()
-        m = float(((lo + up) / 2)[fg].mean()) if bool(fg.any()) else float(((lo + up) / 2).mean())
+        m = float(torch.quantile(c.abs().flatten().double(), 0.99))
         lo, up = lo + offset * m, up + offset * m
     floor = 1e-6 * max(float(lo.max()), float(up.max()), float(c.abs().max()), 1e-30)
     return c, lo.clamp_min(floor), up.clamp_min(floor)
@@ -266,13 +267,14 @@ def calibrate(samples, references, level: float = 0.9, kind: str = "quantile", o
     set, and not per pixel). Nothing is assumed about the sampler.
 
     **Shape of the interval.** ``smooth`` and ``offset`` are passed to ``heuristic``: widths pooled over a Gaussian
-    window of ``smooth`` pixels, plus a floor of ``offset`` times the slice's mean width. A fixed ``offset`` (a
+    window of ``smooth`` pixels, plus a floor of ``offset`` times the slice's intensity. A fixed ``offset`` (a
     number) keeps the guarantee above exactly. ``offset="auto"`` (the default) chooses, among ``OFFSETS``, the one
     whose calibrated intervals are narrowest on average over the calibration slices, then lam for it as above.
     The choice is made on the same slices, so the bound then holds for each candidate but not exactly for the
     choice; the choice is made by width, not by coverage, and every candidate's lam meets the risk target on
     the calibration slices. It protects against a spread that ranks the error poorly: a sampler whose spread
-    carries no information gets (nearly) one width per slice instead of a wider per-pixel interval.
+    carries no information gets (nearly) one width per slice, scaled by its intensity, instead of a wider
+    per-pixel interval.
 
     ``object_masks`` (optional list of boolean (H_i, W_i)) override the object (reference above 10% of its
     maximum). ``record`` (sampler=, mask=, acceleration=, steps=, prior=, info=) is stored on the result.

@@ -92,7 +92,7 @@ def command(paths, out, settings: MRISettings, slices=None, level: float = 0.9, 
     cal = calibrate_files(paths, out, settings, slices, level=level, kind=kind, progress=progress, method=method,
                           offset=offset, smooth=smooth)
     print(f"{cal.slices} calibration slices: raw {level:.0%} intervals cover {cal.raw_coverage:.3f} of object pixels; "
-          f"calibrated scale lambda = {cal.lam:.3g} with a floor of {cal.offset:g} x the mean width (empirical miscoverage {cal.risk:.3f}; guarantee ({method}): "
+          f"calibrated scale lambda = {cal.lam:.3g} with a floor of {cal.offset:g} x the slice intensity (empirical miscoverage {cal.risk:.3f}; guarantee ({method}): "
           f"expected miscoverage of a new exchangeable slice <= {guaranteed_miscoverage(cal):.3g})")
     print(f"wrote {out}")
     return 0
