@@ -146,7 +146,11 @@ def analyze(cache, out, level=0.9, n_use=None):
     rows = []
     levels = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
     keys = sorted(units, key=lambda k: (k[1], k[2], list(CONFIGS).index(k[0]) if k[0] in CONFIGS else 99))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    panels = sorted({(k[1], k[2]) for k in keys})            # one column per (set, R)
+    names = sorted({k[0] for k in keys}, key=lambda n: list(CONFIGS).index(n) if n in CONFIGS else 99)
+    colour = {n: f"C{i % 10}" for i, n in enumerate(names)}
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.3 * len(panels) + 1, 6.6), squeeze=False,
+                             constrained_layout=True)
     for key in keys:
         name, set_name, acc = key
         us = units[key]
@@ -199,9 +203,10 @@ def analyze(cache, out, level=0.9, n_use=None):
                 cal_curve.append(sum(coverage(*cb.interval(u["samples"]), u["truth"]) for u in test) / len(test))
             else:
                 cal_curve.append(float("nan"))
-        lab = f"{name} {set_name} R={acc:g}"
-        line, = axes[0].plot(levels, raw_curve, "o--", label=f"{lab} raw")
-        axes[0].plot(levels, cal_curve, "s-", color=line.get_color(), label=f"{lab} calibrated")
+        col = panels.index((set_name, acc))
+        ax0, ax1 = axes[0, col], axes[1, col]
+        ax0.plot(levels, raw_curve, "o--", color=colour[name], ms=3)
+        ax0.plot(levels, cal_curve, "s-", color=colour[name], ms=3, label=name)
         row["reliability_raw"], row["reliability_cal"] = raw_curve, cal_curve
         # |error| against std, binned (deciles of std over all object pixels)
         std_all, err_all = [], []
@@ -213,20 +218,21 @@ def analyze(cache, out, level=0.9, n_use=None):
         s_, e_ = torch.cat(std_all), torch.cat(err_all)
         edges = torch.quantile(s_.double(), torch.linspace(0, 1, 11, dtype=torch.float64))
         b = torch.bucketize(s_.double(), edges[1:-1])
-        axes[1].plot([float(s_[b == i].mean()) for i in range(10)], [float(e_[b == i].mean()) for i in range(10)],
-                     "o-", color=line.get_color(), label=lab)
+        ax1.loglog([float(s_[b == i].mean()) for i in range(10)], [float(e_[b == i].mean()) for i in range(10)],
+                   "o-", color=colour[name], ms=3, label=name)
         rows.append(row)
-    axes[0].plot([0.5, 0.95], [0.5, 0.95], "k:", lw=1)
-    axes[0].set_xlabel("nominal level")
-    axes[0].set_ylabel("empirical coverage (object pixels)")
-    axes[0].set_title("reliability: raw sample quantiles (--) and calibrated (-)", fontsize=9)
-    axes[0].legend(fontsize=5)
-    lim = max(axes[1].get_xlim()[1], axes[1].get_ylim()[1])
-    axes[1].plot([0, lim], [0, lim], "k:", lw=1)
-    axes[1].set_xlabel("posterior std (decile bin mean)")
-    axes[1].set_ylabel("mean |error| of the mean")
-    axes[1].set_title("|error| against std, binned", fontsize=9)
-    axes[1].legend(fontsize=6)
+    for col, (set_name, acc) in enumerate(panels):
+        ax0, ax1 = axes[0, col], axes[1, col]
+        ax0.plot([0.5, 0.95], [0.5, 0.95], "k:", lw=1)
+        ax0.set_xlabel("nominal level")
+        ax0.set_title(f"{set_name}, R = {acc:g}: raw (--), calibrated (-)", fontsize=8)
+        lo, hi = min(ax1.get_xlim()[0], ax1.get_ylim()[0]), max(ax1.get_xlim()[1], ax1.get_ylim()[1])
+        ax1.plot([lo, hi], [lo, hi], "k:", lw=1)
+        ax1.set_xlabel("posterior std (decile bin mean)")
+        ax1.set_title(f"{set_name}, R = {acc:g}: |error| against std", fontsize=8)
+    axes[0, 0].set_ylabel("empirical coverage (object pixels)")
+    axes[1, 0].set_ylabel("mean |error| of the mean")
+    axes[0, 0].legend(fontsize=6)
     plots.save_figure(fig, out / "calibration.png")
     print("| sampler | set | R | samples | units | raw 90% coverage | raw mean width | Spearman(std, abs err) | "
           f"Spearman(pooled std {POOL_SIGMA:g} px) | Spearman(std, local rms error {LOCAL_SIGMA:g} px) | "

@@ -53,6 +53,7 @@ def test_score_mri_is_exact_when_fourier_coefficients_are_independent():
 @pytest.mark.parametrize("name,sampler,tol", [
     ("score-mri", samplers.ScoreMRI(steps=300), 0.2),
     ("dds", samplers.DDS(steps=50), 0.2),
+    ("dds-paper-eta", samplers.DDS(steps=50, eta=0.85), 0.2),
     ("dds-gamma", samplers.DDS(steps=50, gamma=50.0), 0.2),
     ("dps", samplers.DPS(steps=200, zeta=0.5), 0.2),
 ])
