@@ -54,3 +54,20 @@ def test_zoom_changes_the_field_of_view():
     small, large = (synth.render(maps, c, torch.tensor([p]), 128) for p in (0.6, 2.0))
     frac = [(m > 0.05 * m.max()).float().mean().item() for m in (small, large)]
     assert frac[0] > 0.9 > 0.5 > frac[1]      # 0.6 mm: a crop inside the head; 2 mm: the whole head with margin
+
+
+def test_resolution_randomisation_blurs_and_the_res_source_uses_it():
+    maps = synth.tissue_maps("heldout")[:4]
+
+    def roughness(x):
+        m = x.abs()
+        return float((m[:, 1:] - m[:, :-1]).abs().mean() / m.mean())
+
+    sharp = synth.synthesize(maps, torch.Generator().manual_seed(1), 64, max_noise=0.0)
+    blurred = synth.synthesize(maps, torch.Generator().manual_seed(1), 64, max_noise=0.0, max_blur=4.0,
+                               blur_fraction=1.0)
+    assert roughness(blurred) < 0.85 * roughness(sharp)
+    res = sources.open_source("mni152-synth-res", 64)
+    assert (res.max_blur, res.max_noise) == (1.5, 0.04)
+    x = res.batch(4, torch.Generator().manual_seed(0))
+    assert x.shape == (4, 64, 64) and torch.isfinite(torch.view_as_real(x)).all()

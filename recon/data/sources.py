@@ -5,6 +5,8 @@ A source is named by a string:
   phase (complex), the held-out slab excluded (``recon.data.brain``);
 - ``mni152-synth``: half ``mni152`` slices, half domain-randomised slices synthesised from the MNI152 tissue maps
   (random contrasts, bias fields, zooms of about 0.6 to 2 mm pixels, crops, noise; ``recon.data.synth``);
+  ``mni152-synth-res``: the same with the resolution randomised too (half the synthetic slices blurred by up to
+  1.5 pixels) and noise up to 0.04;
 - ``ct-phantoms``: procedural CT body phantoms (``recon.data.phantoms``), a fresh batch every step, in
   attenuation relative to water divided by 2 (``Normalization("fixed", 2.0)``: air 0, water 0.5, bone ~1);
 - ``ct-anatomy``: anatomical CT head and body slices with texture, implants and CT noise
@@ -143,6 +145,8 @@ def open_source(spec: str, image_size: int) -> SliceSource:
         return SliceSource(mag, Normalization("percentile", 99.0), augment_fn=brain.augment)
     if spec == "mni152-synth":
         return synth.SynthSource(image_size)
+    if spec == "mni152-synth-res":
+        return synth.SynthSource(image_size, max_blur=1.5, max_noise=0.04)
     if spec == "ct-phantoms":
         return PhantomSource(image_size)
     if spec == "ct-anatomy":
@@ -155,6 +159,7 @@ def open_source(spec: str, image_size: int) -> SliceSource:
     p = Path(spec)
     if not p.exists():
         raise FileNotFoundError(f"training data {spec!r}: no such file or folder (or use 'mni152', 'mni152-synth', "
+                                f"'mni152-synth-res', "
                                 f"'ct-phantoms', 'ct-anatomy' or 'ct-anatomy+phantoms')")
     if p.suffix == ".pt":
         x = torch.load(p, weights_only=True)

@@ -144,8 +144,12 @@ def _p99(x: torch.Tensor) -> torch.Tensor:
 
 def synthesize(maps: torch.Tensor, generator: torch.Generator, size: int = 128, kind: Optional[str] = None,
                pixel_range=(0.6, 2.0), max_rotate: float = 30.0, bias: float = 0.3, texture: float = 0.08,
-               max_noise: float = 0.02) -> torch.Tensor:
-    """Random complex slices (n, size, size) complex64 from ``maps`` (n, 4, 196, 196), |x| at its 99th percentile 1."""
+               max_noise: float = 0.02, max_blur: float = 0.0, blur_fraction: float = 0.5) -> torch.Tensor:
+    """Random complex slices (n, size, size) complex64 from ``maps`` (n, 4, 196, 196), |x| at its 99th percentile 1.
+
+    ``max_blur`` > 0 randomises the resolution as well as the pixel size (SynthSeg's random acquisition
+    resolution): a ``blur_fraction`` of the slices is blurred by a Gaussian of width uniform in [0, max_blur]
+    output pixels before the noise, as a lower-resolution or T2*-blurred (EPI) acquisition would be."""
     n, g = len(maps), generator
     c, _ = draw_intensities(n, g, kind)
     lo, hi = math.log(pixel_range[0]), math.log(pixel_range[1])
@@ -157,6 +161,9 @@ def synthesize(maps: torch.Tensor, generator: torch.Generator, size: int = 128, 
     mag = render(maps, c, pixel, size, angle, shift, flip)
     mag = mag * torch.exp(smooth_field(n, size, g, 4, bias))
     mag = mag * (1 + smooth_field(n, size, g, size // 4, 1.0) * texture * torch.rand(n, 1, 1, generator=g))
+    if max_blur > 0:
+        width = max_blur * torch.rand(n, generator=g) * (torch.rand(n, generator=g) < blur_fraction)
+        mag = _blur(mag[:, None], width)[:, 0]
     mag = mag.clamp_min(0) / _p99(mag)
     x = torch.polar(mag, brain.smooth_phase(n, size, g))
     sd = max_noise * torch.rand(n, 1, 1, generator=g)
@@ -170,11 +177,13 @@ class SynthSource:
 
     is_complex = True
 
-    def __init__(self, image_size: int = 128, real_fraction: float = 0.5):
+    def __init__(self, image_size: int = 128, real_fraction: float = 0.5, max_blur: float = 0.0,
+                 max_noise: float = 0.02):
         from recon.priors import Normalization
         if not 0.0 <= real_fraction <= 1.0:
             raise ValueError(f"real_fraction must be in [0, 1], got {real_fraction!r}")
         self.image_size, self.real_fraction = image_size, real_fraction
+        self.max_blur, self.max_noise = max_blur, max_noise
         self.normalization = Normalization("percentile", 99.0)
         self.real = brain.magnitude_slices("train", image_size)
         self.maps = tissue_maps("train")
@@ -187,5 +196,6 @@ class SynthSource:
             parts.append(brain.augment(self.real[idx], generator).to(torch.complex64))
         if n - n_real:
             idx = torch.randint(len(self.maps), (n - n_real,), generator=generator)
-            parts.append(synthesize(self.maps[idx], generator, self.image_size))
+            parts.append(synthesize(self.maps[idx], generator, self.image_size, max_noise=self.max_noise,
+                                    max_blur=self.max_blur))
         return torch.cat(parts)
