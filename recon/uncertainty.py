@@ -45,7 +45,6 @@ def summarize(samples: torch.Tensor, reference: Optional[torch.Tensor] = None, l
 # Distribution-free calibration of the per-pixel intervals (conformal risk control).
 
 import json as _json
-import math
 import math as _math
 from dataclasses import asdict as _asdict, dataclass as _dataclass, field as _field
 from pathlib import Path as _Path
@@ -83,7 +82,7 @@ def _check_samples(samples, name="samples") -> torch.Tensor:
 def local_rms(w: torch.Tensor, sigma: float) -> torch.Tensor:
     """sqrt(G_sigma * w^2) of an (H, W) map: its squares (variances, squared errors) averaged over a Gaussian
     window of ``sigma`` pixels (separable, reflected at the border)."""
-    r = max(1, int(math.ceil(3 * sigma)))
+    r = max(1, int(_math.ceil(3 * sigma)))
     t = torch.arange(-r, r + 1, dtype=torch.float32)
     k = torch.exp(-t * t / (2 * sigma * sigma))
     k = k / k.sum()
@@ -108,13 +107,18 @@ def heuristic(samples: torch.Tensor, level: float, kind: str = "quantile", smoot
     (the 99th percentile of |c| over the image) to both widths: the normalised conformity score
     |ref - c| / (spread + floor) of Papadopoulos et al. (2008). Offset 0 is the spread alone; a large offset
     gives one width per slice, proportional to its intensity. Everything here depends on the samples only, so the
-    calibration guarantee holds for any fixed choice. A tiny floor (1e-6 of the
-    largest width) keeps every width positive, so that every pixel can be covered by scaling."""
+    calibration guarantee holds for any fixed choice. A tiny floor (1e-6 of the largest width) keeps every width
+    positive, so that every pixel can be covered by scaling."""
+    check_real("offset", offset, minimum=0.0)
+    return _with_floor(*_spread(samples, level, kind, smooth), offset)
+
+
+def _spread(samples: torch.Tensor, level: float, kind: str, smooth: float):
+    """``heuristic`` without the floors: c and the (pooled) widths l, u."""
     _check_samples(samples)
     if kind not in HEURISTICS:
         raise ValueError(f"heuristic must be one of {', '.join(HEURISTICS)}, got {kind!r}")
     check_real("smooth", smooth, minimum=0.0)
-    check_real("offset", offset, minimum=0.0)
     v = values(samples)
     c = values(samples.mean(0))
     if kind == "quantile":
@@ -124,6 +128,11 @@ def heuristic(samples: torch.Tensor, level: float, kind: str = "quantile", smoot
         lo = up = (samples - samples.mean(0)).abs().square().mean(0).sqrt().float()
     if smooth > 0:
         lo, up = local_rms(lo, smooth), local_rms(up, smooth)
+    return c, lo, up
+
+
+def _with_floor(c: torch.Tensor, lo: torch.Tensor, up: torch.Tensor, offset: float):
+    """``heuristic``'s floors: ``offset`` times the slice's intensity, then the tiny positive floor."""
     if offset > 0:
         m = float(torch.quantile(c.abs().flatten().double(), 0.99))
         lo, up = lo + offset * m, up + offset * m
@@ -305,7 +314,7 @@ def calibrate(samples, references, level: float = 0.9, kind: str = "quantile", o
         raise ValueError(f"calibration needs at least {min_slices(level, method)} calibration slices, got {n}")
     if object_masks is not None and len(list(object_masks)) != n:
         raise ValueError(f"got {len(list(object_masks))} object masks for {n} calibration slices")
-    objs, raw = [], []
+    objs, raw, spreads = [], [], []
     for i, (x, r) in enumerate(zip(samples, references)):
         _check_samples(x, f"samples[{i}]")
         if not isinstance(r, torch.Tensor) or tuple(r.shape) != tuple(x.shape[-2:]):
@@ -320,13 +329,14 @@ def calibrate(samples, references, level: float = 0.9, kind: str = "quantile", o
         objs.append(obj)
         c, lo, up = heuristic(x, level, kind)
         raw.append(float((_needed(c, lo, up, r)[obj] <= 1).double().mean()))
+        spreads.append(_spread(x, level, kind, smooth))
     alpha = 1 - level
     target = alpha if method == "empirical" else ((n + 1) * alpha - 1) / n   # the bound on R_n itself
     best = None
     for off in candidates:
         needed, weights, widths = [], [], []
-        for x, r, obj in zip(samples, references, objs):
-            c, lo, up = heuristic(x, level, kind, smooth, off)
+        for (c, lo, up), r, obj in zip(spreads, references, objs):
+            c, lo, up = _with_floor(c, lo, up, off)
             need = _needed(c, lo, up, r)[obj].double()
             needed.append(need)
             weights.append(torch.full_like(need, 1.0 / (n * need.numel())))
