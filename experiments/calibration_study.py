@@ -249,7 +249,8 @@ def analyze(cache, out, level=0.9, n_use=None):
         cal += (f" | {r['cal_cov_std']:.3f}, {r['cal_width_std']:.4f}, {r['const_width_std']:.4f}"
                 if "lam_std" in r else " | -")
         cal += f" | {r['lam_crc']:.2f}, {r['cal_cov_crc']:.3f}" if "lam_crc" in r else " | -"
-        print(f"| {r['sampler']} | {r['set']} | {r['R_actual']:.2f} | {r['samples']} | {r['units']} | {r['raw_cov']:.3f} | "
+        print(f"| {r['sampler']} | {r['set']} | {r['R_actual']:.2f} | {r['samples']} | {r['units']} | "
+              f"{r['raw_cov']:.3f} | "
               f"{r['raw_width']:.4f} | {r['spearman']:.3f} | {r['spearman_pooled']:.3f} | {r['spearman_local']:.3f} | "
               f"{r['spearman_ceiling']:.3f} | {cal} | "
               f"{r['s_per_unit']:.1f} |")

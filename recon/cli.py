@@ -289,8 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heuristic", default="quantile", choices=["quantile", "std"],
                    help="interval shape scaled by the calibration: sample quantiles or std")
     p.add_argument("--offset", default="auto", type=_offset,
-                   help="floor added to the widths, in units of the slice's intensity (99th percentile of |mean|): a number >= 0 (the "
-                        "guarantee holds exactly) or auto (the narrowest of 0 and 1e-4 ... 1 on the calibration slices)")
+                   help="floor added to the widths, in units of the slice's intensity (99th percentile of |mean|): "
+                        "a number >= 0 (the guarantee holds exactly) or auto (the narrowest of 0 and 1e-4 ... 1 on "
+                        "the calibration slices)")
     p.add_argument("--smooth", type=float, default=0.0,
                    help="pool the widths over a Gaussian window of this many pixels (sigma; 0: per pixel)")
     p.add_argument("--out", default="calibration.json")

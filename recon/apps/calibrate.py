@@ -79,8 +79,9 @@ def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None
         refs.append(mvue_reference(k, vol, settings, prior, r))
         if progress:
             print(f"calibration slice {n + 1}/{len(plan)} ({p}, slice {i})", flush=True)
-    cal = calibrate(samples, refs, level, kind=kind, method=method, offset=offset, smooth=smooth, sampler=settings.method, mask=settings.mask,
-                    acceleration=float(settings.acceleration), steps=settings.steps, prior=settings.prior,
+    cal = calibrate(samples, refs, level, kind=kind, method=method, offset=offset, smooth=smooth,
+                    sampler=settings.method, mask=settings.mask, acceleration=float(settings.acceleration),
+                    steps=settings.steps, prior=settings.prior,
                     info={"samples": settings.samples, "protocol": settings.protocol,
                           "center_fraction": settings.center_fraction, "files": [str(p) for p in paths]})
     cal.save(out)
@@ -92,7 +93,8 @@ def command(paths, out, settings: MRISettings, slices=None, level: float = 0.9, 
     cal = calibrate_files(paths, out, settings, slices, level=level, kind=kind, progress=progress, method=method,
                           offset=offset, smooth=smooth)
     print(f"{cal.slices} calibration slices: raw {level:.0%} intervals cover {cal.raw_coverage:.3f} of object pixels; "
-          f"calibrated scale lambda = {cal.lam:.3g} with a floor of {cal.offset:g} x the slice intensity (empirical miscoverage {cal.risk:.3f}; guarantee ({method}): "
+          f"calibrated scale lambda = {cal.lam:.3g} with a floor of {cal.offset:g} x the slice intensity "
+          f"(empirical miscoverage {cal.risk:.3f}; guarantee ({method}): "
           f"expected miscoverage of a new exchangeable slice <= {guaranteed_miscoverage(cal):.3g})")
     print(f"wrote {out}")
     return 0
