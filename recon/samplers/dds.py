@@ -9,7 +9,8 @@ eta = 1 gave a higher PSNR on every MRI test set and on sparse-view CT: MRI vali
 other scanners +0.2, golden-angle radial +0.13, CT at 30 views +0.4 to +0.6. At CT 0-120 degrees it was -0.1 to
 0 dB, with a higher SSIM (experiments/RESULTS.md). The sample spread is about the same at both settings: on an
 exact Gaussian posterior 0.8-1.0 of the true variance, on real data too narrow at every setting (see
-``recon.uncertainty`` and the calibration study). ``eta=0.85`` reproduces the paper. The CG uses the Hermitian inner product.
+``recon.uncertainty`` and the calibration study). ``eta=0.85`` reproduces the paper. The CG uses the Hermitian
+inner product.
 Like every sampler, DDS works with the unit-norm operator and data in the prior's range (``base``), so
 ``gamma`` weighs the data against the Tweedie estimate independently of the operator's scale.
 
