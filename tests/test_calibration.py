@@ -236,4 +236,13 @@ def test_recon_calibrate_then_uncertainty_with_the_calibration(tmp_path, capsys)
     assert "(crc) at level 0.9 needs at least 9 slices" in capsys.readouterr().err
     assert main(["--quiet", "calibrate", str(sim), *common, "--slices", "0", "--out", str(tmp_path / "c1.json")]) == 2
     assert "needs at least 2 slices" in capsys.readouterr().err
+    assert main(["--quiet", "calibrate", str(sim), *common, "--offset", "widest",
+                 "--out", str(tmp_path / "co.json")]) == 2
+    assert "expected a number >= 0 or auto, got 'widest'" in capsys.readouterr().err
+    assert main(["--quiet", "calibrate", str(sim), *common, "--offset", "-1", "--out", str(tmp_path / "co.json")]) == 2
+    assert "offset must be a finite number >= 0" in capsys.readouterr().err
+    assert main(["--quiet", "calibrate", str(sim), *common, "--offset", "0.01", "--smooth", "1", "--heuristic",
+                 "std", "--out", str(tmp_path / "co.json")]) == 0
+    c2 = Calibration.load(tmp_path / "co.json")
+    assert (c2.offset, c2.smooth) == (0.01, 1.0)
     assert sim.read_bytes() == before
