@@ -13,7 +13,11 @@ Units (``--set``):
 Against the complex ground truth, inside the object (|x_true| > 10% of its maximum). Each unit's samples are cached
 in ``--cache`` (one .pt per sampler, set, R, slice, seed), so a run can be stopped and resumed, and ``--analyze``
 makes the table and figures from whatever the cache holds. Calibration is ``recon.uncertainty.calibrate`` with its
-default rule (``empirical``) and, where there are enough slices, conformal risk control (``crc``).
+default rule (``empirical``, ``offset="auto"``) and, where there are enough slices, conformal risk control
+(``crc``). Its width is compared with the constant-width interval around the mean of the same coverage, with
+coverage both as the mean over slices (``calibrate``'s risk) and pooled over pixels. Besides Spearman(std,
+|error|) the table gives the std pooled over 1 pixel, the std against the 2-pixel local rms error, and the
+rank correlation an exact posterior std would reach if the error std were that local rms (the per-pixel ceiling).
 
     OMP_NUM_THREADS=1 python experiments/calibration_study.py --set real --samplers dds50 --accelerations 4,8
 """
