@@ -1,9 +1,10 @@
 """Other generative tasks through the same prior and samplers: each is a forward operator plus a sampler.
 
 - ``synthesize``: unconditional samples (Heun, DDIM or predictor-corrector).
-- ``inpaint``: fill a region (mask, or ``region(...)``) by posterior sampling (Score-SDE's noised-measurement
-  projection by default) on ``Inpainting``;
-  pixels outside are kept exactly.
+- ``inpaint``: fill a region (mask, or ``region(...)``) by posterior sampling on ``Inpainting``; pixels outside
+  are kept exactly. By default the sampling starts from the classical fill (``biharmonic``) diffused to a small
+  noise level, CCDF-style (Chung et al., CVPR 2022); ``init=None`` samples from pure noise (Score-SDE's
+  noised-measurement projection, or any ``sampler``).
   Lesion removal is inpainting the lesion with a prior of normal anatomy.
 - ``insert``: paste a lesion (a patch, or a synthetic disk of given radius and contrast) at (row, col) and
   harmonise it SDEdit-style (Meng et al. 2022): noise the image to sigma = ``strength``, then run DDS back with the
@@ -60,23 +61,107 @@ def region(shape: Sequence[int], center: Sequence[float], radius: float, kind: s
     raise ValueError(f"unknown region kind {kind!r}; expected 'circle' or 'box'")
 
 
-def inpaint(image: torch.Tensor, missing: torch.Tensor, prior, steps: int = 200, n_samples: int = 1,
-            seed=0, sampler=None) -> torch.Tensor:
-    """Fill the ``missing`` (True) pixels of ``image`` (H, W); returns (n_samples, H, W) posterior samples (their
-    mean, ``.mean(0)``, is the posterior-mean estimate, the one to score by PSNR).
+def biharmonic(image: torch.Tensor, missing: torch.Tensor, clip: bool = True) -> torch.Tensor:
+    """The classical fill of the ``missing`` (True) pixels of ``image`` (H, W), real or complex: the u that equals
+    ``image`` outside the region and minimises ||L u||^2 inside it, L the 5-point graph Laplacian of the image
+    grid (zero flux at the border). Its normal equations are the discrete biharmonic equation Delta^2 u = 0 in the
+    region with the known pixels as boundary values, solved directly (``scipy.sparse``). With ``clip`` the fill
+    is kept within the known pixels' range (real images: their minimum and maximum; complex ones: magnitudes up
+    to their largest), as scikit-image's ``inpaint_biharmonic`` does; on real images the two agree to rounding
+    (tests/test_tasks.py)."""
+    import numpy as np
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
 
-    The default sampler is Score-SDE's noised-measurement projection (``steps`` predictor-corrector steps): the
-    known pixels are replaced by the image noised to the current level, so they match the iterate's noise and
-    leave no seam around the hole (plain projection onto the clean pixels does). DPS works too
-    (``sampler=samplers.DPS(...)``) but fills less accurately (experiments/RESULTS.md)."""
+    missing = _region_mask(missing, image)
+    if not bool(torch.isfinite(image[~missing]).all()):
+        raise ValueError("the known pixels of the image contain NaN or Inf")
+    n_missing = int(missing.sum())
+    if n_missing == 0:
+        return image.clone()
+    if n_missing == missing.numel():
+        raise ValueError("the region covers the whole image; there is nothing to fill it from")
+    h, w = missing.shape
+    idx = np.arange(h * w).reshape(h, w)
+    rows, cols = [], []
+    for a, b in ((idx[:, :-1], idx[:, 1:]), (idx[:-1, :], idx[1:, :])):   # horizontal and vertical edges
+        rows.append(a.ravel())
+        cols.append(b.ravel())
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    adj = sp.coo_matrix((np.ones(r.size), (r, c)), shape=(h * w, h * w))
+    adj = (adj + adj.T).tocsr()
+    lap = sp.diags(np.asarray(adj.sum(1)).ravel()) - adj
+    q = (lap.T @ lap).tocsr()
+    m = missing.numpy().ravel()
+    x = image.detach().cpu().numpy().astype(np.complex128 if image.is_complex() else np.float64).ravel()
+    rhs = -(q[m][:, ~m] @ x[~m])
+    cols_rhs = np.stack([rhs.real, rhs.imag], 1) if np.iscomplexobj(rhs) else rhs[:, None]
+    sol = spla.spsolve(q[m][:, m].tocsc(), cols_rhs)
+    sol = sol.reshape(n_missing, -1)
+    fill = sol[:, 0] + 1j * sol[:, 1] if image.is_complex() else sol[:, 0]
+    if clip and image.is_complex():
+        top = np.abs(x[~m]).max()
+        fill = fill * np.minimum(1.0, top / np.maximum(np.abs(fill), 1e-300))
+    elif clip:
+        fill = np.clip(fill, x[~m].min(), x[~m].max())
+    x[m] = fill
+    return torch.from_numpy(x.reshape(h, w)).to(image.dtype)
+
+
+def _region_mask(missing, image) -> torch.Tensor:
     missing = torch.as_tensor(missing, dtype=torch.bool)
     if missing.shape != image.shape[-2:]:
         raise ValueError(f"the region {tuple(missing.shape)} does not match the image {tuple(image.shape[-2:])}")
+    return missing
+
+
+INPAINT_INITS = ("biharmonic", None)
+
+
+def inpaint(image: torch.Tensor, missing: torch.Tensor, prior, steps: int = 200, n_samples: int = 1,
+            seed=0, sampler=None, init: Optional[str] = "biharmonic", strength: float = 0.1) -> torch.Tensor:
+    """Fill the ``missing`` (True) pixels of ``image`` (H, W); returns (n_samples, H, W) posterior samples (their
+    mean, ``.mean(0)``, is the posterior-mean estimate, the one to score by PSNR).
+
+    ``init="biharmonic"`` (the default; Come-Closer-Diffuse-Faster, Chung et al. 2022): the region is first
+    filled by ``biharmonic``, the image (in the prior's units) is noised to sigma = ``strength``, and ancestral
+    DDIM steps (eta = 1; the levels of a ``steps``-level schedule below ``strength``) bring it back, with the
+    known pixels put back into every step's clean estimate. The prior adds what a smooth fill cannot (texture,
+    edges that cross the region) while the fill keeps the samples close to the surroundings. Measured
+    (experiments/RESULTS.md): on real MR of a phantom the mean of 8 samples is 2 dB above sampling from pure
+    noise but still 0.5 dB below the biharmonic fill itself; on held-out brain slices it ties the fill. A larger
+    ``strength`` lets the prior change more (and, measured, loses more).
+
+    ``init=None``, or a ``sampler`` given (any sampler, e.g. ``samplers.DPS(...)``): sampling from pure noise, by
+    that sampler or by Score-SDE's noised-measurement projection (``steps`` predictor-corrector steps). Score-SDE replaces the
+    known pixels by the image noised to the current level, so they match the iterate's noise and leave no seam
+    around the hole (plain projection onto the clean pixels does)."""
+    missing = _region_mask(missing, image)
+    if init not in INPAINT_INITS:
+        raise ValueError(f"init must be 'biharmonic' or None, got {init!r}")
     keep = (~missing).to(image.real.dtype)
-    A = Inpainting(keep)
-    sampler = sampler or samplers.ScoreSDE(steps=steps, inverse="adjoint")
-    x = sampler(A(image), A, prior, n_samples=n_samples, generator=_gen(seed))
-    return keep * image + (1 - keep) * x
+    if init is None or sampler is not None:
+        A = Inpainting(keep)
+        sampler = sampler or samplers.ScoreSDE(steps=steps, inverse="adjoint")
+        x = sampler(A(image), A, prior, n_samples=n_samples, generator=_gen(seed))
+        return keep * image + (1 - keep) * x
+    lo, hi = float(prior.sigma_min), float(prior.sigma_max)
+    if not (isinstance(strength, (int, float)) and lo < strength <= hi):
+        raise ValueError(f"strength must be in the prior's noise range ({lo:.3g}, {hi:.3g}], got {strength!r}")
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+    fill = biharmonic(image, missing)
+    scale = _scale(prior, fill)
+    if not (torch.isfinite(scale).all() and bool((scale > 0).all())):
+        raise ValueError("the image has no data scale (all zeros, or NaN/Inf); there is nothing to inpaint")
+    known = keep * image / scale
+    g = _gen(seed)
+    sig = [float(strength)] + [s for s in prior.sigmas(steps, "auto").tolist() if s < strength] + [0.0]
+    x0 = (fill / scale)[None].expand(n_samples, *fill.shape)
+    x = x0 + strength * noise_like(x0, g)
+    with torch.no_grad():
+        x, _ = run(x, sig, ddim_step(prior.denoise, 1.0, g, lambda v: known + (1 - keep) * v), "inpaint")
+    return keep * image + (1 - keep) * x * scale
 
 
 def _scale(prior, image: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -98,3 +99,73 @@ def test_insert_and_anomaly_shapes_and_locality():
     assert (out - x)[tasks.region((16, 16), (8, 8), 2.0)].mean() > 0.2 * float(x.abs().max())
     healthy, resid = tasks.anomaly(x, prior, strength=0.5)
     assert healthy.shape == resid.shape == (16, 16)
+
+
+def test_biharmonic_fill_is_exact_on_cubics_and_matches_scikit_image():
+    from skimage.restoration import inpaint_biharmonic
+    yy, xx = torch.meshgrid(torch.arange(40.0, dtype=torch.float64), torch.arange(48.0, dtype=torch.float64),
+                            indexing="ij")
+    cubic = ((yy - 12) ** 2 * (xx - 5) / 1000 + xx ** 3 / 5000 - yy * xx / 50).double()
+    hole = tasks.region((40, 48), (20, 22), 7.0) | tasks.region((40, 48), (6, 40), 3.0, "box")
+    fill = tasks.biharmonic(cubic, hole, clip=False)
+    assert torch.equal(fill[~hole], cubic[~hole])
+    assert float((fill - cubic)[hole].abs().max()) < 1e-6          # Delta^2 of a cubic is 0
+    clipped = tasks.biharmonic(cubic, hole)
+    assert float(clipped.max()) <= float(cubic[~hole].max()) and float(clipped.min()) >= float(cubic[~hole].min())
+    g = torch.Generator().manual_seed(3)
+    img = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 44, 52, generator=g, dtype=torch.float64), 5, 1)[0, 0]
+    ref = torch.as_tensor(inpaint_biharmonic(img.numpy(), hole.numpy()))
+    assert float((tasks.biharmonic(img, hole) - ref).abs().max()) < 1e-10
+    # complex images: the fill is linear in the image (without the range clip)
+    z = tasks.biharmonic(torch.complex(img, 2 * img.flip(0)), hole, clip=False)
+    assert float((z.real - tasks.biharmonic(img, hole, clip=False)).abs().max()) < 1e-10
+    assert float((z.imag - 2 * tasks.biharmonic(img.flip(0), hole, clip=False)).abs().max()) < 1e-10
+
+
+def test_biharmonic_refuses_what_it_cannot_fill():
+    img = torch.rand(8, 8)
+    with pytest.raises(ValueError, match="does not match"):
+        tasks.biharmonic(img, torch.zeros(8, 9, dtype=torch.bool))
+    with pytest.raises(ValueError, match="whole image"):
+        tasks.biharmonic(img, torch.ones(8, 8, dtype=torch.bool))
+    bad = img.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        tasks.biharmonic(bad, tasks.region((8, 8), (4, 4), 2.0))
+    bad_inside = img.clone()
+    bad_inside[4, 4] = float("nan")     # inside the region: it is filled, not read
+    assert torch.isfinite(tasks.biharmonic(bad_inside, tasks.region((8, 8), (4, 4), 2.0))).all()
+
+
+def test_inpainting_from_the_biharmonic_fill_moves_towards_the_conditional_mean():
+    """CCDF inpainting (the default): from the biharmonic fill at a small strength it stays near that fill; at
+    a strength of the prior's size its mean moves to the closed-form conditional mean, closer than the fill."""
+    prior, mu, cov = _prior()
+    g = torch.Generator().manual_seed(1)
+    x = (mu.flatten() + torch.linalg.cholesky(cov) @ torch.randn(64, generator=g, dtype=torch.float64)).reshape(8, 8)
+    x = x.float()
+    hole = tasks.region((8, 8), (4, 4), 2.0)
+    o, h = (~hole).flatten(), hole.flatten()
+    c = cov.double()
+    cond = mu.flatten()[h] + c[h][:, o] @ torch.linalg.solve(c[o][:, o], x.flatten()[o].double() - mu.flatten()[o])
+    fill = tasks.biharmonic(x, hole)[hole].double()
+    near = tasks.inpaint(x, hole, prior, n_samples=50, strength=0.01, seed=2)
+    assert torch.equal(near[:, ~hole], x[~hole].expand(50, -1))
+    assert float((near[:, hole].double() - fill).abs().max()) < 0.1
+    far = tasks.inpaint(x, hole, prior, n_samples=200, strength=5.0, seed=2)
+    assert torch.equal(far[:, ~hole], x[~hole].expand(200, -1))
+    err = (far[:, hole].double().mean(0) - cond).norm()
+    assert err < 0.5 * (fill - cond).norm()
+    assert torch.equal(far, tasks.inpaint(x, hole, prior, n_samples=200, strength=5.0, seed=2))   # same seed
+
+
+def test_inpainting_refuses_bad_settings():
+    prior, mu, _ = _prior()
+    hole = tasks.region((8, 8), (4, 4), 2.0)
+    with pytest.raises(ValueError, match="init"):
+        tasks.inpaint(mu.float(), hole, prior, init="telea")
+    for bad in (0.0, -1.0, 1e9, float("nan"), "0.2"):
+        with pytest.raises(ValueError, match="strength"):
+            tasks.inpaint(mu.float(), hole, prior, strength=bad)
+    with pytest.raises(ValueError, match="n_samples"):
+        tasks.inpaint(mu.float(), hole, prior, n_samples=0)
