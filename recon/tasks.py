@@ -29,7 +29,6 @@ import torch
 from operators.image import Downsample, Inpainting
 from recon import samplers
 from recon.samplers.base import noise_like
-from recon.samplers.dc import cg_consistency
 from recon.samplers.loop import ddim_step, run
 
 
@@ -145,22 +144,13 @@ def inpaint(image: torch.Tensor, missing: torch.Tensor, prior, steps: int = 200,
         sampler = sampler or samplers.ScoreSDE(steps=steps, inverse="adjoint")
         x = sampler(A(image), A, prior, n_samples=n_samples, generator=_gen(seed))
         return keep * image + (1 - keep) * x
-    lo, hi = float(prior.sigma_min), float(prior.sigma_max)
-    if not (isinstance(strength, (int, float)) and lo < strength <= hi):
-        raise ValueError(f"strength must be in the prior's noise range ({lo:.3g}, {hi:.3g}], got {strength!r}")
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
     fill = biharmonic(image, missing)
     scale = _scale(prior, fill)
     if not (torch.isfinite(scale).all() and bool((scale > 0).all())):
         raise ValueError("the image has no data scale (all zeros, or NaN/Inf); there is nothing to inpaint")
-    known = keep * image / scale
-    g = _gen(seed)
-    sig = [float(strength)] + [s for s in prior.sigmas(steps, "auto").tolist() if s < strength] + [0.0]
-    x0 = (fill / scale)[None].expand(n_samples, *fill.shape)
-    x = x0 + strength * noise_like(x0, g)
-    with torch.no_grad():
-        x, _ = run(x, sig, ddim_step(prior.denoise, 1.0, g, lambda v: known + (1 - keep) * v), "inpaint")
+    x = _sdedit(fill / scale, prior, strength, ~missing, steps, _gen(seed), eta=1.0, n=n_samples)
     return keep * image + (1 - keep) * x * scale
 
 
@@ -170,22 +160,25 @@ def _scale(prior, image: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _sdedit(image, prior, strength: float, hold: Optional[torch.Tensor], steps: int, g) -> torch.Tensor:
-    """Noise to sigma = strength, then DDIM back (eta = 0) to the clean estimate; ``hold`` (H, W) pixels kept
-    data-consistent by 3 CG steps on the Tweedie estimate (DDS's step)."""
+def _sdedit(image, prior, strength: float, hold: Optional[torch.Tensor], steps: int, g, eta: float = 0.0,
+            n: int = 1) -> torch.Tensor:
+    """Noise to sigma = strength, then DDIM back (``eta``; 0 is deterministic) to ``n`` clean estimates
+    (n, H, W); ``hold`` (H, W) pixels are put back to ``image`` in every step's Tweedie estimate (DDS's data
+    consistency, which for this masking operator is the exact projection)."""
     lo, hi = float(prior.sigma_min), float(prior.sigma_max)
     if not (isinstance(strength, (int, float)) and lo < strength <= hi):
         raise ValueError(f"strength must be in the prior's noise range ({lo:.3g}, {hi:.3g}], got {strength!r}")
     sig = [s for s in prior.sigmas(steps, "auto").tolist() if s < strength] or [lo]
     sig = [strength] + sig + [0.0]
-    x = image[None] + strength * noise_like(image[None], g)
+    x = image[None].expand(n, *image.shape)
+    x = x + strength * noise_like(x, g)
     dc = None
     if hold is not None:
-        A = Inpainting(hold.to(image.real.dtype))
-        y = A(image)
-        dc = lambda v: cg_consistency(v, y, A, 3)  # noqa: E731
-    x, _ = run(x, sig, ddim_step(prior.denoise, 0.0, None, dc), "sdedit")
-    return x[0]
+        h = hold.to(image.real.dtype)
+        known = h * image
+        dc = lambda v: known + (1 - h) * v  # noqa: E731
+    x, _ = run(x, sig, ddim_step(prior.denoise, eta, g, dc), "sdedit")
+    return x
 
 
 def insert(image: torch.Tensor, center: Sequence[float], prior, radius: float = 6.0, contrast: float = 0.5,
@@ -210,7 +203,7 @@ def insert(image: torch.Tensor, center: Sequence[float], prior, radius: float = 
             (image / image.abs().clamp_min(1e-8) if image.is_complex() else 1.0)
     hold = ~region((h, w), center, 2 * radius)
     scale = _scale(prior, pasted)
-    return _sdedit(pasted / scale, prior, strength, hold, steps, _gen(seed)) * scale
+    return _sdedit(pasted / scale, prior, strength, hold, steps, _gen(seed))[0] * scale
 
 
 @torch.no_grad()
@@ -245,7 +238,7 @@ def super_resolve(low: torch.Tensor, factor, prior, steps: int = 50, n_samples: 
 def anomaly(image: torch.Tensor, prior, strength: float = 0.5, steps: int = 50, seed=0):
     """Pseudo-healthy projection (SDEdit without data consistency) and the residual map |image - healthy|."""
     scale = _scale(prior, image)
-    healthy = _sdedit(image / scale, prior, strength, None, steps, _gen(seed)) * scale
+    healthy = _sdedit(image / scale, prior, strength, None, steps, _gen(seed))[0] * scale
     return healthy, (image - healthy).abs()
 
 
