@@ -115,6 +115,23 @@ def oracle_tv(y, A, truth):
     return best[1]
 
 
+def dds_variant(spec: str):
+    """(DDS sampler, method label) from ``KEY=VALUE,...``; the label of plain ``DDS()`` is unchanged."""
+    kw = {}
+    for item in filter(None, spec.split(",")):
+        k, v = item.split("=", 1)
+        try:
+            kw[k] = int(v)
+        except ValueError:
+            try:
+                kw[k] = float(v)
+            except ValueError:
+                kw[k] = None if v == "None" else v
+    dds = samplers.DDS(**kw)
+    extra = "".join(f", {k} {v}" for k, v in kw.items() if k not in ("steps", "eta"))
+    return dds, f"DDS ({dds.steps} steps, eta {dds.eta:g}{extra})"
+
+
 def summary(rows) -> str:
     groups = defaultdict(list)
     for r in rows:
@@ -153,6 +170,9 @@ def main():
     ap.add_argument("--sets", default="template,synth,real")
     ap.add_argument("--slices", default="0:10:3", help="held-out template/synth slices a:b or a:b:c")
     ap.add_argument("--no-tv", action="store_true", help="skip the TV oracle (5 TV runs per slice)")
+    ap.add_argument("--dds", action="append", default=[],
+                    help="DDS settings KEY=VALUE,... (repeatable; e.g. sigma_y=auto,lam=0.5); default: DDS()")
+    ap.add_argument("--no-baselines", action="store_true", help="run only the DDS rows")
     ap.add_argument("--out", default="experiments/results/prior_generalisation.csv")
     args = ap.parse_args()
     sets = set(args.sets.split(","))
@@ -163,7 +183,7 @@ def main():
         with open(args.out) as f:
             done = {(r["set"], r["case"], r["slice"], r["method"], r["prior"]) for r in csv.DictReader(f)}
     loaded = {k: priors.load(v) for k, v in pri.items()}
-    dds = samplers.DDS()
+    variants = [dds_variant(v) for v in (args.dds or [""])]
     new = not os.path.exists(args.out)
     with open(args.out, "a", newline="") as f:
         w = csv.DictWriter(f, FIELDS)
@@ -172,12 +192,11 @@ def main():
         for s, case, i, x in test_images(sets, slices):
             gt = x.abs().numpy()
             y, A = problem(x)
-            runs = [("CG-SENSE", "-", lambda: classical.cg_sense(y, A))]
-            if not args.no_tv:
+            runs = [] if args.no_baselines else [("CG-SENSE", "-", lambda: classical.cg_sense(y, A))]
+            if not (args.no_tv or args.no_baselines):
                 runs.append(("TV-SENSE (oracle)", "-", lambda: oracle_tv(y, A, gt)))
-            runs += [(f"DDS ({dds.steps} steps, eta {dds.eta:g})", k,
-                      (lambda p=p: dds(y, A, p, generator=torch.Generator().manual_seed(0))[0]))
-                     for k, p in loaded.items()]
+            runs += [(label, k, (lambda p=p, dds=dds: dds(y, A, p, generator=torch.Generator().manual_seed(0))[0]))
+                     for dds, label in variants for k, p in loaded.items()]
             for meth, label, fn in runs:
                 if (s, case, str(i), meth, label) in done:
                     continue

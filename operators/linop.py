@@ -27,6 +27,10 @@ and ``Adjoint`` forward what stays true for them and fall back to the defaults o
     A.support           boolean map of the input pixels some measurement sees (None: all of them)
     A.combine(x)        the final image of an input x (root-sum-of-squares for coil-wise MRI; identity otherwise)
     A.normalized()      A / ||A||, the unit-norm operator every sampler works with
+    A.noise_std(y)      an estimate, from the measurement alone, of the std of its noise per sample (complex
+                        noise: E|n|^2 = std^2), one value per batch element; None where the operator cannot
+                        tell noise from signal (the default). MRI estimates it from the k-space periphery;
+                        ``(c * A).noise_std(y)`` is ``A.noise_std(y)`` (it is a property of y's values)
 
 Code that uses an operator asks these, never the concrete type.
 """
@@ -168,6 +172,11 @@ class Linop:
     def combine(self, x: torch.Tensor) -> torch.Tensor:
         """The image a user looks at for an input ``x`` (identity unless the input is, e.g., coil images)."""
         return x
+
+    def noise_std(self, y: torch.Tensor) -> Optional[torch.Tensor]:
+        """The measurement's noise std estimated from ``y`` (shape: y's batch dimensions), or None where the
+        operator cannot estimate it (the default)."""
+        return None
 
     def normalized(self, like: Optional[torch.Tensor] = None) -> "Linop":
         """A / ||A||: the same measurement model with unit norm."""
@@ -356,6 +365,9 @@ class Scaled(Linop):
 
     def combine(self, x):
         return self.op.combine(x)
+
+    def noise_std(self, y):
+        return self.op.noise_std(y)
 
     def __rmul__(self, c) -> Linop:
         return Scaled(self.op, _as_scalar(c) * self.c)

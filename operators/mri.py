@@ -19,6 +19,7 @@ the fused CuPy kernels (``kernels.sense``) when they are usable.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -26,7 +27,8 @@ import torch
 import kernels
 
 from .fft import fft2c, ifft2c
-from .linop import Linop, ShapeError
+from .checks import as_tensor
+from .linop import Linop, ShapeError, check_shape
 
 
 def as_mask(mask, name: str = "mask") -> torch.Tensor:
@@ -63,6 +65,55 @@ def _mask_pinv(mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask > 0, 1 / torch.where(mask > 0, mask, torch.ones_like(mask)), torch.zeros_like(mask))
 
 
+NOISE_BLOCKS = 8  # k-space is cut into NOISE_BLOCKS x NOISE_BLOCKS blocks for the noise estimate
+NOISE_MIN_SAMPLES = 64
+NOISE_PICK = 2    # the blocks of least energy the estimate pools
+
+
+def kspace_noise_std(y: torch.Tensor, mask: torch.Tensor, coil_dims: int = 0, blocks: int = NOISE_BLOCKS,
+                     pick: int = NOISE_PICK) -> Optional[torch.Tensor]:
+    """The noise std of measured k-space, per batch element, from the blocks of k-space with the least energy.
+
+    Noise is white in k-space and the object's energy falls off away from the centre, so in the outer blocks
+    |y|^2 is mostly noise. For complex Gaussian noise of std s (E|n|^2 = s^2), |n|^2 / s^2 is Exp(1), whose
+    median is ln 2. k-space is cut into ``blocks`` x ``blocks`` blocks and its samples into two interleaved
+    halves (the parity of row + column). The ``pick`` blocks whose first half has the smallest median |y|^2
+    are chosen, and the estimate is median(|y|^2) / ln 2 over the second half of those blocks: choosing and
+    measuring on independent samples keeps the choice from biasing the estimate low. Only measured samples
+    count (mask > 0 and y != 0, so zero-padded and dead lines do not), all coils together, and only blocks
+    with at least ``NOISE_MIN_SAMPLES`` in each half (the blocks are made coarser until ``pick`` of them
+    have that many). An object with energy in every block gives an upper
+    bound. ``y`` is (..., [coils], H, W) with ``coil_dims`` coil dimensions before the plane; the result has
+    y's other leading dimensions (None if no block has enough samples)."""
+    h, w = y.shape[-2:]
+    rows, cols = torch.arange(h, device=y.device), torch.arange(w, device=y.device)
+    half = ((rows[:, None] + cols[None, :]) % 2).bool()
+    keep = y.dim() - 2 - coil_dims
+    lead = y.shape[:keep]
+    e = y.abs().square().reshape((-1,) + y.shape[keep:]).reshape(-1, max(1, y.shape[keep:-2].numel()), h, w)
+    m = torch.broadcast_to((mask > 0), y.shape).reshape(e.shape) & (e > 0)
+    out = torch.empty(e.shape[0], dtype=e.dtype, device=y.device)
+    for b in range(e.shape[0]):
+        n = blocks
+        while True:  # coarser blocks where sparse sampling leaves too few samples in each
+            block = ((rows * n) // h)[:, None] * n + ((cols * n) // w)[None, :]
+            first, second = [], []
+            for k in range(n * n):
+                sel = m[b] & (block == k)
+                a, c = e[b][sel & ~half], e[b][sel & half]
+                if a.numel() >= NOISE_MIN_SAMPLES and c.numel() >= NOISE_MIN_SAMPLES:
+                    first.append(float(a.median()))
+                    second.append(c)
+            if len(first) >= min(pick, n * n) or n == 1:
+                break
+            n //= 2
+        if not first:
+            return None
+        order = sorted(range(len(first)), key=first.__getitem__)[:pick]
+        out[b] = torch.cat([second[i] for i in order]).median() / math.log(2.0)
+    return out.sqrt().reshape(lead)
+
+
 def _plane(mask: torch.Tensor) -> tuple:
     """The (H, W) a mask fixes: H is free (None) for a line mask (1, W)."""
     h, w = mask.shape[-2:]
@@ -97,6 +148,14 @@ class SingleCoilMRI(Linop):
     def _pinv(self, y):
         return ifft2c(_mask_pinv(self.mask) * y)
 
+    def noise_std(self, y):
+        """Noise std of the k-space ``y`` from its outer blocks (``kspace_noise_std``), per batch element."""
+        y = as_tensor(f"the input of {self.name}.noise_std", y)
+        check_shape(y, self.oshape, f"{self.name}.noise_std")
+        return kspace_noise_std(y, self.mask, coil_dims=self._coil_dims)
+
+    _coil_dims = 0
+
 
 class CoilwiseMRI(SingleCoilMRI):
     """y_c = P F x_c: each coil image sampled independently (Score-MRI's coil-wise variant).
@@ -115,6 +174,8 @@ class CoilwiseMRI(SingleCoilMRI):
     def combine(self, x):
         """Root-sum-of-squares over the coils (Score-MRI's SSOS), as a complex tensor with zero phase."""
         return x.abs().square().sum(dim=-3).sqrt().to(x.dtype)
+
+    _coil_dims = 1
 
 
 class MultiCoilMRI(Linop):
@@ -159,6 +220,13 @@ class MultiCoilMRI(Linop):
         w = self.maps.abs().square().sum(dim=-3)
         inv = torch.where(w > 0, 1 / torch.where(w > 0, w, torch.ones_like(w)), torch.zeros_like(w))
         return (self.maps.conj() * ifft2c(_mask_pinv(self.mask) * y)).sum(dim=-3) * inv
+
+    def noise_std(self, y):
+        """Noise std of the k-space ``y`` from its outer blocks (``kspace_noise_std``, all coils together),
+        per batch element (slice)."""
+        y = as_tensor(f"the input of {self.name}.noise_std", y)
+        check_shape(y, self.oshape, f"{self.name}.noise_std")
+        return kspace_noise_std(y, self.mask, coil_dims=1)
 
     def _normal(self, x):
         out = kernels.sense.normal(x, self.maps, self.mask)  # CUDA kernels; None: the torch reference below

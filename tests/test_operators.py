@@ -197,3 +197,57 @@ def test_wavelet_rejects_indivisible_shape_and_pad_helper():
 def test_power_iteration_finds_laplacian_norm():
     lam = power_iteration(FiniteDifference().normal, torch.zeros(32, 32), n_iter=200)
     assert abs(lam - 8.0) < 0.1
+
+
+# --- the noise estimate of the MRI operators ------------------------------------------------------------------
+def _noisy_kspace(std, shape=(4, 96, 80), image=True, seed=0):
+    from recon.data import phantoms, simulate
+    g = torch.Generator().manual_seed(seed)
+    c, h, w = shape
+    if image:
+        from scipy import ndimage  # an object with edges an MR image has (a blurred Shepp-Logan)
+        x = torch.nn.functional.interpolate(phantoms.shepp_logan(128)[None, None].float(), size=(h, w))[0, 0]
+        x = torch.from_numpy(ndimage.gaussian_filter(x.numpy(), 1.0))
+        k = simulate.simulate_multicoil(x.to(torch.complex64), simulate.coil_maps(c, (h, w)))
+    else:
+        k = torch.zeros(shape, dtype=torch.complex64)
+    return k + std * torch.randn(shape, dtype=torch.complex64, generator=g)
+
+
+def test_mri_noise_estimate_recovers_the_noise_std_of_pure_noise_and_of_an_object():
+    mask = (torch.rand(1, 80, generator=torch.Generator().manual_seed(1)) < 0.35).float()
+    mask[:, 34:46] = 1
+    maps = torch.ones(4, 96, 80, dtype=torch.complex64) / 2
+    A = MultiCoilMRI(maps, mask)
+    for std, image, tol in [(0.3, False, 0.1), (0.02, True, 0.15), (0.005, True, 0.3)]:
+        y = mask * _noisy_kspace(std, image=image)
+        est = A.noise_std(y)
+        assert est.shape == ()
+        assert abs(float(est) / std - 1) < tol, (std, image, float(est))
+    single = SingleCoilMRI(mask)
+    y = mask * _noisy_kspace(0.02)[0]
+    assert abs(float(single.noise_std(y)) / 0.02 - 1) < 0.15
+
+
+def test_mri_noise_estimate_ignores_exact_zeros_scales_with_the_data_and_is_per_slice():
+    mask = torch.ones(1, 80)
+    maps = torch.ones(2, 4, 96, 80, dtype=torch.complex64) / 2
+    A = MultiCoilMRI(maps, mask)
+    y = torch.stack([_noisy_kspace(0.02, seed=2), _noisy_kspace(0.08, seed=3)])
+    est = A.noise_std(y)
+    assert est.shape == (2,)
+    assert abs(float(est[0]) / 0.02 - 1) < 0.15 and abs(float(est[1]) / 0.08 - 1) < 0.1
+    dead = y.clone()
+    dead[..., :6] = 0          # zero-padded / dead phase-encode lines are not noise
+    dead[..., -40:, :] = 0     # nor is a zeroed half of the readout
+    assert torch.allclose(A.noise_std(dead), est, rtol=0.2)
+    assert torch.allclose(A.noise_std(3 * y), 3 * est, rtol=1e-5)
+    assert torch.allclose((2.5 * A).noise_std(y), est)  # a property of y's values, not of the scale of A
+
+
+def test_operators_that_cannot_tell_noise_from_signal_say_so():
+    assert Multiply(torch.ones(4, 4)).noise_std(torch.ones(4, 4)) is None
+    A = SingleCoilMRI(torch.zeros(1, 8))
+    assert A.noise_std(torch.zeros(8, 8, dtype=torch.complex64)) is None  # nothing measured
+    with pytest.raises(ShapeError):
+        MultiCoilMRI(torch.ones(2, 8, 8, dtype=torch.complex64), torch.ones(1, 8)).noise_std(torch.ones(3, 8, 9))

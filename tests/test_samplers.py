@@ -308,3 +308,50 @@ def test_score_sde_rejects_bad_settings():
     prior, A, y, _, _ = mri_problem()
     with pytest.raises(ValueError, match="filtered backprojection"):
         samplers.ScoreSDE(steps=3, inverse="fbp")(y, A, prior)
+
+
+# --- DDS with the measurement's noise (DiffPIR's weight per step) ---------------------------------------------
+def test_dds_with_the_noise_level_follows_the_posterior_mean_better_than_noiseless_cg():
+    """At a high noise level the noiseless CG fits the noise (mean 0.4 off the closed-form posterior mean,
+    spread 0.6 of the posterior's); weighting the data by the stated noise std (gamma_t = sigma_t^2 /
+    (lam sigma_y^2)) lands on the posterior mean with the posterior's spread. With an exact prior the Tweedie
+    error is well below sigma_t, so the right lam is above 1 (4 here)."""
+    prior, A, y, m, v = mri_problem(noise=0.6)
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    plain = samplers.DDS(steps=50)(y, A, prior, n_samples=400, generator=g())
+    noisy = samplers.DDS(steps=50, sigma_y=0.6, lam=4.0)(y, A, prior, n_samples=400, generator=g())
+    e_plain = (_stats(plain)[0] - m).norm() / m.norm()
+    mean, var = _stats(noisy)
+    e_noisy = (mean - m).norm() / m.norm()
+    assert e_plain > 0.3
+    assert e_noisy < 0.12
+    assert 0.8 < float((var / v).mean()) < 1.2
+
+
+def test_dds_sigma_y_is_in_the_measurements_units_and_zero_means_noiseless():
+    prior, A, y, _, _ = mri_problem(noise=0.2)
+    prior.normalization.kind = "max"  # a scale-free prior: a 1000x measurement gives the 1000x result
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    a = samplers.DDS(steps=8, sigma_y=0.2)(y, A, prior, generator=g())
+    b = samplers.DDS(steps=8, sigma_y=0.2 * 1000)(1000 * y, A, prior, generator=g())
+    assert torch.allclose(1000 * a, b, rtol=1e-4, atol=1e-3)
+    assert not torch.allclose(a, samplers.DDS(steps=8, sigma_y=0.02)(y, A, prior, generator=g()), atol=1e-3)
+    c = samplers.DDS(steps=8, sigma_y=0.0)(y, A, prior, generator=g())
+    d = samplers.DDS(steps=8)(y, A, prior, generator=g())
+    assert torch.equal(c, d)
+
+
+def test_dds_auto_noise_falls_back_to_noiseless_cg_with_a_warning_where_the_operator_cannot_tell():
+    prior, A, y, _, _ = inpainting_problem()
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    with pytest.warns(UserWarning, match="cannot estimate its noise"):
+        a = samplers.DDS(steps=6, sigma_y="auto")(y, A, prior, generator=g())
+    assert torch.equal(a, samplers.DDS(steps=6)(y, A, prior, generator=g()))
+
+
+@pytest.mark.parametrize("kw,msg", [({"sigma_y": "estimate"}, "sigma_y must be"), ({"sigma_y": -1.0}, "sigma_y must be"),
+                                    ({"sigma_y": float("nan")}, "sigma_y must be"), ({"lam": 0.0}, "lam must be"),
+                                    ({"sigma_y": 0.1, "gamma": 5.0}, "one way")])
+def test_dds_refuses_bad_noise_settings(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        samplers.DDS(**kw)

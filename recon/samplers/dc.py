@@ -30,11 +30,12 @@ def likelihood_gradient(x: torch.Tensor, y: torch.Tensor, A, sigma_y, gamma: flo
     return A.H((A(x) - y) / (sigma_y ** 2 + gamma ** 2))
 
 
-def cg_consistency(x0: torch.Tensor, y: torch.Tensor, A, n_iter: int = 5, gamma: Optional[float] = None) -> torch.Tensor:
+def cg_consistency(x0: torch.Tensor, y: torch.Tensor, A, n_iter: int = 5, gamma=None) -> torch.Tensor:
+    """``gamma``: None (noiseless), a number > 0, or a tensor of them broadcastable to x0 (one per image)."""
     ndim = len(A.ishape)
     if gamma is None:
         return conjugate_gradient(A.normal, A.H(y), x0=x0, max_iter=n_iter, ndim=ndim)
-    if gamma <= 0:
+    if not bool((torch.as_tensor(gamma) > 0).all()):
         raise ValueError(f"gamma must be > 0 (or None for the noiseless normal equations), got {gamma}")
     return conjugate_gradient(lambda v: v + gamma * A.normal(v), x0 + gamma * A.H(y), x0=x0, max_iter=n_iter,
                               ndim=ndim)
