@@ -34,10 +34,11 @@ from recon.uncertainty import calibrate, coverage, heuristic, local_rms, object_
 import prior_generalisation as pg
 
 CONFIGS = {  # name -> (sampler class, parameters); short step counts (CPU) unless the name says otherwise
-    "dds50": (samplers.DDS, {"eta": 0.85}),          # the paper's setting
-    "dds50-eta1": (samplers.DDS, {"eta": 1.0}),       # the toolkit's default
-    "dds": (samplers.DDS, {"steps": 10, "eta": 0.85}),
-    "dds-eta1-cg1": (samplers.DDS, {"steps": 10, "eta": 1.0, "cg_iter": 1}),
+    "dds50": (samplers.DDS, {"eta": 0.85, "sigma_y": None, "cg_iter": 5}),   # the paper's setting
+    "dds50-eta1": (samplers.DDS, {"eta": 1.0, "sigma_y": None, "cg_iter": 5}),  # the default until 2026-12-02
+    "dds50-noise": (samplers.DDS, {}),                # the toolkit's default: the data weighed by its noise
+    "dds": (samplers.DDS, {"steps": 10, "eta": 0.85, "sigma_y": None, "cg_iter": 5}),
+    "dds-eta1-cg1": (samplers.DDS, {"steps": 10, "eta": 1.0, "cg_iter": 1, "sigma_y": None}),
     "dds-gamma": (samplers.DDS, {"steps": 10, "eta": 1.0, "gamma": 1.0}),
     "score-mri": (samplers.ScoreMRI, {"steps": 10}),
     "dps": (samplers.DPS, {"steps": 10}),

@@ -20,8 +20,10 @@ Test sets (all fixed before any prior below was trained; none is in any training
 Each slice is simulated as ``recon.problems.multicoil_problem`` does: 8 birdcage coils, 30 dB SNR, the fastMRI
 random mask at 4x (centre fraction 0.12, seed 0), ESPIRiT maps from the undersampled calibration region. Methods:
 CG-SENSE; TV-SENSE (``recon.classical.tv``, 100 ADMM iterations) at the best of the weights 3e-4 ... 3e-2 chosen
-per slice on the truth (an oracle, so a strong baseline); DDS with its defaults (``samplers.DDS()``, 50 steps, eta 1;
-rows before 2026-12-02 used the paper's eta 0.85, which their label says; generator seed 0) for each prior given by ``--prior LABEL=SPEC``. PSNR/SSIM are fastMRI's on the magnitude with
+per slice on the truth (an oracle, so a strong baseline); DDS with its defaults (``samplers.DDS()``, 50 steps,
+eta 1, the data weighed by its estimated noise; earlier rows say their settings in their label; generator seed 0)
+for each prior given by ``--prior LABEL=SPEC`` (``--dds`` for other settings). PSNR/SSIM are fastMRI's on the
+magnitude with
 the slice maximum as data range. Rows are appended to the CSV as they finish and a rerun skips rows already there;
 the Markdown table covers every row in the CSV (``--sets`` chooses the sets to run).
 
@@ -116,7 +118,11 @@ def oracle_tv(y, A, truth):
 
 
 def dds_variant(spec: str):
-    """(DDS sampler, method label) from ``KEY=VALUE,...``; the label of plain ``DDS()`` is unchanged."""
+    """(DDS sampler, method label) from ``KEY=VALUE,...``. The label names the resolved data weight: the noise
+    weight (``sigma_y``, ``lam``, CG iterations) when it is in use, as for plain ``DDS()``; otherwise the
+    settings given (``DDS(sigma_y=None, cg_iter=5)`` is "DDS (50 steps, eta 1)", the default before
+    2026-12-02)."""
+    from recon.samplers.dds import CG_ITER, CG_ITER_NOISY
     kw = {}
     for item in filter(None, spec.split(",")):
         k, v = item.split("=", 1)
@@ -128,7 +134,13 @@ def dds_variant(spec: str):
             except ValueError:
                 kw[k] = None if v == "None" else v
     dds = samplers.DDS(**kw)
-    extra = "".join(f", {k} {v}" for k, v in kw.items() if k not in ("steps", "eta"))
+    if dds.sigma_y is not None:
+        cg = dds.cg_iter if dds.cg_iter is not None else CG_ITER_NOISY
+        extra = f", sigma_y {dds.sigma_y}, lam {dds.lam:g}, cg_iter {cg}"
+        extra += "".join(f", {k} {v}" for k, v in kw.items() if k not in ("steps", "eta", "sigma_y", "lam", "cg_iter"))
+    else:
+        extra = "".join(f", {k} {v}" for k, v in kw.items() if k not in ("steps", "eta", "sigma_y")
+                        and not (k == "cg_iter" and v == CG_ITER))
     return dds, f"DDS ({dds.steps} steps, eta {dds.eta:g}{extra})"
 
 

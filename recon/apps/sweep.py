@@ -223,7 +223,7 @@ def resolved_settings(row: dict, cfg: dict, _digests: dict = {}) -> dict:  # noq
         prior = f"{prior}#{_digests[prior]}"
     sampler = sampler_for(_mri_settings(row, cfg))
     conf = {k: v for k, v in sorted(vars(sampler).items())
-            if k != "progress" and (v is None or isinstance(v, (bool, int, float, str)))}
+            if k != "progress" and not k.startswith("_") and (v is None or isinstance(v, (bool, int, float, str)))}
     out.update(prior=prior, sampler={"name": sampler.name, **conf})
     return out
 

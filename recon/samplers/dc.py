@@ -14,8 +14,6 @@
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from operators.cg import conjugate_gradient
