@@ -30,9 +30,13 @@ from recon.data import brain, simulate
 N, COILS, SPOKES = 128, 8, 48
 
 
-def methods(dds_gamma):
-    dds = samplers.DDS(steps=50, gamma=dds_gamma)
-    label = "DDS (50 steps)" if dds_gamma is None else f"DDS (50 steps, gamma {dds_gamma:g})"
+def methods(dds_gamma, noiseless=False):
+    if dds_gamma is not None:
+        dds, label = samplers.DDS(steps=50, gamma=dds_gamma), f"DDS (50 steps, gamma {dds_gamma:g})"
+    elif noiseless:  # the default until 2026-12-02: the paper's noiseless CG
+        dds, label = samplers.DDS(steps=50, sigma_y=None, cg_iter=5), "DDS (50 steps)"
+    else:            # the default: the data weighed by the noise the operator estimates
+        dds, label = samplers.DDS(steps=50), "DDS (50 steps, noise weight)"
     return {
         "gridding": lambda y, A, p, g: A.gridding(y),
         "CG-SENSE (20 it.)": lambda y, A, p, g: classical.cg_sense(y, A, max_iter=20),
@@ -69,12 +73,13 @@ def main():
     ap.add_argument("--prior", default="bundled:mni-brain-128")
     ap.add_argument("--snr", type=float, default=30.0)
     ap.add_argument("--snr-reference", choices=["cartesian", "samples"], default="cartesian")
-    ap.add_argument("--dds-gamma", type=float, help="DDS's data weight gamma (default None: noiseless CG)")
+    ap.add_argument("--dds-gamma", type=float, help="DDS's fixed data weight gamma (default: DDS's noise weight)")
+    ap.add_argument("--dds-noiseless", action="store_true", help="DDS with the paper's noiseless CG")
     ap.add_argument("--only", default="", help="comma-separated substrings of method names to run")
     args = ap.parse_args()
     a, b = (int(v) for v in args.slices.split(":"))
     prior = priors.load(args.prior)
-    meths = methods(args.dds_gamma)
+    meths = methods(args.dds_gamma, args.dds_noiseless)
     if args.only:
         meths = {k: v for k, v in meths.items() if any(s in k for s in args.only.split(","))}
     fields = ["method", "slice", "psnr", "ssim", "seconds", "maps_seconds", "snr", "snr_reference"]

@@ -72,7 +72,8 @@ NOISE_PICK = 2    # the blocks of least energy the estimate pools
 
 def kspace_noise_std(y: torch.Tensor, mask: torch.Tensor, coil_dims: int = 0, blocks: int = NOISE_BLOCKS,
                      pick: int = NOISE_PICK) -> Optional[torch.Tensor]:
-    """The noise std of measured k-space, per batch element, from the blocks of k-space with the least energy.
+    """The noise std of measured Cartesian k-space, per batch element, from the blocks of k-space with the least
+    energy.
 
     Noise is white in k-space and the object's energy falls off away from the centre, so in the outer blocks
     |y|^2 is mostly noise. For complex Gaussian noise of std s (E|n|^2 = s^2), |n|^2 / s^2 is Exp(1), whose
@@ -82,31 +83,45 @@ def kspace_noise_std(y: torch.Tensor, mask: torch.Tensor, coil_dims: int = 0, bl
     measuring on independent samples keeps the choice from biasing the estimate low. Only measured samples
     count (mask > 0 and y != 0, so zero-padded and dead lines do not), all coils together, and only blocks
     with at least ``NOISE_MIN_SAMPLES`` in each half (the blocks are made coarser until ``pick`` of them
-    have that many). An object with energy in every block gives an upper
-    bound. ``y`` is (..., [coils], H, W) with ``coil_dims`` coil dimensions before the plane; the result has
-    y's other leading dimensions (None if no block has enough samples)."""
+    have that many). An object with energy in every block gives an upper bound. ``y`` is (..., [coils], H,
+    W) with ``coil_dims`` coil dimensions before the plane; the result has y's other leading dimensions (None
+    if no block has enough samples)."""
     h, w = y.shape[-2:]
     rows, cols = torch.arange(h, device=y.device), torch.arange(w, device=y.device)
-    half = ((rows[:, None] + cols[None, :]) % 2).bool()
+    half = ((rows[:, None] + cols[None, :]) % 2).bool().reshape(-1)
     keep = y.dim() - 2 - coil_dims
-    lead = y.shape[:keep]
-    e = y.abs().square().reshape((-1,) + y.shape[keep:]).reshape(-1, max(1, y.shape[keep:-2].numel()), h, w)
-    m = torch.broadcast_to((mask > 0), y.shape).reshape(e.shape) & (e > 0)
-    out = torch.empty(e.shape[0], dtype=e.dtype, device=y.device)
+    e = y.abs().square().reshape(y.shape[:keep] + (-1, h * w))
+    m = torch.broadcast_to(mask > 0, y.shape).reshape(e.shape)
+
+    def groups(n):
+        return (((rows * n) // h)[:, None] * n + ((cols * n) // w)[None, :]).reshape(-1), n * n
+    return grouped_noise_std(e, m, groups, half, blocks, pick)
+
+
+def grouped_noise_std(e: torch.Tensor, measured: torch.Tensor, groups, half: torch.Tensor, n: int,
+                      pick: int = NOISE_PICK) -> Optional[torch.Tensor]:
+    """The core of the k-space noise estimates. ``e`` (..., C, N): |y|^2 of N sample positions for C coils;
+    ``measured`` like ``e``; ``groups(n)`` -> (group id of each position (N,), number of groups), coarser for
+    smaller n; ``half`` (N,) bool splits the positions into two interleaved halves. Returns the std of shape
+    ``e.shape[:-2]`` (None if no group has enough samples); see ``kspace_noise_std``."""
+    lead = e.shape[:-2]
+    e = e.reshape((-1,) + e.shape[-2:])
+    m = measured.reshape(e.shape) & (e > 0)
+    out = torch.empty(e.shape[0], dtype=e.dtype, device=e.device)
     for b in range(e.shape[0]):
-        n = blocks
-        while True:  # coarser blocks where sparse sampling leaves too few samples in each
-            block = ((rows * n) // h)[:, None] * n + ((cols * n) // w)[None, :]
+        k = n
+        while True:  # coarser groups where sparse sampling leaves too few samples in each
+            gid, count = groups(k)
             first, second = [], []
-            for k in range(n * n):
-                sel = m[b] & (block == k)
+            for g in range(count):
+                sel = m[b] & (gid == g)
                 a, c = e[b][sel & ~half], e[b][sel & half]
                 if a.numel() >= NOISE_MIN_SAMPLES and c.numel() >= NOISE_MIN_SAMPLES:
                     first.append(float(a.median()))
                     second.append(c)
-            if len(first) >= min(pick, n * n) or n == 1:
+            if len(first) >= min(pick, count) or k == 1:
                 break
-            n //= 2
+            k //= 2
         if not first:
             return None
         order = sorted(range(len(first)), key=first.__getitem__)[:pick]

@@ -130,6 +130,22 @@ class NonCartesianMRI(Linop):
         maps = self.maps.to(y.device)
         return (maps.conj() * self._nufft_adjoint(y)).sum(dim=-3)
 
+    def noise_std(self, y):
+        """Noise std of the samples ``y`` (..., C, K) per batch element, from the rings of |omega| with the
+        least energy (``operators.mri.grouped_noise_std``: 8 rings of equal width out to the largest |omega|,
+        halves by the parity of the sample index, all coils together)."""
+        from .mri import NOISE_BLOCKS, grouped_noise_std
+        y = checks.as_tensor(f"the input of {self.name}.noise_std", y)
+        check_shape(y, self.oshape, f"{self.name}.noise_std")
+        radius = self.trajectory.detach().reshape(-1, 2).to(y.device, torch.float64).norm(dim=-1)
+        top = float(radius.max()) * (1 + 1e-9) or 1.0
+        idx = torch.arange(radius.numel(), device=y.device)
+
+        def rings(n):
+            return (radius / top * n).long().clamp_max(n - 1), n
+        e = y.abs().square()
+        return grouped_noise_std(e, torch.ones_like(e, dtype=torch.bool), rings, (idx % 2).bool(), NOISE_BLOCKS)
+
     def _normal(self, x):
         if not self.toeplitz:
             return self._adjoint(self._apply(x))

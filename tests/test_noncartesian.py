@@ -125,6 +125,21 @@ def test_contract_norm_pinv_support_and_scaling(radial_problem):
 # --------------------------------------------------------------------------- trajectories and density
 
 
+def test_noise_estimate_from_the_outer_rings(radial_problem):
+    """Pure noise gives its std back; on the brain slice the outer rings still hold some signal, so the estimate
+    is an upper bound of the right order; the estimate scales with the data and is one value per slice."""
+    x, maps, traj, dcf, y = radial_problem
+    A = NonCartesianMRI(maps, traj, dcf=dcf)
+    noise = 0.02 * _complex(y.shape, seed=3)
+    assert abs(float(A.noise_std(noise)) / 0.02 - 1) < 0.08
+    std = float(simulate.snr_to_noise_std(maps * x, 30.0, 3))
+    assert 0.9 < float(A.noise_std(y)) / std < 2.0
+    assert torch.allclose(A.noise_std(5 * y), 5 * A.noise_std(y), rtol=1e-5)
+    both = torch.stack([noise, 2 * noise])
+    est = NonCartesianMRI(torch.stack([maps, maps]), traj).noise_std(both)
+    assert est.shape == (2,) and torch.allclose(est[1], 2 * est[0], rtol=1e-5)
+
+
 def test_trajectories_shapes_ranges_and_registry():
     r = trajectories.get("radial", n_spokes=10)((32, 32))
     assert r.shape == (10, 64, 2) and r.dtype == torch.float32
