@@ -44,7 +44,7 @@ def _mri_settings(args) -> reconstruct.MRISettings:
                  if getattr(args, field) is not None}
     return reconstruct.MRISettings(method=args.sampler, prior=args.prior, samples=args.samples, seed=args.seed,
                                    steps=args.steps, device=args.device, normalization=args.normalization,
-                                   **cartesian)
+                                   **cartesian, **({} if args.noise_std is None else {"noise_std": args.noise_std}))
 
 
 def _refuse_cartesian_options(args, path) -> None:
@@ -194,6 +194,8 @@ def _mri_options(p, sampler_help: str) -> None:
                    "fixed:VALUE, range:VALUE")
     p.add_argument("--prior", default=bundled.DEFAULT_MRI)
     p.add_argument("--steps", type=int, help="sampler steps (levels for score-ald); default: the paper's")
+    p.add_argument("--noise-std", help="DDS's data weight: auto (the default: the noise std estimated from the "
+                   "k-space periphery), none (the paper's noiseless CG), or the k-space noise std")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
 

@@ -63,3 +63,18 @@ def test_ct_demo_and_reconstruct_ct(tmp_path, capsys):
     assert "dds" in capsys.readouterr().out
     assert main(["reconstruct-ct", "recon/data/samples/ct-phantom-demo.h5", "--sampler", "sart"]) == 2
     assert "unknown CT method 'sart'" in capsys.readouterr().err
+
+
+def test_reconstruct_noise_std_option_sets_the_dds_data_weight(tmp_path, capsys):
+    from recon.apps import reconstruct
+    s = reconstruct.MRISettings()
+    assert s.noise_std == "auto" and reconstruct.sampler_for(s).sigma_y == "auto"
+    none = reconstruct.sampler_for(reconstruct.MRISettings(noise_std="none"))
+    assert none.sigma_y is None and none.cg_iter == 5
+    assert reconstruct.sampler_for(reconstruct.MRISettings(noise_std="0.02")).sigma_y == 0.02
+    f = "recon/data/samples/mni152-demo-8coil.h5"
+    assert main(["reconstruct", f, "--out", str(tmp_path / "a.h5"), "--noise-std", "bogus"]) == 2
+    assert "noise_std must be 'auto', 'none' or a noise std" in capsys.readouterr().err
+    assert main(["reconstruct", f, "--out", str(tmp_path / "b.h5"), "--sampler", "score-mri", "--noise-std", "0.1"]) == 2
+    assert "does not take it" in capsys.readouterr().err
+    assert not (tmp_path / "a.h5").exists() and not (tmp_path / "b.h5").exists()

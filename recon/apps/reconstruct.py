@@ -23,6 +23,7 @@ the mask.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -54,9 +55,13 @@ class MRISettings(BaseSettings):
     center_fraction: float = 0.08
     prior: str = DEFAULT_PRIOR
     protocol: str = "auto"
+    noise_std: str = "auto"  # DDS's data weight: "auto" (estimated from k-space), "none" (noiseless CG), or a std
 
     def check(self) -> None:
         check_choice("method", self.method, METHODS)
+        dds_noise(self.noise_std)
+        if self.method != "dds" and str(self.noise_std) != "auto":
+            raise ValueError(f"--noise-std sets DDS's data weight; the sampler {self.method!r} does not take it")
         check_choice("protocol", self.protocol, ("auto",) + tuple(geometry.PROTOCOLS))
         check_choice("mask", self.mask, masks.available())
         check_real("acceleration", self.acceleration, minimum=1.0, maximum=MAX_ACCELERATION)
@@ -79,12 +84,31 @@ def require_posterior(settings: MRISettings, task: str) -> None:
         raise ValueError(f"{task} needs at least 2 samples per slice (--samples), got {settings.samples}")
 
 
+def dds_noise(text) -> dict:
+    """DDS keyword arguments of a ``noise_std`` setting: "auto" -> {} (the default: estimated from the data),
+    "none" -> the paper's noiseless CG, a number >= 0 -> ``sigma_y`` in k-space units."""
+    t = str(text).strip().lower()
+    if t == "auto":
+        return {}
+    if t == "none":
+        return {"sigma_y": None, "cg_iter": 5}
+    try:
+        v = float(t)
+    except ValueError:
+        v = float("nan")
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"noise_std must be 'auto', 'none' or a noise std >= 0 in k-space units, got {text!r}")
+    return {"sigma_y": v}
+
+
 def sampler_for(settings: MRISettings):
-    """The sampler of ``settings.method`` with its paper's defaults; ``steps`` sets the length (the number of
-    noise levels for Score-ALD)."""
+    """The sampler of ``settings.method`` with its paper's defaults (DDS: its own, with ``noise_std``);
+    ``steps`` sets the length (the number of noise levels for Score-ALD)."""
     kw = {"steps": settings.steps} if settings.steps else {}
     if settings.method == "score-ald" and settings.steps:
         kw = {"n_levels": settings.steps}
+    if settings.method == "dds":
+        kw.update(dds_noise(settings.noise_std))
     return samplers.get(settings.method, **kw)
 
 
