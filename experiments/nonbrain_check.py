@@ -43,6 +43,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--prior", action="append", default=[], help="LABEL=SPEC (repeatable)")
     ap.add_argument("--slices", default="0:9:2")
+    ap.add_argument("--reconstruction-only", action="store_true", help="skip the inpainting")
+    ap.add_argument("--noiseless-too", action="store_true",
+                    help="also DDS with the paper's noiseless CG (the default until 2026-12-02)")
     args = ap.parse_args()
     pri = {k: priors.load(v) for k, v in (p.split("=", 1) for p in (args.prior or ["brain=bundled:mni-brain-128"]))}
     xs = phantom_slices()
@@ -58,11 +61,18 @@ def main():
         centre = (float((w * yy).sum()), float((w * xx).sum()))
         hole = tasks.region((128, 128), centre, 12.0)
         mx = float(gt.max())
-        bih = torch.as_tensor(inpaint_biharmonic(gt.numpy(), hole.numpy()))
-        res.setdefault(("inpaint", "biharmonic"), []).append(psnr_region(gt, bih, hole, mx))
+        if not args.reconstruction_only:
+            bih = torch.as_tensor(inpaint_biharmonic(gt.numpy(), hole.numpy()))
+            res.setdefault(("inpaint", "biharmonic"), []).append(psnr_region(gt, bih, hole, mx))
         for k, p in pri.items():
             r = samplers.DDS()(y, A, p, generator=torch.Generator().manual_seed(0))[0]
             res.setdefault(("recon", f"DDS {k}"), []).append(metrics.psnr(gt.numpy(), r.abs().numpy()))
+            if args.noiseless_too:
+                r = samplers.DDS(sigma_y=None, cg_iter=5)(y, A, p, generator=torch.Generator().manual_seed(0))[0]
+                res.setdefault(("recon", f"DDS noiseless CG {k}"), []).append(metrics.psnr(gt.numpy(),
+                                                                                         r.abs().numpy()))
+            if args.reconstruction_only:
+                continue
             outs = tasks.inpaint(x, hole, p, n_samples=8, seed=i)
             res.setdefault(("inpaint", f"mean of 8, {k}"), []).append(psnr_region(gt, outs.mean(0).abs(), hole, mx))
             res.setdefault(("inpaint", f"one sample, {k}"), []).append(psnr_region(gt, outs[0].abs(), hole, mx))
