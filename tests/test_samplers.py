@@ -355,3 +355,24 @@ def test_dds_auto_noise_falls_back_to_noiseless_cg_with_a_warning_where_the_oper
 def test_dds_refuses_bad_noise_settings(kw, msg):
     with pytest.raises(ValueError, match=msg):
         samplers.DDS(**kw)
+
+
+def test_dds_auto_noise_is_one_weight_per_slice_of_a_stack():
+    """A stack of two slices with different noise: the estimate is per slice, and the stack runs."""
+    from operators import MultiCoilMRI
+    from recon import priors
+    from recon.problems import multicoil_problem
+    from recon.samplers.base import Measurement
+    p = priors.load("bundled:brain-synth-128")
+    a, b = multicoil_problem(slice_index=0), multicoil_problem(slice_index=3)
+    g = torch.Generator().manual_seed(0)
+    yb = b.y + b.A.mask * 0.05 * torch.randn(b.y.shape, dtype=b.y.dtype, generator=g)
+    y, A = torch.stack([a.y, yb]), MultiCoilMRI(torch.stack([a.A.maps, b.A.maps]), a.A.mask)
+    est = A.noise_std(y)
+    assert est.shape == (2,) and float(est[1]) > 4 * float(est[0])
+    s = samplers.DDS(steps=3)
+    x = torch.zeros(3, 2, 128, 128, dtype=torch.complex64)
+    w = s._noise(Measurement(y.expand((3,) + tuple(y.shape)), A, torch.ones(())), x)
+    assert w.shape == (3, 2, 1, 1) and torch.allclose(w[0, :, 0, 0], est.square())
+    out = s(y, A, p, n_samples=2)
+    assert out.shape == (2, 2, 128, 128) and torch.isfinite(out).all()

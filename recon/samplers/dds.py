@@ -130,7 +130,6 @@ class DDS(Sampler):
         if self.sigma_y is None:
             return None
         nd = len(data.A.ishape)
-        batch = tuple(x.shape[: x.dim() - nd])
         if self.sigma_y == "auto":
             yv = data.y
             if yv.dim() > len(data.A.oshape) and yv.shape[0] > 1 and yv.stride(0) == 0:
@@ -142,7 +141,10 @@ class DDS(Sampler):
                 if self._stated:
                     _warn_no_estimate(data.A.name)
                 return None
-            s = est.to(x.real.dtype).reshape(batch + (1,) * nd)
+            # one value per image: y's dimensions but the coils and the sample axes (for a stack of slices the
+            # operator's own leading dimensions too); the image plane broadcasts
+            est = est.to(x.real.dtype)
+            s = est.reshape(tuple(est.shape) + (1,) * (x.dim() - est.dim()))
         else:
             if self.sigma_y == 0:
                 return None
