@@ -245,4 +245,14 @@ def test_recon_calibrate_then_uncertainty_with_the_calibration(tmp_path, capsys)
                  "std", "--out", str(tmp_path / "co.json")]) == 0
     c2 = Calibration.load(tmp_path / "co.json")
     assert (c2.offset, c2.smooth) == (0.01, 1.0)
+    assert c.info["noise_std"] == "auto"
+    with pytest.warns(UserWarning, match="made with DDS --noise-std auto, these samples with none"):
+        assert main(["--quiet", "uncertainty", str(sim), *common, "--noise-std", "none", "--calibration", str(cal),
+                     "--out", str(tmp_path / "un.h5")]) == 0
+    old = Calibration.load(cal)
+    old.info.pop("noise_std")
+    old.save(tmp_path / "old.json")
+    with pytest.warns(UserWarning, match="made before DDS weighed the data by its noise"):
+        assert main(["--quiet", "uncertainty", str(sim), *common, "--calibration", str(tmp_path / "old.json"),
+                     "--out", str(tmp_path / "uo.h5")]) == 0
     assert sim.read_bytes() == before

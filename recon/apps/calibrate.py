@@ -82,7 +82,7 @@ def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None
     cal = calibrate(samples, refs, level, kind=kind, method=method, offset=offset, smooth=smooth,
                     sampler=settings.method, mask=settings.mask, acceleration=float(settings.acceleration),
                     steps=settings.steps, prior=settings.prior,
-                    info={"samples": settings.samples, "protocol": settings.protocol,
+                    info={"samples": settings.samples, "protocol": settings.protocol, "noise_std": settings.noise_std,
                           "center_fraction": settings.center_fraction, "files": [str(p) for p in paths]})
     cal.save(out)
     return cal

@@ -9,6 +9,7 @@ mean, std (fixed colour scale) and |error|.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict
 from typing import Optional
 
@@ -31,6 +32,15 @@ def _load_calibration(calibration, settings: MRISettings) -> Optional[Calibratio
     cal = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
     source = "the calibration" if isinstance(calibration, Calibration) else f"calibration file {calibration}"
     cal.check_matches(settings.method, settings.mask, settings.acceleration, source=source)
+    if settings.method == "dds":
+        made = (cal.info or {}).get("noise_std")
+        if made is None:
+            warnings.warn(f"{source} does not record DDS's data weight (--noise-std); it was made before DDS "
+                          f"weighed the data by its noise, with the noiseless CG: calibrate again for the default, "
+                          f"or pass --noise-std none", stacklevel=2)
+        elif str(made).lower() != str(settings.noise_std).lower():
+            warnings.warn(f"{source} was made with DDS --noise-std {made}, these samples with "
+                          f"{settings.noise_std}: its intervals may not hold their level", stacklevel=2)
     return cal
 
 
