@@ -376,3 +376,25 @@ def test_dds_auto_noise_is_one_weight_per_slice_of_a_stack():
     assert w.shape == (3, 2, 1, 1) and torch.allclose(w[0, :, 0, 0], est.square())
     out = s(y, A, p, n_samples=2)
     assert out.shape == (2, 2, 128, 128) and torch.isfinite(out).all()
+
+
+def test_score_ald_auto_noise_uses_the_operators_estimate():
+    """sigma_y='auto' takes the operator's estimate in the normalised units: the same samples as stating that
+    estimate; where the operator cannot estimate it, sigma_y = 0 with a warning."""
+    from operators import MultiCoilMRI
+    from recon import priors
+    from recon.problems import multicoil_problem
+    p = priors.load("bundled:brain-synth-128")
+    a = multicoil_problem(slice_index=0)
+    A = MultiCoilMRI(a.A.maps, a.A.mask)
+    kw = dict(n_levels=3, steps_each=1)
+    auto = samplers.ScoreALD(sigma_y="auto", **kw)(a.y, A, p, generator=torch.Generator().manual_seed(1))
+    stated = samplers.ScoreALD(sigma_y=float(A.noise_std(a.y)), **kw)(a.y, A, p,
+                                                                      generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(auto, stated, rtol=1e-4, atol=1e-5)
+    prior, Ai, y, _, _ = inpainting_problem()
+    with pytest.warns(UserWarning, match="cannot estimate its noise"):
+        x = samplers.ScoreALD(sigma_y="auto", **kw)(y, Ai, prior, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(x, samplers.ScoreALD(**kw)(y, Ai, prior, generator=torch.Generator().manual_seed(1)))
+    with pytest.raises(ValueError, match="sigma_y must be"):
+        samplers.ScoreALD(sigma_y="estimate")
