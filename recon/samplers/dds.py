@@ -7,7 +7,7 @@ noise estimate (DDIM with stochasticity ``eta``). The last step returns the data
 Defaults: 50 steps, eta = 1 (the paper uses 0.85; at the same cost eta = 1 gave a higher PSNR on every MRI
 test set and on sparse-view CT, and -0.1 to 0 dB at CT 0-120 degrees), and the data weighed by the measurement's
 noise (``sigma_y="auto"``, ``lam`` = 0.5, 10 CG iterations; below). Where the operator cannot estimate its noise
-(CT, non-Cartesian MRI) or ``gamma`` or ``tv_z`` is given, the CG is the paper's: 5 iterations, noiseless unless
+(CT, image-domain operators) or ``gamma`` or ``tv_z`` is given, the CG is the paper's: 5 iterations, noiseless unless
 ``gamma``. ``DDS(eta=0.85, sigma_y=None, cg_iter=5)`` reproduces the paper. The sample spread: on an exact
 Gaussian posterior 0.8-1.0 of the true variance, on real data too narrow at every setting (see
 ``recon.uncertainty`` and the calibration study). The CG uses the Hermitian inner product.
@@ -16,8 +16,8 @@ Like every sampler, DDS works with the unit-norm operator and data in the prior'
 
 **Noisy data** (``sigma_y``). The noiseless CG fits the measurement's noise. With ``sigma_y`` (the noise std
 per measured sample in the measurement's units, E|n|^2 = sigma_y^2) or ``sigma_y="auto"`` (estimated from the
-data by the operator, ``A.noise_std``: the k-space periphery for MRI; where the operator cannot tell, the
-noiseless CG with a warning), each step weighs the data as DiffPIR does (Zhu et al., CVPR 2023): the
+data by the operator, ``A.noise_std``: the k-space periphery for Cartesian and non-Cartesian MRI; where the
+operator cannot tell, the noiseless CG, with a warning if 'auto' was asked for by name), each step weighs the data as DiffPIR does (Zhu et al., CVPR 2023): the
 Tweedie estimate is trusted like data of variance sigma_t^2 / lam, so the CG runs on
 (I + gamma_t A^H A) x = x0 + gamma_t A^H y with gamma_t = sigma_t^2 / (lam sigma_y^2), large early (the data
 rule), small late (the prior denoises what the data cannot resolve). ``lam`` is DiffPIR's lambda: with an exact
@@ -129,7 +129,6 @@ class DDS(Sampler):
         noiseless normal equations (no sigma_y, sigma_y = 0, or 'auto' where the operator cannot estimate it)."""
         if self.sigma_y is None:
             return None
-        nd = len(data.A.ishape)
         if self.sigma_y == "auto":
             yv = data.y
             if yv.dim() > len(data.A.oshape) and yv.shape[0] > 1 and yv.stride(0) == 0:
@@ -141,16 +140,14 @@ class DDS(Sampler):
                 if self._stated:
                     _warn_no_estimate(data.A.name)
                 return None
-            # one value per image: y's dimensions but the coils and the sample axes (for a stack of slices the
-            # operator's own leading dimensions too); the image plane broadcasts
-            est = est.to(x.real.dtype)
-            s = est.reshape(tuple(est.shape) + (1,) * (x.dim() - est.dim()))
         else:
             if self.sigma_y == 0:
                 return None
-            unit = torch.as_tensor(data.unit).abs().to(x.real.dtype)
-            unit = unit.reshape(unit.shape[: max(unit.dim() - len(data.A.oshape), 0)])
-            s = (self.sigma_y / unit).reshape(unit.shape + (1,) * nd) if unit.dim() else self.sigma_y / unit
+            unit = torch.as_tensor(data.unit).abs()
+            est = self.sigma_y / unit.reshape(unit.shape[: max(unit.dim() - len(data.A.oshape), 0)])
+        # one value per image (for a stack of slices, per slice); the image plane broadcasts
+        est = torch.as_tensor(est).to(x.real.dtype)
+        s = est.reshape(tuple(est.shape) + (1,) * (x.dim() - est.dim()))
         s2 = torch.as_tensor(s).square()
         if not bool(torch.isfinite(s2).all()) or not bool((s2 > 0).all()):
             return None
