@@ -144,3 +144,26 @@ def test_bundled_ct_sample_reads():
     img, sino, _ = read_input(Path(__file__).parent.parent / "recon/data/samples/ct-phantom-demo.h5")
     assert sino is None and img.shape == (4, 128, 128)
     assert 0 <= float(img.min()) and 1.5 < float(img.max()) < 2.5  # air 0, bone ~ 1.7-2.1 in mu/mu_water
+
+
+def test_ct_pipeline_states_its_noise_to_dds():
+    """The CT pipeline knows the noise it simulates: the Gaussian std, or for Poisson counts the rms of the
+    post-log std, which matches the empirical spread of simulated low-dose sinograms; DDS then weighs the data
+    by it (noiseless data keep the noiseless CG, and a TV-z coupling keeps its own data step)."""
+    import torch
+    from recon.apps import reconstruct_ct as rc
+    st = rc.CTSettings(views=30, noise="poisson", noise_level=1e4)
+    op = rc.operator(st, (64, 64))
+    img = torch.zeros(1, 64, 64)
+    img[0, 16:48, 20:44] = 1.0
+    clean = op(img)
+    ys = torch.stack([rc.simulate(img, op, st, torch.Generator().manual_seed(k)) for k in range(40)])
+    empirical = float((ys - clean).square().mean().sqrt())
+    stated = rc.noise_std(ys[0], st)
+    assert abs(stated / empirical - 1) < 0.1
+    assert rc.noise_std(clean, rc.CTSettings(views=30, noise="gaussian", noise_level=0.3)) == 0.3
+    assert rc.noise_std(clean, rc.CTSettings(views=30)) is None
+    assert rc.sampler_for(st, stated).sigma_y == stated
+    assert rc.sampler_for(rc.CTSettings(views=30), None).sigma_y is None
+    coupled = rc.sampler_for(rc.CTSettings(views=30, tv_z=1e-4, noise="poisson", noise_level=1e4), stated)
+    assert coupled.sigma_y is None and coupled.tv_z == 1e-4

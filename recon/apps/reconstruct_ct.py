@@ -128,11 +128,28 @@ def simulate(image: torch.Tensor, op, settings: CTSettings, generator: torch.Gen
     return p
 
 
-def sampler_for(settings: CTSettings) -> samplers.Sampler:
-    """The CT defaults of each sampler (``steps`` overrides the length)."""
+def noise_std(sinogram: torch.Tensor, settings: CTSettings) -> Optional[float]:
+    """The std of the line integrals' noise that ``settings`` states (None for noiseless data): the Gaussian std,
+    or for Poisson counts the rms over the bins of the post-log std 1 / (mu_scale sqrt(I0 exp(-mu_scale p))),
+    with p the measured line integrals (a scalar, as DDS's weight is one number per image)."""
+    if settings.noise == "gaussian":
+        return float(settings.noise_level)
+    if settings.noise == "poisson":
+        ms = MU_WATER_PER_MM * settings.pixel_mm
+        var = torch.exp(ms * sinogram.double().clamp_min(0)) / settings.noise_level / ms ** 2
+        return float(var.mean().sqrt())
+    return None
+
+
+def sampler_for(settings: CTSettings, sigma_y: Optional[float] = None) -> samplers.Sampler:
+    """The CT defaults of each sampler (``steps`` overrides the length). DDS weighs the data by ``sigma_y``, the
+    stated noise (``noise_std``), when there is one and no ``tv_z`` coupling; noiseless data keep the paper's
+    noiseless CG."""
     n = settings.steps
     if settings.method == "dds":
-        return samplers.DDS(steps=n or 50, tv_z=settings.tv_z)
+        if sigma_y and settings.tv_z == 0:
+            return samplers.DDS(steps=n or 50, sigma_y=sigma_y)
+        return samplers.DDS(steps=n or 50, tv_z=settings.tv_z, sigma_y=None)
     if settings.method == "dps":
         return samplers.DPS(steps=n or 250, zeta=1.0)
     if settings.method == "score-ald":
@@ -156,7 +173,7 @@ def reconstruct(sinogram: torch.Tensor, op, settings: CTSettings, prior=None, pr
     if prior.channels != "real":
         raise ValueError(f"CT needs a real-valued prior; {prior.name!r} has channels={prior.channels!r}")
     prior.check_grid(tuple(op.ishape))  # fully convolutional priors run on any grid; others only on their own
-    s = sampler_for(settings)
+    s = sampler_for(settings, noise_std(y, settings))
     s.progress = progress
     return s(y, op, prior.to(dev), n_samples=settings.samples, generator=torch.Generator().manual_seed(settings.seed))
 
