@@ -129,6 +129,12 @@ def grouped_noise_std(e: torch.Tensor, measured: torch.Tensor, groups, half: tor
     return out.sqrt().reshape(lead)
 
 
+def _noise_std(op: Linop, y, coil_dims: int) -> Optional[torch.Tensor]:
+    y = as_tensor(f"the input of {op.name}.noise_std", y)
+    check_shape(y, op.oshape, f"{op.name}.noise_std")
+    return kspace_noise_std(y, op.mask, coil_dims=coil_dims)
+
+
 def _plane(mask: torch.Tensor) -> tuple:
     """The (H, W) a mask fixes: H is free (None) for a line mask (1, W)."""
     h, w = mask.shape[-2:]
@@ -165,9 +171,7 @@ class SingleCoilMRI(Linop):
 
     def noise_std(self, y):
         """Noise std of the k-space ``y`` from its outer blocks (``kspace_noise_std``), per batch element."""
-        y = as_tensor(f"the input of {self.name}.noise_std", y)
-        check_shape(y, self.oshape, f"{self.name}.noise_std")
-        return kspace_noise_std(y, self.mask, coil_dims=self._coil_dims)
+        return _noise_std(self, y, self._coil_dims)
 
     _coil_dims = 0
 
@@ -239,9 +243,7 @@ class MultiCoilMRI(Linop):
     def noise_std(self, y):
         """Noise std of the k-space ``y`` from its outer blocks (``kspace_noise_std``, all coils together),
         per batch element (slice)."""
-        y = as_tensor(f"the input of {self.name}.noise_std", y)
-        check_shape(y, self.oshape, f"{self.name}.noise_std")
-        return kspace_noise_std(y, self.mask, coil_dims=1)
+        return _noise_std(self, y, 1)
 
     def _normal(self, x):
         out = kernels.sense.normal(x, self.maps, self.mask)  # CUDA kernels; None: the torch reference below

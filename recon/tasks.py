@@ -176,7 +176,7 @@ def _sdedit(image, prior, strength: float, hold: Optional[torch.Tensor], steps: 
     if hold is not None:
         h = hold.to(image.real.dtype)
         known = h * image
-        dc = lambda v: known + (1 - h) * v  # noqa: E731
+        dc = lambda v, s: known + (1 - h) * v  # noqa: E731
     x, _ = run(x, sig, ddim_step(prior.denoise, eta, g, dc), "sdedit")
     return x
 

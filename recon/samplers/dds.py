@@ -121,7 +121,7 @@ class DDS(Sampler):
         else:
             dc = lambda v, s: cg_consistency(v, y, A, cg, self.gamma)  # noqa: E731
         x = noise_like(x, g) * sig[0]
-        x, _ = run(x, sig, ddim_step(prior.denoise, self.eta, g, dc, dc_sigma=True), self.name, callback, bar)
+        x, _ = run(x, sig, ddim_step(prior.denoise, self.eta, g, dc), self.name, callback, bar)
         return x
 
     def _noise(self, data, x):

@@ -44,13 +44,12 @@ def run(x: torch.Tensor, sigmas: Sequence[float], step: Callable, name: str, cal
 
 
 def ddim_step(denoise: Callable, eta: float, generator: Optional[torch.Generator],
-              dc: Optional[Callable] = None, dc_sigma: bool = False) -> Callable:
-    """A DDIM step: x0 = denoise(x, sigma); x0' = dc(x0) (if given; dc(x0, sigma) with ``dc_sigma``);
-    x' = DDIM(x0', eps = (x - x0) / sigma).
+              dc: Optional[Callable] = None) -> Callable:
+    """A DDIM step: x0 = denoise(x, sigma); x0' = dc(x0, sigma) (if given); x' = DDIM(x0', eps = (x - x0) / sigma).
     Noise is drawn from ``generator`` only where the step injects some (eta > 0, sigma' > 0)."""
     def step(x, s, sn, i):
         x0 = denoise(x, s)
-        x0c = x0 if dc is None else (dc(x0, s) if dc_sigma else dc(x0))
+        x0c = x0 if dc is None else dc(x0, s)
         z = noise_like(x, generator) if eta > 0 and sn > 0 else None
         return ddim_update(x0c, (x - x0) / s, s, sn, eta, z), {"denoised": x0c}
     return step
