@@ -178,3 +178,18 @@ def test_phase_equivariant_training_and_init_from_a_saved_prior(tmp_path):
     with pytest.raises(ValueError, match="phase_equivariant needs channels='complex'"):
         train(_cfg(tmp_path, tmp_path / "c.pt", out=str(tmp_path / "d"), channels="magnitude",
                    phase_equivariant=True, steps=1), progress=False)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_its_final_rate(tmp_path):
+    from recon.training.train import learning_rate
+    cfg = _cfg(tmp_path, "unused", lr=1e-3, warmup=10, steps=111, lr_schedule="cosine", lr_final=0.1)
+    rates = [learning_rate(cfg, s) for s in range(cfg.steps)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    after = rates[10:]
+    assert all(a >= b for a, b in zip(after, after[1:]))          # never rises after the warm-up
+    assert after[-1] == pytest.approx(1e-4)                       # lr_final * lr at the last step
+    assert after[50] == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5), rel=1e-6)   # half-way: the mean of the two
+    const = _cfg(tmp_path, "unused", lr=1e-3, warmup=10, steps=110)
+    assert [learning_rate(const, s) for s in range(10, 110)] == [1e-3] * 100
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _cfg(tmp_path, "unused", lr_schedule="linear").check()

@@ -48,6 +48,8 @@ class TrainConfig:
     batch_size: int = 8
     lr: float = 2e-4
     warmup: int = 200
+    lr_schedule: str = "constant"       # constant | cosine (after the warm-up, down to lr_final * lr at the end)
+    lr_final: float = 0.1
     steps: int = 5000
     ema_decay: float = 0.999
     grad_clip: float = 1.0
@@ -93,7 +95,7 @@ class TrainConfig:
 
     def check(self) -> None:
         """Type and range of every field (errors name the field, the value and what is allowed)."""
-        for name in ("out", "data", "channels", "loss", "betas", "name", "init"):
+        for name in ("out", "data", "channels", "loss", "betas", "name", "init", "lr_schedule"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
         if not self.out:
@@ -103,6 +105,8 @@ class TrainConfig:
         check_choice("channels", self.channels, ("complex", "magnitude", "real"))
         check_choice("loss", self.loss, ("edm", "ve", "vp"))
         check_choice("betas", self.betas, ("linear", "cosine"))
+        check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        check_real("lr_final", self.lr_final, minimum=0.0, maximum=1.0)
         if not isinstance(self.network, dict) or not isinstance(self.network.get("name", "unet"), str):
             raise ValueError(f"network must be an object with a 'name' and the network's options, got "
                              f"{self.network!r}")
@@ -252,7 +256,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, device: 
     while step < cfg.steps:
         x0 = to_channels(source.batch(cfg.batch_size, g), cfg.channels).to(dev)
         for pg in opt.param_groups:
-            pg["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+            pg["lr"] = learning_rate(cfg, step)
         n, level = loss_fn.draw(x0, g)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
             loss = model(x0, n, level)
@@ -277,6 +281,17 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, device: 
             _with_ema(prior, net, ema, lambda: _save_grid(prior, out / f"samples_{step:07d}.png", 16, 0))
     bar.close()
     return out / "prior.json"
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of (0-based) ``step``: a linear warm-up over ``warmup`` steps, then constant or a cosine
+    decay that reaches ``lr_final * lr`` at the last step."""
+    lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+    if cfg.lr_schedule == "cosine" and step >= cfg.warmup:
+        span = max(cfg.steps - 1 - cfg.warmup, 1)
+        t = min(1.0, (step - cfg.warmup) / span)
+        lr = cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * t)))
+    return lr
 
 
 def _init_from(net: torch.nn.Module, spec: str, dev) -> None:
