@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from recon import priors, samplers
-from recon.apps.reconstruct_ct import CTSettings, operator, reconstruct, score, simulate
+from recon.apps.reconstruct_ct import DDS_TV, CTSettings, operator, reconstruct, score, simulate
 from recon.data import ct_anatomy, phantoms
 
 import ct_samplers
@@ -92,8 +92,9 @@ def held_out(name: str, size: int = 128):
 
 
 def parse_dds(text: str) -> dict:
-    """'steps=50,eta=0.85,cg_iter=5' -> DDS keyword arguments (defaults: the toolkit's CT DDS)."""
-    kw = {"steps": 50}
+    """'steps=50,eta=0.85,cg_iter=5' -> DDS keyword arguments (defaults: the toolkit's CT DDS for noiseless data,
+    50 steps with the in-plane TV ``DDS_TV`` in the data consistency; ``tv_xy=0`` for the plain CG)."""
+    kw = {"steps": 50, "tv_xy": DDS_TV}
     for item in filter(None, text.split(",")):
         k, v = item.split("=")
         kw[k] = int(v) if k in ("steps", "cg_iter") else float(v)

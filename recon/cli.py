@@ -80,7 +80,8 @@ def _ct_settings(args) -> reconstruct_ct.CTSettings:
     return reconstruct_ct.CTSettings(method=args.sampler, geometry=args.geometry,
                                      views=None if limited else args.views, limited=limited, noise=args.noise,
                                      noise_level=args.noise_level, prior=args.prior, samples=args.samples,
-                                     seed=args.seed, steps=args.steps, tv_z=args.tv_z, device=args.device,
+                                     seed=args.seed, steps=args.steps, tv_z=args.tv_z, dds_tv=args.dds_tv,
+                                     device=args.device,
                                      pixel_mm=args.pixel_mm, normalization=args.normalization)
 
 
@@ -259,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--steps", type=int)
     p.add_argument("--tv-z", type=float, default=0.0, help="DDS: TV coupling of the slices along z, relative weight (0: off; 1e-4 is a good start)")
+    p.add_argument("--dds-tv", type=float, default=reconstruct_ct.DDS_TV,
+                   help="DDS on noiseless data: in-plane TV weight in the data consistency (0: the paper's plain CG)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="result-ct.h5")

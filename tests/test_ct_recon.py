@@ -7,7 +7,7 @@ from operators.ct import ParallelBeamCT
 from recon.data import phantoms
 from recon.apps.reconstruct_ct import CTSettings, operator, read_input, reconstruct, reconstruct_file, \
     score, simulate
-from recon.samplers.dc import TVzConsistency, dz, dz_adjoint
+from recon.samplers.dc import TVConsistency, TVzConsistency, dz, dz_adjoint
 
 
 def test_phantoms_have_ct_intensities_and_are_reproducible():
@@ -69,6 +69,45 @@ def test_tv_z_coupling_makes_slices_agree_and_keeps_the_data():
     assert dz(coupled).norm() < 0.3 * dz(plain).norm()
     with pytest.raises(ValueError, match="stack of at least 2 slices"):
         TVzConsistency(0.1)(x0[:1], y[:1], An)
+
+
+def test_in_plane_tv_consistency_iterated_is_the_tv_reconstruction():
+    """Fed its own output, one ADMM iteration per call is ADMM for TV: it reaches recon.classical.tv at the same
+    weight (the same meaning of lam), and the weight matters (a tiny one is the least-squares fit)."""
+    from recon import classical
+    img = phantoms.hu_to_mu(phantoms.ct_phantom(1, 32, torch.Generator().manual_seed(0)))[0]
+    An = ParallelBeamCT(32, 12).normalized()
+    y = An(img)
+    ref = classical.tv(y, An, lam=1e-2, max_iter=60, rho=10.0, cg_iter=5)
+    st = TVConsistency(1e-2, rho=10.0, cg_iter=5)
+    x = An.H(y)
+    for _ in range(60):
+        x = st(x, y, An)
+    assert float((x - ref).norm() / ref.norm()) < 1e-3
+    x_small = An.H(y)
+    st_small = TVConsistency(1e-7)
+    for _ in range(60):
+        x_small = st_small(x_small, y, An)
+    tv = lambda v: float((v[1:] - v[:-1]).abs().sum() + (v[:, 1:] - v[:, :-1]).abs().sum())  # noqa: E731
+    assert tv(x) < 0.8 * tv(x_small)
+    with pytest.raises(ValueError, match="lam > 0"):
+        TVConsistency(0.0)
+
+
+def test_ct_dds_defaults_use_the_in_plane_tv_only_for_noiseless_data():
+    from recon import samplers
+    from recon.apps.reconstruct_ct import DDS_TV, sampler_for
+    s = sampler_for(CTSettings())
+    assert s.tv_xy == DDS_TV and s.sigma_y is None
+    assert sampler_for(CTSettings(dds_tv=0.0)).tv_xy == 0
+    assert sampler_for(CTSettings(noise="gaussian", noise_level=0.1), sigma_y=0.1).tv_xy == 0
+    assert sampler_for(CTSettings(tv_z=1e-4)).tv_z == 1e-4
+    for kw, msg in (({"tv_xy": -1.0}, "tv_xy"), ({"tv_xy": 1e-4, "tv_z": 1e-4}, "cannot be combined"),
+                    ({"tv_xy": 1e-4, "gamma": 1.0}, "cannot be combined")):
+        with pytest.raises(ValueError, match=msg):
+            samplers.DDS(**kw)
+    with pytest.raises(ValueError, match="dds_tv"):
+        CTSettings(dds_tv=-1.0).check()
 
 
 @pytest.mark.parametrize("geometry", ["parallel", "fan"])

@@ -11,12 +11,16 @@
   with a total-variation coupling along the slice axis (DDS for 3-D, after DiffusionMBIR): one ADMM
   iteration per diffusion step on 1/2 ||A x - y||^2 + lam ||D_z x||_1, its split variables carried from
   step to step, the x-update by CG warm-started at the Tweedie estimate.
+- ``TVConsistency``: the same with an in-plane isotropic total variation, 1/2 ||A x - y||^2 + lam ||D x||_{2,1}
+  with D the forward differences along the image rows and columns: the learned prior proposes, and TV keeps what
+  the data leave open from being filled with texture the prior invents (DDS's ``tv_xy``).
 """
 from __future__ import annotations
 
 import torch
 
 from operators.cg import conjugate_gradient
+from operators.transforms import FiniteDifference
 
 
 def project(x: torch.Tensor, y: torch.Tensor, A) -> torch.Tensor:
@@ -75,5 +79,45 @@ class TVzConsistency:
         v = dz(x) + self.u
         t = self.lam / self.rho
         self.z = torch.sign(v) * (v.abs() - t).clamp_min(0)
+        self.u = v - self.z
+        return x
+
+
+class TVConsistency:
+    """ADMM state for data consistency with an in-plane isotropic TV, one ADMM iteration per diffusion step:
+
+        x <- argmin 1/2 ||A x - y||^2 + r/2 ||D x - z + u||^2   (``cg_iter`` CG steps warm-started at x0)
+        z <- group-shrink(D x + u, t / r),   u <- D x + u - z
+
+    with the weights of ``recon.classical.tv``: t = lam max|A^H y| (fixed at the first call), r = rho lam, so
+    ``lam`` means what the TV baseline's weight means. z and u carry from step to step; x0 is the step's Tweedie
+    estimate. With ``gamma`` (a number or a tensor broadcastable to x0: noisy data weighed against the Tweedie
+    estimate as in ``cg_consistency``) the x-update adds the proximal term ||x - x0||^2 / (2 gamma)."""
+
+    def __init__(self, lam: float, rho: float = 10.0, cg_iter: int = 5):
+        if not (lam > 0 and rho > 0 and cg_iter >= 1):
+            raise ValueError(f"TV consistency needs lam > 0, rho > 0 and cg_iter >= 1, got {lam}, {rho}, {cg_iter}")
+        self.lam, self.rho, self.cg_iter = lam, rho, cg_iter
+        self.z = self.u = self.t = None
+
+    def __call__(self, x0: torch.Tensor, y: torch.Tensor, A, gamma=None) -> torch.Tensor:
+        D = FiniteDifference(tuple(x0.shape[-2:]))
+        aty = A.H(y)
+        if self.z is None:
+            self.t = max(self.lam * float(aty.abs().max()), 1e-30)
+            self.z = D(x0)
+            self.u = torch.zeros_like(self.z)
+        r = self.rho * self.lam
+        rhs = aty + r * D.H(self.z - self.u)
+        if gamma is None:
+            normal = lambda v: A.normal(v) + r * D.normal(v)  # noqa: E731
+        else:
+            w = 1.0 / gamma
+            normal = lambda v: A.normal(v) + r * D.normal(v) + w * v  # noqa: E731
+            rhs = rhs + w * x0
+        x = conjugate_gradient(normal, rhs, x0=x0, max_iter=self.cg_iter, ndim=x0.dim())
+        v = D(x) + self.u
+        mag = v.abs().square().sum(dim=-3, keepdim=True).sqrt()
+        self.z = v * (1 - (self.t / r) / mag.clamp_min(1e-30)).clamp_min(0)
         self.u = v - self.z
         return x
