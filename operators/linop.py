@@ -178,6 +178,10 @@ class Linop:
         operator cannot estimate it (the default)."""
         return None
 
+    #: The in-plane TV weight (``recon.classical.tv``'s units) that a learned-prior sampler should add to its data
+    #: consistency for this kind of measurement by default (DDS's ``tv_xy``), or None: the sampler's own default.
+    tv_default: Optional[float] = None
+
     def normalized(self, like: Optional[torch.Tensor] = None) -> "Linop":
         """A / ||A||: the same measurement model with unit norm."""
         n = self.norm(like)
@@ -368,6 +372,10 @@ class Scaled(Linop):
 
     def noise_std(self, y):
         return self.op.noise_std(y)
+
+    @property
+    def tv_default(self):
+        return self.op.tv_default
 
     def __rmul__(self, c) -> Linop:
         return Scaled(self.op, _as_scalar(c) * self.c)

@@ -44,7 +44,8 @@ def _mri_settings(args) -> reconstruct.MRISettings:
                  if getattr(args, field) is not None}
     return reconstruct.MRISettings(method=args.sampler, prior=args.prior, samples=args.samples, seed=args.seed,
                                    steps=args.steps, device=args.device, normalization=args.normalization,
-                                   **cartesian, **({} if args.noise_std is None else {"noise_std": args.noise_std}))
+                                   **cartesian, **({} if args.noise_std is None else {"noise_std": args.noise_std}),
+                                   **({} if args.dds_tv is None else {"dds_tv": args.dds_tv}))
 
 
 def _refuse_cartesian_options(args, path) -> None:
@@ -197,6 +198,8 @@ def _mri_options(p, sampler_help: str) -> None:
     p.add_argument("--steps", type=int, help="sampler steps (levels for score-ald); default: the paper's")
     p.add_argument("--noise-std", help="DDS's data weight: auto (the default: the noise std estimated from the "
                    "k-space periphery), none (the paper's noiseless CG), or the k-space noise std")
+    p.add_argument("--dds-tv", type=float, help="DDS's in-plane TV weight in its data consistency (default 3e-4; "
+                   "0: the paper's plain CG)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
 

@@ -231,7 +231,7 @@ def super_resolve(low: torch.Tensor, factor, prior, steps: int = 50, n_samples: 
     """High-resolution images whose block averages equal ``low``; ``factor`` an int (in-plane) or per dim."""
     f = (factor, factor) if isinstance(factor, int) else tuple(factor)
     shape = tuple(s * k for s, k in zip(low.shape[-len(f):], f))
-    return samplers.DDS(steps=steps, eta=0.85)(low, Downsample(shape, f), prior, n_samples=n_samples,
+    return samplers.DDS(steps=steps, eta=0.85, tv_xy=0)(low, Downsample(shape, f), prior, n_samples=n_samples,
                                                generator=_gen(seed))
 
 

@@ -94,14 +94,17 @@ def test_in_plane_tv_consistency_iterated_is_the_tv_reconstruction():
         TVConsistency(0.0)
 
 
-def test_ct_dds_defaults_use_the_in_plane_tv_only_for_noiseless_data():
+def test_ct_dds_defaults_use_the_in_plane_tv():
     from recon import samplers
     from recon.apps.reconstruct_ct import DDS_TV, sampler_for
     s = sampler_for(CTSettings())
     assert s.tv_xy == DDS_TV and s.sigma_y is None
     assert sampler_for(CTSettings(dds_tv=0.0)).tv_xy == 0
-    assert sampler_for(CTSettings(noise="gaussian", noise_level=0.1), sigma_y=0.1).tv_xy == 0
-    assert sampler_for(CTSettings(tv_z=1e-4)).tv_z == 1e-4
+    noisy = sampler_for(CTSettings(noise="gaussian", noise_level=0.1), sigma_y=0.1)
+    assert noisy.tv_xy == DDS_TV and noisy.sigma_y == 0.1
+    coupled = sampler_for(CTSettings(tv_z=1e-4))
+    assert coupled.tv_z == 1e-4 and coupled.tv_xy == 0
+    assert samplers.DDS().tv_xy == DDS_TV and samplers.DDS(gamma=1.0).tv_xy == 0
     for kw, msg in (({"tv_xy": -1.0}, "tv_xy"), ({"tv_xy": 1e-4, "tv_z": 1e-4}, "cannot be combined"),
                     ({"tv_xy": 1e-4, "gamma": 1.0}, "cannot be combined")):
         with pytest.raises(ValueError, match=msg):

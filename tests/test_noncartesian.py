@@ -375,3 +375,32 @@ def test_on_the_gpu_it_matches_the_cpu():
     assert float((gpu(x.cuda()).cpu() - cpu(x)).norm() / cpu(x).norm()) < 1e-4
     assert float((gpu.normal(x.cuda()).cpu() - cpu.normal(x)).norm() / cpu.normal(x).norm()) < 1e-4
 
+
+
+def test_dds_default_tv_is_off_for_radial_data_unless_asked_for():
+    """NonCartesianMRI states tv_default 0 (DDS's in-plane TV cost 0.1-3 dB on radial data); a normalised copy keeps
+    it, and an explicit tv_xy still wins."""
+    from recon.samplers import dc
+    maps = torch.ones(2, 16, 16, dtype=torch.complex64)
+    A = NonCartesianMRI(maps, trajectories.radial(8, 32))
+    assert A.tv_default == 0.0 and A.normalized().tv_default == 0.0
+    calls = []
+    real = dc.TVConsistency.__call__
+
+    def spy(self, *a, **k):
+        calls.append(self.lam)
+        return real(self, *a, **k)
+
+    from recon.priors.gaussian import GaussianDenoiser
+    from recon.priors.prior import DiffusionPrior
+    prior = DiffusionPrior(GaussianDenoiser(torch.zeros(2, 16, 16, dtype=torch.float64),
+                                            0.1 * torch.eye(512, dtype=torch.float64)), channels="complex")
+    y = A(torch.ones(16, 16, dtype=torch.complex64))
+    dc.TVConsistency.__call__ = spy
+    try:
+        samplers.DDS(steps=2)(y, A, prior, generator=torch.Generator().manual_seed(0))
+        assert calls == []
+        samplers.DDS(steps=2, tv_xy=1e-4)(y, A, prior, generator=torch.Generator().manual_seed(0))
+        assert calls and set(calls) == {1e-4}
+    finally:
+        dc.TVConsistency.__call__ = real

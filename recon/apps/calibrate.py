@@ -83,6 +83,7 @@ def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None
                     sampler=settings.method, mask=settings.mask, acceleration=float(settings.acceleration),
                     steps=settings.steps, prior=settings.prior,
                     info={"samples": settings.samples, "protocol": settings.protocol, "noise_std": settings.noise_std,
+                          "dds_tv": settings.dds_tv,
                           "center_fraction": settings.center_fraction, "files": [str(p) for p in paths]})
     cal.save(out)
     return cal

@@ -56,12 +56,17 @@ class MRISettings(BaseSettings):
     prior: str = DEFAULT_PRIOR
     protocol: str = "auto"
     noise_std: str = "auto"  # DDS's data weight: "auto" (estimated from k-space), "none" (noiseless CG), or a std
+    dds_tv: Optional[float] = None  # DDS's in-plane TV weight in the data consistency; None: DDS's default (3e-4)
 
     def check(self) -> None:
         check_choice("method", self.method, METHODS)
         dds_noise(self.noise_std)
         if self.method != "dds" and str(self.noise_std) != "auto":
             raise ValueError(f"--noise-std sets DDS's data weight; the sampler {self.method!r} does not take it")
+        if self.dds_tv is not None:
+            if self.method != "dds":
+                raise ValueError(f"--dds-tv sets DDS's in-plane TV; the sampler {self.method!r} does not take it")
+            check_real("dds_tv", self.dds_tv, minimum=0.0, maximum=1.0)
         check_choice("protocol", self.protocol, ("auto",) + tuple(geometry.PROTOCOLS))
         check_choice("mask", self.mask, masks.available())
         check_real("acceleration", self.acceleration, minimum=1.0, maximum=MAX_ACCELERATION)
@@ -109,6 +114,8 @@ def sampler_for(settings: MRISettings):
         kw = {"n_levels": settings.steps}
     if settings.method == "dds":
         kw.update(dds_noise(settings.noise_std))
+        if settings.dds_tv is not None:
+            kw["tv_xy"] = float(settings.dds_tv)
     return samplers.get(settings.method, **kw)
 
 

@@ -41,7 +41,7 @@ NOISE = ("none", "gaussian", "poisson")
 MAX_GAUSSIAN_STD = 1e4   # line integrals are at most a few hundred: a larger std is a unit mistake
 MAX_PHOTONS = 1e12       # incident photons per bin; beyond this the Poisson draw is not meaningful in double
 MU_WATER_PER_MM = 0.0192  # linear attenuation of water near 70 keV, 1/mm
-DDS_TV = 3e-4            # in-plane TV weight in DDS's data consistency, noiseless data (tuned on anatomy-val)
+DDS_TV = samplers.dds.TV_XY  # in-plane TV weight in DDS's data consistency (chosen on anatomy-val for CT)
 DEFAULT_PRIOR = bundled.DEFAULT_CT
 
 
@@ -55,7 +55,7 @@ class CTSettings(BaseSettings):
     noise_level: float = 0.0             # Gaussian std of the line integrals, or incident photons (Poisson)
     prior: str = DEFAULT_PRIOR
     tv_z: float = 0.0
-    dds_tv: float = DDS_TV                # DDS on noiseless data: in-plane TV weight in the data consistency (0: off)
+    dds_tv: float = DDS_TV                # DDS: in-plane TV weight in the data consistency (0: the plain CG)
     tv_lam: float = 3e-3
     pixel_mm: float = 3.0                # pixel size, for the photon statistics (Poisson noise) only
     filter: str = "ramp"
@@ -146,15 +146,15 @@ def noise_std(sinogram: torch.Tensor, settings: CTSettings) -> Optional[float]:
 
 def sampler_for(settings: CTSettings, sigma_y: Optional[float] = None) -> samplers.Sampler:
     """The CT defaults of each sampler (``steps`` overrides the length). DDS weighs the data by ``sigma_y``, the
-    stated noise (``noise_std``), when there is one and no ``tv_z`` coupling; noiseless data keep the paper's
-    noiseless CG with an in-plane TV of weight ``dds_tv`` in it (``samplers.DDS(tv_xy=...)``; 0 for the paper's
-    plain CG), or the ``tv_z`` coupling for a stack."""
+    stated noise (``noise_std``), when there is one and no ``tv_z`` coupling, and noiseless data by the paper's
+    noiseless CG; either way with an in-plane TV of weight ``dds_tv`` in the step (``samplers.DDS(tv_xy=...)``; 0
+    for the paper's plain CG), or the ``tv_z`` coupling for a stack."""
     n = settings.steps
     if settings.method == "dds":
-        if sigma_y and settings.tv_z == 0:
-            return samplers.DDS(steps=n or 50, sigma_y=sigma_y)
         if settings.tv_z > 0:
             return samplers.DDS(steps=n or 50, tv_z=settings.tv_z, sigma_y=None)
+        if sigma_y:
+            return samplers.DDS(steps=n or 50, sigma_y=sigma_y, tv_xy=settings.dds_tv)
         return samplers.DDS(steps=n or 50, tv_xy=settings.dds_tv, sigma_y=None)
     if settings.method == "dps":
         return samplers.DPS(steps=n or 250, zeta=1.0)

@@ -41,6 +41,13 @@ def _load_calibration(calibration, settings: MRISettings) -> Optional[Calibratio
         elif str(made).lower() != str(settings.noise_std).lower():
             warnings.warn(f"{source} was made with DDS --noise-std {made}, these samples with "
                           f"{settings.noise_std}: its intervals may not hold their level", stacklevel=2)
+        tv_made = (cal.info or {}).get("dds_tv", "unrecorded")
+        if made is not None and tv_made != settings.dds_tv:
+            said = "does not record DDS's in-plane TV (--dds-tv; made before the TV)" if tv_made == "unrecorded" \
+                else f"was made with DDS --dds-tv {tv_made if tv_made is not None else 'default'}"
+            warnings.warn(f"{source} {said}, these samples with --dds-tv "
+                          f"{settings.dds_tv if settings.dds_tv is not None else 'default'}: its intervals may not "
+                          f"hold their level; calibrate again", stacklevel=2)
     return cal
 
 
