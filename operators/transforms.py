@@ -36,6 +36,13 @@ class FiniteDifference(Linop):
         return (torch.roll(dh, 1, dims=-2) - dh) + (torch.roll(dw, 1, dims=-1) - dw)
 
 
+def group_soft_threshold(v: torch.Tensor, t: float, dim: int = -3) -> torch.Tensor:
+    """The proximal map of t ||.||_{2,1}: shrink the magnitude over ``dim`` (the gradient directions of
+    ``FiniteDifference``) by t, keeping the direction (isotropic TV)."""
+    mag = v.abs().square().sum(dim=dim, keepdim=True).sqrt()
+    return v * torch.clamp(mag - t, min=0) / mag.clamp_min(1e-30)
+
+
 # Daubechies scaling filters (decomposition low-pass), orthonormal: sum h = sqrt(2).
 _FILTERS = {
     "haar": (1 / math.sqrt(2), 1 / math.sqrt(2)),

@@ -22,7 +22,7 @@ import torch
 from operators import checks
 from operators.cg import conjugate_gradient, solve_normal
 from operators.linop import Linop
-from operators.transforms import CenterPad, FiniteDifference, Wavelet, pad_to_wavelet
+from operators.transforms import CenterPad, FiniteDifference, Wavelet, group_soft_threshold, pad_to_wavelet
 
 
 MAX_ITER = 100_000
@@ -131,7 +131,6 @@ def tv(y: torch.Tensor, A: Linop, lam: float = 1e-3, max_iter: int = 50, rho: fl
         x = conjugate_gradient(normal, aty + r * D.H(z - u), x0=x, max_iter=cg_iter, ndim=2)
         dx = D(x)
         v = dx + u
-        mag = v.abs().square().sum(dim=-3, keepdim=True).sqrt()
-        z = v * torch.clamp(mag - t_abs / r, min=0) / mag.clamp_min(1e-30)
+        z = group_soft_threshold(v, t_abs / r)
         u = v - z
     return _result("tv", x)

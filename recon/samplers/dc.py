@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from operators.cg import conjugate_gradient
-from operators.transforms import FiniteDifference
+from operators.transforms import FiniteDifference, group_soft_threshold
 
 
 def project(x: torch.Tensor, y: torch.Tensor, A) -> torch.Tensor:
@@ -117,7 +117,6 @@ class TVConsistency:
             rhs = rhs + w * x0
         x = conjugate_gradient(normal, rhs, x0=x0, max_iter=self.cg_iter, ndim=x0.dim())
         v = D(x) + self.u
-        mag = v.abs().square().sum(dim=-3, keepdim=True).sqrt()
-        self.z = v * (1 - (self.t / r) / mag.clamp_min(1e-30)).clamp_min(0)
+        self.z = group_soft_threshold(v, self.t / r)
         self.u = v - self.z
         return x
