@@ -209,3 +209,13 @@ def test_ct_pipeline_states_its_noise_to_dds():
     assert rc.sampler_for(rc.CTSettings(views=30), None).sigma_y is None
     coupled = rc.sampler_for(rc.CTSettings(views=30, tv_z=1e-4, noise="poisson", noise_level=1e4), stated)
     assert coupled.sigma_y is None and coupled.tv_z == 1e-4
+
+
+def test_mri_settings_refuse_a_tv_weight_for_other_samplers_or_out_of_range():
+    from recon.apps.reconstruct import MRISettings, sampler_for
+    assert sampler_for(MRISettings(dds_tv=0.0)).tv_xy == 0.0
+    assert sampler_for(MRISettings()).tv_xy > 0
+    with pytest.raises(ValueError, match="--dds-tv sets DDS"):
+        MRISettings(method="cg-sense", dds_tv=1e-4).check()
+    with pytest.raises(ValueError, match="dds_tv"):
+        MRISettings(dds_tv=-1.0).check()
