@@ -90,25 +90,25 @@ class TVConsistency:
         z <- group-shrink(D x + u, t / r),   u <- D x + u - z
 
     with the weights of ``recon.classical.tv``: t = lam max|A^H y| (fixed at the first call), r = rho lam, so
-    ``lam`` means what the TV baseline's weight means. z and u carry from step to step; x0 is the step's Tweedie
-    estimate. With ``gamma`` (a number or a tensor broadcastable to x0: noisy data weighed against the Tweedie
+    ``lam`` means what the TV baseline's weight means. z, u and A^H y carry from step to step (one instance per
+    run: y and A stay fixed); x0 is the step's Tweedie estimate. With ``gamma`` (a number or a tensor broadcastable to x0: noisy data weighed against the Tweedie
     estimate as in ``cg_consistency``) the x-update adds the proximal term ||x - x0||^2 / (2 gamma)."""
 
     def __init__(self, lam: float, rho: float = 10.0, cg_iter: int = 5):
         if not (lam > 0 and rho > 0 and cg_iter >= 1):
             raise ValueError(f"TV consistency needs lam > 0, rho > 0 and cg_iter >= 1, got {lam}, {rho}, {cg_iter}")
         self.lam, self.rho, self.cg_iter = lam, rho, cg_iter
-        self.z = self.u = self.t = None
+        self.z = self.u = self.t = self.aty = None
 
     def __call__(self, x0: torch.Tensor, y: torch.Tensor, A, gamma=None) -> torch.Tensor:
         D = FiniteDifference(tuple(x0.shape[-2:]))
-        aty = A.H(y)
-        if self.z is None:
+        if self.z is None:  # y and A are the run's: A^H y once
+            self.aty = aty = A.H(y)
             self.t = max(self.lam * float(aty.abs().max()), 1e-30)
             self.z = D(x0)
             self.u = torch.zeros_like(self.z)
         r = self.rho * self.lam
-        rhs = aty + r * D.H(self.z - self.u)
+        rhs = self.aty + r * D.H(self.z - self.u)
         if gamma is None:
             normal = lambda v: A.normal(v) + r * D.normal(v)  # noqa: E731
         else:
