@@ -9,7 +9,9 @@ Held-out sets (none of them is ever drawn by a training source):
   128 x 128 with an anti-aliased bilinear filter, and converted to mu / mu_water = 1 + HU / 1000.
 - ``anatomy``: ``recon.data.ct_anatomy`` slices with generator seed 4242, two heads and two bodies (training
   seeds its generator with 1000 x seed + rank; the DDS settings are tuned on ``anatomy-val``, seed 999);
-- ``phantoms``: the old procedural phantoms (``recon.data.phantoms``, seed 777, as ``ct_samplers.py``).
+- ``phantoms``: the old procedural phantoms (``recon.data.phantoms``, seed 777, as ``ct_samplers.py``);
+- ``crops-val``: magnified crops of ``recon.data.ct_anatomy`` slices (``crops=1``: 0.25-0.8 of the usual field of
+  view; seed 998, two heads and two bodies), the validation set for priors trained with crops.
 
 Settings (as ``ct_samplers.py``): parallel beam, noiseless line integrals, 30 views over 180 degrees
 (``sparse-30``) and one view per degree over 0-120 degrees (``limited-0-120``).
@@ -84,6 +86,11 @@ def held_out(name: str, size: int = 128):
         g = torch.Generator().manual_seed(4242 if name == "anatomy" else 999)
         hu = torch.cat([ct_anatomy.ct_anatomy(2, size, g, region="head"),
                         ct_anatomy.ct_anatomy(2, size, g, region="body")])
+        return [f"{name}-{k}" for k in range(4)], phantoms.hu_to_mu(hu)
+    if name == "crops-val":
+        g = torch.Generator().manual_seed(998)
+        hu = torch.cat([ct_anatomy.ct_anatomy(2, size, g, region="head", crops=1.0),
+                        ct_anatomy.ct_anatomy(2, size, g, region="body", crops=1.0)])
         return [f"{name}-{k}" for k in range(4)], phantoms.hu_to_mu(hu)
     if name == "phantoms":
         hu = phantoms.ct_phantom(2, size, torch.Generator().manual_seed(777))

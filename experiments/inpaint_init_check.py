@@ -6,6 +6,9 @@ range: slice maximum) of scikit-image's biharmonic inpainting, and of the mean o
 ``tasks.inpaint`` at each strength. Prior ``brain-synth-128``.
 
     OMP_NUM_THREADS=1 python experiments/inpaint_init_check.py 0.1,0.2,0.3 200
+    OMP_NUM_THREADS=1 python experiments/inpaint_init_check.py auto,0.1 200 [phantom|template]
+
+``auto`` is the default, ``strength="auto"`` (pseudo-regions scored on the image itself); "chosen" is its pick.
 """
 import sys
 import time
@@ -25,9 +28,12 @@ def imgs():
     for s in (0, 1, 4, 7):
         yield "template", s, multicoil_problem(slice_index=s).x_true.abs(), 10.0
 res = {}
-strengths = [float(v) for v in sys.argv[1].split(",")]
+strengths = [v if v == "auto" else float(v) for v in sys.argv[1].split(",")]
+only = sys.argv[3] if len(sys.argv) > 3 else None   # "phantom" or "template": one set only
 steps = int(sys.argv[2])
 for c, i, gt, rad in imgs():
+    if only and c != only:
+        continue
     gt = gt.float(); h, w = gt.shape
     yy, xx = torch.meshgrid(torch.arange(float(h)), torch.arange(float(w)), indexing="ij")
     wt = gt / gt.sum(); centre = (float((wt * yy).sum()), float((wt * xx).sum()))
@@ -37,7 +43,10 @@ for c, i, gt, rad in imgs():
     x = gt.to(torch.complex64)
     for s in strengths:
         t = time.time()
-        r = tasks.inpaint(x, hole, p, steps=steps, n_samples=8, seed=i, strength=s)
+        rep = {}
+        r = tasks.inpaint(x, hole, p, steps=steps, n_samples=8, seed=i, strength=s, report=rep)
+        if s == "auto":
+            out["chosen"] = rep["strength"]
         out[f"s{s}"] = nb.psnr_region(gt, r.mean(0).abs(), hole, mx)
         out[f"s{s}_1"] = nb.psnr_region(gt, r[0].abs(), hole, mx)
         out[f"t{s}"] = time.time() - t

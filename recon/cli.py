@@ -198,7 +198,8 @@ def _mri_options(p, sampler_help: str) -> None:
     p.add_argument("--steps", type=int, help="sampler steps (levels for score-ald); default: the paper's")
     p.add_argument("--noise-std", help="DDS's data weight: auto (the default: the noise std estimated from the "
                    "k-space periphery), none (the paper's noiseless CG), or the k-space noise std")
-    p.add_argument("--dds-tv", type=float, help="DDS's in-plane TV weight in its data consistency (default 3e-4; "
+    p.add_argument("--dds-tv", type=float, help="DDS's in-plane TV weight in its data consistency (default 3e-4 "
+                   "for reconstruct, 0 for uncertainty and calibrate, whose samples should be posterior-like; "
                    "0: the paper's plain CG)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -323,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    f"(default {d['heldout']})")
         p.add_argument("--steps", type=int, help=f"default {d['steps']}")
         p.add_argument("--seed", type=int, help="default 0")
-        p.add_argument("--n", type=int, help=f"number of samples (synthesize; default {d['n']})")
+        p.add_argument("--n", type=int, help=f"number of samples (synthesize, default {d['n']}; inpaint, whose figure "
+                       f"shows their mean, default 8)")
         p.add_argument("--row", type=float, help="region/lesion centre row (default: the image centre)")
         p.add_argument("--col", type=float, help="region/lesion centre column (default: the image centre)")
         p.add_argument("--radius", type=float, help=f"default {d['radius']}")

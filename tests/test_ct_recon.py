@@ -219,3 +219,13 @@ def test_mri_settings_refuse_a_tv_weight_for_other_samplers_or_out_of_range():
         MRISettings(method="cg-sense", dds_tv=1e-4).check()
     with pytest.raises(ValueError, match="dds_tv"):
         MRISettings(dds_tv=-1.0).check()
+
+
+def test_uncertainty_samples_use_dds_without_the_tv_unless_asked():
+    from recon.apps.reconstruct import MRISettings, for_uncertainty, sampler_for
+    assert sampler_for(for_uncertainty(MRISettings())).tv_xy == 0.0
+    assert sampler_for(for_uncertainty(MRISettings(dds_tv=1e-4))).tv_xy == 1e-4
+    assert for_uncertainty(MRISettings(method="score-mri")).dds_tv is None
+    st = MRISettings()
+    for_uncertainty(st)
+    assert st.dds_tv is None                                   # the caller's settings are not changed

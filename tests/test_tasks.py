@@ -169,3 +169,59 @@ def test_inpainting_refuses_bad_settings():
             tasks.inpaint(mu.float(), hole, prior, strength=bad)
     with pytest.raises(ValueError, match="n_samples"):
         tasks.inpaint(mu.float(), hole, prior, n_samples=0)
+
+
+def _prior24():
+    n = 24
+    mu, cov = smooth_gaussian((n, n), 1, length=2.0, seed=0)
+    prior = DiffusionPrior(GaussianDenoiser(mu[0] + 2.0, cov, sigma_min=0.002, sigma_max=30.0), channels="real",
+                           image_size=(n, n))
+    return prior, mu[0] + 2.0, cov
+
+
+def test_pseudo_regions_are_copies_of_the_region_in_known_pixels_apart_from_it_and_each_other():
+    x = torch.ones(24, 24)
+    hole = tasks.region((24, 24), (12, 12), 2.5)
+    probes = tasks.probe_regions(x, hole)
+    assert len(probes) == tasks.PROBES
+    blocked = tasks._dilate(hole, 2)
+    for k, p in enumerate(probes):
+        assert int(p.sum()) == int(hole.sum())
+        assert not bool((p & blocked).any())                               # gap to the region
+        assert not p[:2].any() and not p[-2:].any() and not p[:, :2].any() and not p[:, -2:].any()
+        for q in probes[k + 1:]:
+            assert not bool((tasks._dilate(p, 2) & q).any())                  # gap between the copies
+    assert tasks.probe_regions(x, tasks.region((24, 24), (12, 12), 11.0)) == []   # no room
+
+
+def test_auto_strength_keeps_the_exact_classical_fill_and_uses_a_prior_that_fits():
+    """strength='auto' scores the candidates on pseudo-regions: on a ramp (the biharmonic fill is exact there)
+    it keeps the fill; on a draw from the (exact Gaussian) prior it lets the prior in, and is closer to the
+    closed-form conditional mean than the fill."""
+    prior, mu, cov = _prior24()
+    n = 24
+    hole = tasks.region((n, n), (12, 12), 2.5)
+    yy, xx = torch.meshgrid(torch.arange(float(n)), torch.arange(float(n)), indexing="ij")
+    ramp = 2.0 + 0.02 * yy + 0.01 * xx
+    rep = {}
+    out = tasks.inpaint(ramp, hole, prior, n_samples=4, seed=0, report=rep)
+    assert rep["strength"] == 0.0 and rep["probes"] == tasks.PROBES
+    assert rep["errors"][0.0] < 1e-10 < min(v for s, v in rep["errors"].items() if s > 0)
+    assert float((out - ramp).abs().max()) < 1e-5
+    g = torch.Generator().manual_seed(1)
+    x = (mu.flatten() + torch.linalg.cholesky(cov) @ torch.randn(n * n, generator=g, dtype=torch.float64))
+    x = x.reshape(n, n).float()
+    rep = {}
+    out = tasks.inpaint(x, hole, prior, n_samples=16, seed=0, report=rep)
+    assert rep["strength"] > 0 and rep["errors"][rep["strength"]] == min(rep["errors"].values())
+    assert torch.equal(out[:, ~hole], x[~hole].expand(16, -1))
+    o, h = (~hole).flatten(), hole.flatten()
+    c = cov.double()
+    cond = mu.flatten()[h] + c[h][:, o] @ torch.linalg.solve(c[o][:, o], x.flatten()[o].double() - mu.flatten()[o])
+    fill = tasks.biharmonic(x, hole)[hole].double()
+    assert (out[:, hole].double().mean(0) - cond).norm() < (fill - cond).norm()
+    assert torch.equal(out, tasks.inpaint(x, hole, prior, n_samples=16, seed=0))     # same seed, same result
+    big_hole = tasks.region((n, n), (12, 12), 11.0)
+    with pytest.warns(UserWarning, match="cannot test the prior"):
+        big = tasks.inpaint(x, big_hole, prior, n_samples=2, seed=0, report=rep)
+    assert rep["strength"] == 0.0 and torch.equal(big[1], tasks.biharmonic(x, big_hole))

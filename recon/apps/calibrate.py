@@ -17,7 +17,7 @@ import torch
 from operators import ifft2c
 from operators.checks import check_real
 from recon.apps import io
-from recon.apps.reconstruct import MRISettings, require_posterior, reconstruct_slice, resolve_protocol
+from recon.apps.reconstruct import MRISettings, for_uncertainty, require_posterior, reconstruct_slice, resolve_protocol
 from recon.apps.settings import select_slices
 from recon.data import center_crop, geometry, load_fastmri, sense_combine
 from recon.uncertainty import HEURISTICS, METHODS, Calibration, calibrate, guaranteed_miscoverage, min_slices
@@ -45,7 +45,7 @@ def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None
                     kind: str = "quantile", progress: bool = False, method: str = "empirical", offset="auto",
                     smooth: float = 0.0) -> Calibration:
     """Calibrate on ``slices`` (None: all) of every file in ``paths`` and write the calibration to ``out``."""
-    settings = settings or MRISettings(samples=16)
+    settings = for_uncertainty(settings or MRISettings(samples=16))
     settings.check()
     require_posterior(settings, "calibration")
     check_real("level", level, above=0.0, below=1.0)

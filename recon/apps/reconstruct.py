@@ -106,6 +106,20 @@ def dds_noise(text) -> dict:
     return {"sigma_y": v}
 
 
+UNCERTAINTY_DDS_TV = 0.0  # DDS's in-plane TV for posterior samples (recon uncertainty / calibrate) when unset
+
+
+def for_uncertainty(settings: MRISettings) -> MRISettings:
+    """``settings`` for drawing posterior samples: DDS without the in-plane TV unless ``dds_tv`` is set. The TV
+    step sharpens the mean but pulls every sample onto one TV-regularised fit, which narrows the spread and
+    weakens its relation to the error (experiments/RESULTS.md, "Calibration with the TV default"); the plain
+    noise-weighted data step keeps the samples posterior-like."""
+    if settings.method == "dds" and settings.dds_tv is None:
+        from dataclasses import replace
+        return replace(settings, dds_tv=UNCERTAINTY_DDS_TV)
+    return settings
+
+
 def sampler_for(settings: MRISettings):
     """The sampler of ``settings.method`` with its paper's defaults (DDS: its own, with ``noise_std``);
     ``steps`` sets the length (the number of noise levels for Score-ALD)."""

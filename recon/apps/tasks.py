@@ -25,11 +25,12 @@ MAX_IMAGE_SIDE = 2048
 DEFAULTS = {"prior": bundled.DEFAULT_MRI, "heldout": 5, "steps": 50, "seed": 0, "n": 16, "row": None,
             "col": None, "radius": 8.0, "shape": "circle", "contrast": 0.5, "strength": 0.3, "noise": 0.1,
             "factor": 2}
+TASK_DEFAULTS = {"inpaint": {"n": 8}}  # inpaint shows the mean of n samples (the posterior-mean fill)
 _COMMON = {"prior", "seed", "out"}
 _IMAGE = {"image", "heldout"}
 OPTIONS = {  # the options each task uses
     "synthesize": _COMMON | {"steps", "n"},
-    "inpaint": _COMMON | _IMAGE | {"steps", "row", "col", "radius", "shape"},
+    "inpaint": _COMMON | _IMAGE | {"steps", "row", "col", "radius", "shape", "n"},
     "insert": _COMMON | _IMAGE | {"steps", "row", "col", "radius", "contrast", "strength"},
     "denoise": _COMMON | _IMAGE | {"noise"},
     "super-resolve": _COMMON | _IMAGE | {"steps", "factor"},
@@ -99,7 +100,8 @@ def check_options(task: str, given: dict) -> dict:
                          f"{', '.join('--' + k for k in sorted(OPTIONS[task] - {'out'}))}")
     if given.get("image") is not None and given.get("heldout") is not None:
         raise ValueError("give --image or --heldout, not both")
-    o = {**DEFAULTS, "image": None, "out": None, **{k: v for k, v in given.items() if v is not None}}
+    o = {**DEFAULTS, **TASK_DEFAULTS.get(task, {}), "image": None, "out": None,
+         **{k: v for k, v in given.items() if v is not None}}
     check_prior(o["prior"])
     check_steps(o["steps"])
     check_seed(o["seed"])
@@ -158,7 +160,7 @@ def command(task: str, *, prior=None, out, image=None, heldout=None, steps=None,
         hole = generative.region(img.shape, (r, c), o["radius"], o["shape"])
         if not bool(hole.any()):
             raise ValueError(f"the {o['shape']} of radius {o['radius']:g} at (row {r:g}, col {c:g}) holds no pixel")
-        res = generative.inpaint(img, hole, net, steps=2 * steps, seed=seed)[0]
+        res = generative.inpaint(img, hole, net, steps=2 * steps, n_samples=o["n"], seed=seed).mean(0)
         panels = [("input", img.abs() * (~hole)), ("inpainted", res.abs())]
     elif task == "insert":
         res = generative.insert(img, (r, c), net, radius=o["radius"], contrast=o["contrast"],

@@ -18,7 +18,7 @@ import torch
 
 from operators.checks import check_real, is_int
 from recon.apps import io
-from recon.apps.reconstruct import MRISettings, require_posterior, reconstruct_slice
+from recon.apps.reconstruct import MRISettings, for_uncertainty, require_posterior, reconstruct_slice
 from recon.apps.settings import select_slices
 from recon.data import center_crop, load_fastmri
 from recon.apps.calibrate import mvue_reference
@@ -60,7 +60,7 @@ def uncertainty_file(path, out, settings: Optional[MRISettings] = None, slice_in
     calibrated interval ``lo``/``hi`` (of |x|) to the file and its width to the figure; one made for another
     sampler, mask or acceleration is refused. For retrospective files the reference is the MVUE of the fully
     sampled k-space (what the samples estimate), else the protocol's reference or the file's target."""
-    settings = settings or MRISettings(samples=16)
+    settings = for_uncertainty(settings or MRISettings(samples=16))
     settings.check()
     require_posterior(settings, "uncertainty")
     check_real("level", level, above=0.0, below=1.0)

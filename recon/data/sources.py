@@ -11,7 +11,9 @@ A source is named by a string:
   attenuation relative to water divided by 2 (``Normalization("fixed", 2.0)``: air 0, water 0.5, bone ~1);
 - ``ct-anatomy``: anatomical CT head and body slices with texture, implants and CT noise
   (``recon.data.ct_anatomy``), scaled as ``ct-phantoms``; ``ct-anatomy+phantoms``: three quarters of each batch
-  from ``ct-anatomy``, one quarter from ``ct-phantoms``;
+  from ``ct-anatomy``, one quarter from ``ct-phantoms``; ``ct-anatomy-crops+phantoms``: the same with 30% of the
+  anatomical slices magnified crops (``ct_anatomy(crops=0.3)``: 0.25-0.8 of the usual field of view, anywhere in
+  the patient);
 - a ``.pt`` file holding a tensor (N, H, W), complex or real;
 - a ``.nii``/``.nii.gz`` file or a folder of them: axial slices (needs nibabel);
 - a folder of fastMRI ``.h5`` files: the ``reconstruction_rss``/``_esc`` target slices (real);
@@ -90,19 +92,22 @@ class PhantomSource:
 
 class AnatomySource(PhantomSource):
     """An endless source of anatomical CT slices (``recon.data.ct_anatomy``), a fraction ``phantom_fraction``
-    of each batch replaced by procedural phantoms; scaled as ``PhantomSource``."""
+    of each batch replaced by procedural phantoms, a fraction ``crops`` of the anatomical ones magnified crops;
+    scaled as ``PhantomSource``."""
 
-    def __init__(self, image_size: int, phantom_fraction: float = 0.0, metal: float = 0.15):
-        if not 0.0 <= phantom_fraction <= 1.0:
-            raise ValueError(f"phantom_fraction must be in [0, 1], got {phantom_fraction!r}")
+    def __init__(self, image_size: int, phantom_fraction: float = 0.0, metal: float = 0.15, crops: float = 0.0):
+        for name, v in (("phantom_fraction", phantom_fraction), ("crops", crops)):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {v!r}")
         super().__init__(image_size)
-        self.phantom_fraction, self.metal = phantom_fraction, metal
+        self.phantom_fraction, self.metal, self.crops = phantom_fraction, metal, crops
 
     def batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
         k = int(round(n * self.phantom_fraction))
         parts = []
         if n - k:
-            parts.append(ct_anatomy.ct_anatomy(n - k, self.image_size, generator, metal=self.metal))
+            parts.append(ct_anatomy.ct_anatomy(n - k, self.image_size, generator, metal=self.metal,
+                                               crops=self.crops))
         if k:
             parts.append(phantoms.ct_phantom(k, self.image_size, generator))
         return phantoms.hu_to_mu(torch.cat(parts)) / self.normalization.value
@@ -153,6 +158,8 @@ def open_source(spec: str, image_size: int) -> SliceSource:
         return AnatomySource(image_size)
     if spec == "ct-anatomy+phantoms":
         return AnatomySource(image_size, phantom_fraction=0.25)
+    if spec == "ct-anatomy-crops+phantoms":
+        return AnatomySource(image_size, phantom_fraction=0.25, crops=0.3)
     if spec.endswith(":mvue"):
         x = mvue_slices(spec[: -len(":mvue")])
         return SliceSource(_percentile_normalise(_resize(x, image_size)), Normalization("percentile", 99.0), flip=True)
@@ -160,7 +167,8 @@ def open_source(spec: str, image_size: int) -> SliceSource:
     if not p.exists():
         raise FileNotFoundError(f"training data {spec!r}: no such file or folder (or use 'mni152', 'mni152-synth', "
                                 f"'mni152-synth-res', "
-                                f"'ct-phantoms', 'ct-anatomy' or 'ct-anatomy+phantoms')")
+                                f"'ct-phantoms', 'ct-anatomy', 'ct-anatomy+phantoms' or "
+                                f"'ct-anatomy-crops+phantoms')")
     if p.suffix == ".pt":
         x = torch.load(p, weights_only=True)
         if not isinstance(x, torch.Tensor):
