@@ -3,7 +3,8 @@
 - ``synthesize``: unconditional samples (Heun, DDIM or predictor-corrector).
 - ``inpaint``: fill a region (mask, or ``region(...)``) by posterior sampling on ``Inpainting``; pixels outside
   are kept exactly. By default the sampling starts from the classical fill (``biharmonic``) diffused to a small
-  noise level, CCDF-style (Chung et al., CVPR 2022); ``init=None`` samples from pure noise (Score-SDE's
+  noise level, CCDF-style (Chung et al., CVPR 2022), the level chosen on copies of the region placed in the known
+  image (``strength="auto"``, ``probe_regions``); ``init=None`` samples from pure noise (Score-SDE's
   noised-measurement projection, or any ``sampler``).
   Lesion removal is inpainting the lesion with a prior of normal anatomy.
 - ``insert``: paste a lesion (a patch, or a synthetic disk of given radius and contrast) at (row, col) and

@@ -41,7 +41,8 @@ NOISE = ("none", "gaussian", "poisson")
 MAX_GAUSSIAN_STD = 1e4   # line integrals are at most a few hundred: a larger std is a unit mistake
 MAX_PHOTONS = 1e12       # incident photons per bin; beyond this the Poisson draw is not meaningful in double
 MU_WATER_PER_MM = 0.0192  # linear attenuation of water near 70 keV, 1/mm
-DDS_TV = samplers.dds.TV_XY  # in-plane TV weight in DDS's data consistency (chosen on anatomy-val for CT)
+DDS_TV = samplers.dds.TV_XY  # in-plane TV weight in DDS's data consistency (experiments/RESULTS.md: chosen on
+#                              anatomy-val for ct-phantom-128; kept for ct-anatomy-v2-128, see its model card)
 DEFAULT_PRIOR = bundled.DEFAULT_CT
 
 

@@ -9,7 +9,7 @@ from .format import CheckpointError
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 # the priors the commands use when none is named (the best bundled one of each modality; see the model cards)
 DEFAULT_MRI = "bundled:brain-synth-128"
-DEFAULT_CT = "bundled:ct-phantom-128"
+DEFAULT_CT = "bundled:ct-anatomy-v2-128"
 
 
 def available() -> list:
