@@ -63,3 +63,18 @@ def test_training_sources_scale_like_the_phantom_source():
     assert torch.allclose(k, phantoms.hu_to_mu(phantoms.ct_phantom(2, 32, _g(5))) / 2.0)
     with pytest.raises(ValueError, match="phantom_fraction"):
         sources.AnatomySource(32, phantom_fraction=1.5)
+
+
+def test_magnified_crops_leave_no_room_for_air_and_keep_the_old_stream_when_off():
+    usual = ct_anatomy.ct_anatomy(6, 64, _g(5), region="body")
+    assert torch.equal(usual, ct_anatomy.ct_anatomy(6, 64, _g(5), region="body", crops=0.0))   # unchanged stream
+    crops = ct_anatomy.ct_anatomy(6, 64, _g(5), region="body", crops=1.0)
+    air = lambda x: (x < -900).float().mean((1, 2))  # noqa: E731
+    assert float(air(crops).mean()) < 0.6 * float(air(usual).mean())   # the patient fills more of the image
+    assert crops.min() >= ct_anatomy.HU_MIN and crops.max() <= ct_anatomy.HU_MAX
+    with pytest.raises(ValueError, match="crops"):
+        ct_anatomy.ct_anatomy(1, 32, _g(0), crops=1.5)
+    with pytest.raises(ValueError, match="crops"):
+        sources.AnatomySource(32, crops=-0.1)
+    src = sources.open_source("ct-anatomy-crops+phantoms", 32)
+    assert src.crops == 0.3 and src.phantom_fraction == 0.25 and src.batch(4, _g(0)).shape == (4, 32, 32)
