@@ -256,7 +256,6 @@ def _inpaint_auto(image, missing, prior, steps, n_samples, seed, report):
         if s == 0:
             x = fill[None].expand(n_samples, *fill.shape)
         else:
-            _check_strength(prior, s)
             x = keep * image + (1 - keep) * _sdedit(fill / scale, prior, s, ~union, steps, _gen(seed), eta=1.0,
                                                     n=n_samples) * scale
         d = x.mean(0)[pseudo] - image[pseudo]
@@ -280,9 +279,8 @@ def _sdedit(image, prior, strength: float, hold: Optional[torch.Tensor], steps: 
     """Noise to sigma = strength, then DDIM back (``eta``; 0 is deterministic) to ``n`` clean estimates
     (n, H, W); ``hold`` (H, W) pixels are put back to ``image`` in every step's Tweedie estimate (DDS's data
     consistency, which for this masking operator is the exact projection)."""
-    lo, hi = float(prior.sigma_min), float(prior.sigma_max)
-    if not (isinstance(strength, (int, float)) and lo < strength <= hi):
-        raise ValueError(f"strength must be in the prior's noise range ({lo:.3g}, {hi:.3g}], got {strength!r}")
+    _check_strength(prior, strength)
+    lo = float(prior.sigma_min)
     sig = [s for s in prior.sigmas(steps, "auto").tolist() if s < strength] or [lo]
     sig = [strength] + sig + [0.0]
     x = image[None].expand(n, *image.shape)
