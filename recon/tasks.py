@@ -191,7 +191,9 @@ def _data_scale(prior, fill):
 def _dilate(mask: torch.Tensor, r: int) -> torch.Tensor:
     if r <= 0:
         return mask.clone()
-    return torch.nn.functional.max_pool2d(mask[None, None].float(), 2 * r + 1, 1, r)[0, 0] > 0
+    m = mask[None, None].float()   # a square of side 2r + 1, as two separable passes
+    m = torch.nn.functional.max_pool2d(m, (2 * r + 1, 1), 1, (r, 0))
+    return torch.nn.functional.max_pool2d(m, (1, 2 * r + 1), 1, (0, r))[0, 0] > 0
 
 
 def probe_regions(image: torch.Tensor, missing: torch.Tensor, k: int = PROBES, gap: Optional[int] = None,
@@ -219,12 +221,14 @@ def probe_regions(image: torch.Tensor, missing: torch.Tensor, k: int = PROBES, g
         for dc in range(-c0 + 2, w - 2 - c1, step):
             if dr or dc:
                 cands.append((dr * dr + dc * dc, dr, dc))
+    sub = missing[r0:r1 + 1, c0:c1 + 1]
     chosen = []
     for _, dr, dc in sorted(cands):
-        m = torch.zeros_like(missing)
-        m[r0 + dr:r1 + dr + 1, c0 + dc:c1 + dc + 1] = missing[r0:r1 + 1, c0:c1 + 1]
-        if bool((m & blocked).any()) or abs(float(obj[m].float().mean()) - want) > tolerance:
+        box = (slice(r0 + dr, r1 + dr + 1), slice(c0 + dc, c1 + dc + 1))
+        if bool((blocked[box] & sub).any()) or abs(float(obj[box][sub].float().mean()) - want) > tolerance:
             continue
+        m = torch.zeros_like(missing)
+        m[box] = sub
         chosen.append(m)
         blocked = blocked | _dilate(m, gap)
         if len(chosen) == k:
