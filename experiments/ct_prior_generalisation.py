@@ -17,7 +17,7 @@ Settings (as ``ct_samplers.py``): parallel beam, noiseless line integrals, 30 vi
 (``sparse-30``) and one view per degree over 0-120 degrees (``limited-0-120``).
 Methods: FBP (ramp); TV (ADMM, 100 iterations) at each slice's best weight of the grid ``TV_GRID``, chosen on
 the truth by PSNR (``tv-best``: an oracle, so a strong baseline), and at the toolkit's default weight
-(``tv-default``); DDS with each prior (``--priors label=spec,...``), one sample,
+(``tv-default``); DDS with each prior (``--priors label=spec,...``), one sample (the mean of ``--samples`` N),
 seed = slice index, with the toolkit's CT defaults unless ``--dds`` says otherwise.
 Metrics: PSNR / SSIM in mu units with data range = the slice's maximum (``recon.apps.reconstruct_ct.score``).
 
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from recon import priors, samplers
-from recon.apps.reconstruct_ct import DDS_TV, CTSettings, operator, reconstruct, score, simulate
+from recon.apps.reconstruct_ct import DDS_TV, CTSettings, dds_steps, operator, reconstruct, score, simulate
 from recon.data import ct_anatomy, phantoms
 
 import ct_samplers
@@ -100,8 +100,9 @@ def held_out(name: str, size: int = 128):
 
 def parse_dds(text: str) -> dict:
     """'steps=50,eta=0.85,cg_iter=5' -> DDS keyword arguments (defaults: the toolkit's CT DDS for noiseless data,
-    50 steps with the in-plane TV ``DDS_TV`` in the data consistency; ``tv_xy=0`` for the plain CG)."""
-    kw = {"steps": 50, "tv_xy": DDS_TV}
+    with the in-plane TV ``DDS_TV`` in the data consistency, ``tv_xy=0`` for the plain CG; without ``steps``, the
+    toolkit's steps for each setting's views, ``reconstruct_ct.dds_steps``)."""
+    kw = {"tv_xy": DDS_TV}
     for item in filter(None, text.split(",")):
         k, v = item.split("=")
         kw[k] = int(v) if k in ("steps", "cg_iter") else float(v)
@@ -127,10 +128,11 @@ def main():
     ap.add_argument("--methods", default="fbp,tv,dds")
     ap.add_argument("--priors", default="old=bundled:ct-phantom-128,new=bundled:ct-anatomy-128")
     ap.add_argument("--dds", default="", help="DDS keyword arguments, e.g. steps=50,eta=0.85,cg_iter=5")
+    ap.add_argument("--samples", type=int, default=1,
+                    help="DDS samples per slice; the score is that of their mean (what reconstruct-ct writes)")
     args = ap.parse_args()
     methods = args.methods.split(",")
-    dds_kw = parse_dds(args.dds)
-    dds_tag = ",".join(f"{k}={v}" for k, v in sorted(dds_kw.items()))
+    dds_given = parse_dds(args.dds)
     loaded = {}
     if "dds" in methods:
         for item in args.priors.split(","):
@@ -142,6 +144,10 @@ def main():
         for setting in args.settings.split(","):
             base = CTSettings(**SETTINGS[setting])
             op = operator(base, (128, 128))
+            dds_kw = {"steps": dds_steps(op), **dds_given}
+            dds_tag = ",".join(f"{k}={v}" for k, v in sorted(dds_kw.items()))
+            if args.samples > 1:
+                dds_tag += f",samples={args.samples}"
             for k, name in enumerate(names):
                 img = imgs[k:k + 1]
                 y = simulate(img, op, base, torch.Generator().manual_seed(k))
@@ -174,8 +180,8 @@ def main():
                         e, lam = best
                     else:
                         prior.check_grid(tuple(op.ishape))
-                        x = samplers.DDS(**dds_kw)(y, op, prior, n_samples=1,
-                                                   generator=torch.Generator().manual_seed(k))[0]
+                        x = samplers.DDS(**dds_kw)(y, op, prior, n_samples=args.samples,
+                                                   generator=torch.Generator().manual_seed(k)).mean(0)
                         e = score(img, x)
                     _append(args.out, dict(set=set_name, slice=name, setting=setting, method=method,
                                            psnr=round(e["psnr"], 3), ssim=round(e["ssim"], 4), tv_lam=lam, dds=tag,

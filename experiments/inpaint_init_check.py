@@ -47,6 +47,7 @@ for c, i, gt, rad in imgs():
         r = tasks.inpaint(x, hole, p, steps=steps, n_samples=8, seed=i, strength=s, report=rep)
         if s == "auto":
             out["chosen"] = rep["strength"]
+            out["weight"] = rep["weight"]
         out[f"s{s}"] = nb.psnr_region(gt, r.mean(0).abs(), hole, mx)
         out[f"s{s}_1"] = nb.psnr_region(gt, r[0].abs(), hole, mx)
         out[f"t{s}"] = time.time() - t

@@ -262,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "fixed:VALUE, range:VALUE")
     p.add_argument("--prior", default=bundled.DEFAULT_CT)
     p.add_argument("--samples", type=int, default=1)
-    p.add_argument("--steps", type=int)
+    p.add_argument("--steps", type=int, help="sampler steps; default: the paper's (DDS: 50, or "
+                   f"{reconstruct_ct.DDS_STEPS_LIMITED} when the views cover under "
+                   f"{reconstruct_ct.LIMITED_BELOW:g} degrees)")
     p.add_argument("--tv-z", type=float, default=0.0, help="DDS: TV coupling of the slices along z, relative weight (0: off; 1e-4 is a good start)")
     p.add_argument("--dds-tv", type=float, default=reconstruct_ct.DDS_TV,
                    help="DDS on noiseless data: in-plane TV weight in the data consistency (0: the paper's plain CG)")

@@ -94,6 +94,30 @@ def test_in_plane_tv_consistency_iterated_is_the_tv_reconstruction():
         TVConsistency(0.0)
 
 
+def test_angular_coverage_and_limited_angle_dds_steps():
+    """Sparse and dense full sets cover 180 degrees (parallel beam, whatever the start or order of the views);
+    0-120 degrees covers 120 and gets the limited-angle step count; --steps still overrides it."""
+    import math
+
+    from recon.apps import reconstruct_ct as rc
+    from operators.ct import FanBeamCT
+    full = operator(CTSettings(views=30), (32, 32))
+    assert rc.coverage(full) == pytest.approx(180.0)
+    assert rc.coverage(operator(CTSettings(views=7), (32, 32))) == pytest.approx(180.0)
+    shifted = ParallelBeamCT((32, 32), torch.flip(full.angles, (0,)) + math.pi * 0.9)
+    assert rc.coverage(shifted) == pytest.approx(180.0)
+    lim = operator(CTSettings(views=None, limited=(0.0, 120.0)), (32, 32))
+    assert rc.coverage(lim) == pytest.approx(120.0)
+    wrap = operator(CTSettings(views=None, limited=(150.0, 260.0)), (32, 32))   # 150-180 and 0-80 mod 180
+    assert rc.coverage(wrap) == pytest.approx(110.0)
+    fan_short = FanBeamCT((32, 32), torch.deg2rad(torch.arange(0.0, 200.0)), 100.0, 100.0)
+    assert rc.coverage(fan_short) == pytest.approx(200.0) and rc.dds_steps(fan_short) == rc.DDS_STEPS
+    assert rc.dds_steps(full) == rc.DDS_STEPS == rc.sampler_for(CTSettings(), None, full).steps
+    assert rc.dds_steps(lim) == rc.DDS_STEPS_LIMITED == rc.sampler_for(CTSettings(), None, lim).steps
+    assert rc.sampler_for(CTSettings(steps=7), None, lim).steps == 7
+    assert rc.sampler_for(CTSettings(noise="gaussian", noise_level=0.1), 0.1, lim).steps == rc.DDS_STEPS_LIMITED
+
+
 def test_ct_dds_defaults_use_the_in_plane_tv():
     from recon import samplers
     from recon.apps.reconstruct_ct import DDS_TV, sampler_for

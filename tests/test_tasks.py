@@ -205,7 +205,7 @@ def test_auto_strength_keeps_the_exact_classical_fill_and_uses_a_prior_that_fits
     ramp = 2.0 + 0.02 * yy + 0.01 * xx
     rep = {}
     out = tasks.inpaint(ramp, hole, prior, n_samples=4, seed=0, report=rep)
-    assert rep["strength"] == 0.0 and rep["probes"] == tasks.PROBES
+    assert rep["strength"] == 0.0 and rep["weight"] == 0.0 and rep["probes"] == tasks.PROBES
     assert rep["errors"][0.0] < 1e-10 < min(v for s, v in rep["errors"].items() if s > 0)
     assert float((out - ramp).abs().max()) < 1e-5
     g = torch.Generator().manual_seed(1)
@@ -214,6 +214,7 @@ def test_auto_strength_keeps_the_exact_classical_fill_and_uses_a_prior_that_fits
     rep = {}
     out = tasks.inpaint(x, hole, prior, n_samples=16, seed=0, report=rep)
     assert rep["strength"] > 0 and rep["errors"][rep["strength"]] == min(rep["errors"].values())
+    assert rep["weight"] in tasks.WEIGHTS
     assert torch.equal(out[:, ~hole], x[~hole].expand(16, -1))
     o, h = (~hole).flatten(), hole.flatten()
     c = cov.double()
@@ -225,3 +226,24 @@ def test_auto_strength_keeps_the_exact_classical_fill_and_uses_a_prior_that_fits
     with pytest.warns(UserWarning, match="cannot test the prior"):
         big = tasks.inpaint(x, big_hole, prior, n_samples=2, seed=0, report=rep)
     assert rep["strength"] == 0.0 and torch.equal(big[1], tasks.biharmonic(x, big_hole))
+
+
+def test_auto_strength_shrinks_the_prior_towards_the_fill(monkeypatch):
+    """The share w of the prior is chosen on the pseudo-regions: a stand-in prior whose samples overshoot the truth
+    by exactly the fill's error (sample = 2 x - fill) is best at w = 0.5, where the shrunk fill is the truth."""
+    prior, _, _ = _prior24()
+    n = 24
+    yy, xx = torch.meshgrid(torch.arange(float(n)), torch.arange(float(n)), indexing="ij")
+    x = 2.0 + torch.sin(yy / 3.0) * torch.cos(xx / 4.0)
+    hole = tasks.region((n, n), (12, 12), 2.5)
+
+    def overshoot(image, prior, strength, hold, steps, g, eta=0.0, n=1):
+        sc = float(x[0, 0]) / float(image[0, 0])        # the image is the fill in the prior's units
+        return (2 * x / sc - image)[None].expand(n, *image.shape)
+
+    monkeypatch.setattr(tasks, "_sdedit", overshoot)
+    rep = {}
+    out = tasks.inpaint(x, hole, prior, n_samples=2, seed=0, report=rep)
+    assert rep["weight"] == 0.5 and rep["strength"] > 0
+    assert rep["errors"][rep["strength"]] < 1e-8 < rep["errors"][0.0]
+    assert float((out - x).abs().max()) < 1e-4
