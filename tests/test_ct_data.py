@@ -64,6 +64,23 @@ def test_read_dicom_slice_and_series(tmp_path):
         ct.read_dicom(tmp_path / "missing.dcm")
 
 
+def test_read_dicom_padding_and_values_below_air_read_as_air(tmp_path):
+    """Pixels outside the reconstruction circle (PixelPaddingValue) and any value below air become -1024 HU;
+    tissue is untouched."""
+    import pydicom
+    raw = np.full((8, 8), 2088, dtype=np.uint16)       # 40 HU of tissue with intercept -2048
+    raw[0, :] = 0                                     # padding: stored 0, -2048 HU
+    raw[1, :3] = 10                                   # below air without being padding: -2038 HU
+    _write_dicom(tmp_path / "p.dcm", raw, 1.0, -2048.0, z=0.0)
+    ds = pydicom.dcmread(str(tmp_path / "p.dcm"))
+    ds.add_new(0x00280120, "US", 0)                   # PixelPaddingValue
+    ds.save_as(str(tmp_path / "p.dcm"), enforce_file_format=True)
+    hu = ct.read_dicom(tmp_path / "p.dcm")
+    assert torch.all(hu[0] == ct.AIR_HU) and torch.all(hu[1, :3] == ct.AIR_HU)
+    assert torch.allclose(hu[2:], torch.full((6, 8), 40.0)) and torch.allclose(hu[1, 3:], torch.full((5,), 40.0))
+    assert float(hu.min()) == ct.AIR_HU
+
+
 def test_reconstruct_ct_from_a_dicom_series(tmp_path):
     """A DICOM series in HU is converted to mu/mu_water, projected and reconstructed; FBP of 180 views is close."""
     from recon.data import phantoms

@@ -5,7 +5,10 @@
   incident photons per detector bin, the counts are N ~ Poisson(I0 exp(-mu_scale p)) and the measured line
   integral is -log(max(N, 1) / I0) / mu_scale (a bin with no photons is clipped at one count).
 - ``read_dicom(path)``: a CT slice (file) or a series (folder, sorted by ImagePositionPatient / InstanceNumber)
-  in Hounsfield units: stored value x RescaleSlope + RescaleIntercept.
+  in Hounsfield units: stored value x RescaleSlope + RescaleIntercept. Pixels outside the scanner's
+  reconstruction circle are stored as padding (the PixelPaddingValue, often -2000 or -3024 HU): they become
+  air, ``AIR_HU`` = -1024, as does anything below it (nothing attenuates less than air; a negative attenuation
+  would be a region no projector or prior should see).
 - ``window(hu, center, width)``: the usual display window mapped to [0, 1] (e.g. soft tissue 40/400,
   lung -600/1500, bone 300/1500).
 """
@@ -18,6 +21,7 @@ import torch
 
 from operators.checks import check_real
 
+AIR_HU = -1024.0  # the floor of the CT scale: air; padding and anything below it read as air
 WINDOWS = {"soft-tissue": (40.0, 400.0), "lung": (-600.0, 1500.0), "bone": (300.0, 1500.0), "brain": (40.0, 80.0)}
 
 
@@ -61,8 +65,14 @@ def read_dicom(path) -> torch.Tensor:
             raise ValueError(f"{f}: not a DICOM file ({type(e).__name__})") from None
         if "PixelData" not in ds:
             raise ValueError(f"{f}: DICOM file without pixel data")
-        hu = torch.as_tensor(ds.pixel_array.astype("float32")) * float(getattr(ds, "RescaleSlope", 1.0)) \
-            + float(getattr(ds, "RescaleIntercept", 0.0))
+        stored = torch.as_tensor(ds.pixel_array.astype("float32"))
+        hu = stored * float(getattr(ds, "RescaleSlope", 1.0) or 1.0) + float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+        pad = getattr(ds, "PixelPaddingValue", None)
+        if pad is not None:
+            lim = getattr(ds, "PixelPaddingRangeLimit", None)
+            lo, hi = (float(pad), float(pad)) if lim is None else sorted((float(pad), float(lim)))
+            hu = torch.where((stored >= lo) & (stored <= hi), torch.full_like(hu, AIR_HU), hu)
+        hu = hu.clamp_min(AIR_HU)
         pos = getattr(ds, "ImagePositionPatient", None)
         key = float(pos[2]) if pos is not None else float(getattr(ds, "InstanceNumber", len(slices)))
         slices.append((key, hu))
