@@ -91,7 +91,10 @@ class _RayCT(Linop):
     """Joseph's projector for a fixed set of rays (origins ``p0`` and unit directions ``d``, (A, D, 2))."""
 
     chunk = 8  # angles per gather, bounds the memory of the index tensors
-    max_matrix_entries = 60_000_000  # above this the projector is traced on the fly instead of stored
+    # above this bound on the entries (2 max(H, W) per ray) the projector is traced on the fly instead of stored;
+    # with 32-bit indices an entry of M and of M^T takes 8 bytes each, so the bound is 2.4 GB (the real count is
+    # about 60% of it: 512 x 512 with 120 views stores 1.2 GB, where tracing would be 20x slower)
+    max_matrix_entries = 150_000_000
 
     def __init__(self, img_size, p0: torch.Tensor, d: torch.Tensor):
         self.h, self.w = _size(img_size)
@@ -154,12 +157,14 @@ class _RayCT(Linop):
                 cols.append(i[keep])
                 vals.append(wt[keep])
             cnt = torch.cat(counts)
-            crow = torch.zeros(n_rays + 1, dtype=torch.long, device=device)
-            crow[1:] = cnt.cumsum(0)
+            nnz = int(cnt.sum())
+            itype = torch.int32 if max(nnz, n_rays, self.h * self.w) < 2 ** 31 - 1 else torch.long
+            crow = torch.zeros(n_rays + 1, dtype=itype, device=device)
+            crow[1:] = cnt.cumsum(0).to(itype)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-                m = torch.sparse_csr_tensor(crow, torch.cat(cols), torch.cat(vals), (n_rays, self.h * self.w),
-                                            check_invariants=False)
+                m = torch.sparse_csr_tensor(crow, torch.cat(cols).to(itype), torch.cat(vals),
+                                            (n_rays, self.h * self.w), check_invariants=False)
                 csc = m.to_sparse_csc()  # the CSC arrays of M are the CSR arrays of M^T
                 mt = torch.sparse_csr_tensor(csc.ccol_indices(), csc.row_indices(), csc.values(),
                                              (self.h * self.w, n_rays), check_invariants=False)
