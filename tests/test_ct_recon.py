@@ -253,3 +253,18 @@ def test_uncertainty_samples_use_dds_without_the_tv_unless_asked():
     st = MRISettings()
     for_uncertainty(st)
     assert st.dds_tv is None                                   # the caller's settings are not changed
+
+
+def test_a_grid_much_larger_than_the_priors_is_warned_about():
+    from recon.apps import reconstruct_ct as rc
+
+    class P:
+        image_size, name = (16, 16), "tiny"
+    with pytest.warns(UserWarning, match="trained on 16 x 16"):
+        rc._warn_scale(P(), (64, 64))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rc._warn_scale(P(), (24, 24))
+        P.image_size = None
+        rc._warn_scale(P(), (512, 512))

@@ -192,6 +192,23 @@ def sampler_for(settings: CTSettings, sigma_y: Optional[float] = None, op=None) 
     return samplers.ScoreSDE(steps=n or 300, inverse="cg", cg_iter=10)
 
 
+SCALE_WARN = 2.0  # a grid this many times the prior's training grid (per side) gets a warning
+
+
+def _warn_scale(prior, grid) -> None:
+    """Warn when the grid is much larger than the prior's training grid: a fully convolutional prior runs there,
+    but it sees the anatomy at a pixel scale it never saw (experiments/RESULTS.md, "Real CT at its native 512 x 512
+    geometry": level with TV instead of ahead of it)."""
+    size = getattr(prior, "image_size", None)
+    if not size or max(grid[-2:]) < SCALE_WARN * max(size[-2:]):
+        return
+    import warnings
+    warnings.warn(f"the prior {prior.name or 'given'!r} was trained on {size[-2]} x {size[-1]} slices; on this "
+                  f"{grid[-2]} x {grid[-1]} grid it sees the anatomy {max(grid[-2:]) / max(size[-2:]):.1g}x larger "
+                  f"than in training, and on real 512 x 512 heads DDS was only level with TV (compare with "
+                  f"--sampler tv)", stacklevel=3)
+
+
 def reconstruct(sinogram: torch.Tensor, op, settings: CTSettings, prior=None, progress: bool = False) -> torch.Tensor:
     """Reconstruct a stack (S, n_angles, n_det) or a slice; returns samples (N, S, H, W) (N = 1 for baselines)."""
     settings.check()
@@ -207,6 +224,7 @@ def reconstruct(sinogram: torch.Tensor, op, settings: CTSettings, prior=None, pr
     if prior.channels != "real":
         raise ValueError(f"CT needs a real-valued prior; {prior.name!r} has channels={prior.channels!r}")
     prior.check_grid(tuple(op.ishape))  # fully convolutional priors run on any grid; others only on their own
+    _warn_scale(prior, tuple(op.ishape))
     s = sampler_for(settings, noise_std(y, settings), op)
     s.progress = progress
     return s(y, op, prior.to(dev), n_samples=settings.samples, generator=torch.Generator().manual_seed(settings.seed))
