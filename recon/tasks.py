@@ -273,9 +273,9 @@ def _inpaint_auto(image, missing, prior, steps, n_samples, seed, report):
     best = min(errors, key=lambda s: errors[s])
     if report is not None:
         report.update(strength=float(best), weight=weights[best], errors=errors, probes=len(probes))
+    region = missing.to(image.real.dtype)   # the pseudo-regions are known pixels: they keep the image
     if best == 0:
-        return fill[None].expand(n_samples, *fill.shape).clone()
-    region = missing.to(image.real.dtype)
+        return ((1 - region) * image + region * fill)[None].expand(n_samples, *fill.shape).clone()
     w = weights[best]
     return (1 - region) * image + region * (fill + w * (outs[best] - fill))
 

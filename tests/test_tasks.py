@@ -247,3 +247,11 @@ def test_auto_strength_shrinks_the_prior_towards_the_fill(monkeypatch):
     assert rep["weight"] == 0.5 and rep["strength"] > 0
     assert rep["errors"][rep["strength"]] < 1e-8 < rep["errors"][0.0]
     assert float((out - x).abs().max()) < 1e-4
+
+    def wild(image, prior, strength, hold, steps, g, eta=0.0, n=1):
+        return (image + 10.0)[None].expand(n, *image.shape)
+
+    monkeypatch.setattr(tasks, "_sdedit", wild)   # a prior far off: the fill wins, and only the region changes
+    out = tasks.inpaint(x, hole, prior, n_samples=2, seed=0, report=rep)
+    assert rep["strength"] == 0.0 and rep["weight"] == 0.0
+    assert torch.equal(out[:, ~hole], x[~hole].expand(2, -1))
