@@ -128,6 +128,9 @@ def main():
     ap.add_argument("--methods", default="fbp,tv,dds")
     ap.add_argument("--priors", default="old=bundled:ct-phantom-128,new=bundled:ct-anatomy-128")
     ap.add_argument("--dds", default="", help="DDS keyword arguments, e.g. steps=50,eta=0.85,cg_iter=5")
+    ap.add_argument("--size", type=int, default=128,
+                    help="grid size of the synthetic sets and of the real slices (128: the prior's training grid; "
+                         "512: the native geometry of the real slices)")
     ap.add_argument("--samples", type=int, default=1,
                     help="DDS samples per slice; the score is that of their mean (what reconstruct-ct writes)")
     args = ap.parse_args()
@@ -140,10 +143,12 @@ def main():
             loaded[label] = priors.load(spec)
     done = {(r["set"], r["slice"], r["setting"], r["method"], r["dds"]) for r in _rows(args.out)}
     for set_name in args.sets.split(","):
-        names, imgs = held_out(set_name)
+        names, imgs = held_out(set_name, args.size)
+        if args.size != 128:
+            names = [f"{n}@{args.size}" for n in names]
         for setting in args.settings.split(","):
             base = CTSettings(**SETTINGS[setting])
-            op = operator(base, (128, 128))
+            op = operator(base, (args.size, args.size))
             dds_kw = {"steps": dds_steps(op), **dds_given}
             dds_tag = ",".join(f"{k}={v}" for k, v in sorted(dds_kw.items()))
             if args.samples > 1:
@@ -156,6 +161,8 @@ def main():
                     todo.append(("fbp", "", None))
                 if "tv" in methods:
                     todo.append(("tv-best", "", None))
+                elif "tv-default" in methods:
+                    todo.append(("tv-default", "", None))
                 if "dds" in methods:
                     todo += [(f"dds-{label}", dds_tag, p) for label, p in loaded.items()]
                 for method, tag, prior in todo:
@@ -178,6 +185,9 @@ def main():
                             if best is None or ek["psnr"] > best[0]["psnr"]:
                                 best = (ek, lam_k)
                         e, lam = best
+                    elif method == "tv-default":
+                        e = score(img, reconstruct(y, op, CTSettings(method="tv", **SETTINGS[setting]))[0])
+                        lam = TV_DEFAULT
                     else:
                         prior.check_grid(tuple(op.ishape))
                         x = samplers.DDS(**dds_kw)(y, op, prior, n_samples=args.samples,

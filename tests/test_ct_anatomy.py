@@ -78,3 +78,20 @@ def test_magnified_crops_leave_no_room_for_air_and_keep_the_old_stream_when_off(
         sources.AnatomySource(32, crops=-0.1)
     src = sources.open_source("ct-anatomy-crops+phantoms", 32)
     assert src.crops == 0.3 and src.phantom_fraction == 0.25 and src.batch(4, _g(0)).shape == (4, 32, 32)
+
+
+def test_crop_zoom_range_and_native_source():
+    """Finer crops (smaller crop_zoom) show a smaller part of the patient, so fewer edges cross the image."""
+    coarse = ct_anatomy.ct_anatomy(6, 64, _g(3), region="head", crops=1.0, crop_zoom=(0.7, 0.8))
+    fine = ct_anatomy.ct_anatomy(6, 64, _g(3), region="head", crops=1.0, crop_zoom=(0.15, 0.2))
+    grad = lambda x: (x[:, 1:, :] - x[:, :-1, :]).abs().mean()  # noqa: E731
+    assert float(grad(fine)) < float(grad(coarse))
+    # the default range draws exactly what it drew before the option existed
+    assert torch.equal(ct_anatomy.ct_anatomy(3, 32, _g(1), crops=0.5),
+                       ct_anatomy.ct_anatomy(3, 32, _g(1), crops=0.5, crop_zoom=ct_anatomy.CROP_ZOOM))
+    for bad in ((0.01, 0.5), (0.6, 0.5), (0.5, 1.5)):
+        with pytest.raises(ValueError, match="crop_zoom"):
+            ct_anatomy.ct_anatomy(1, 32, _g(0), crops=1.0, crop_zoom=bad)
+    src = sources.open_source("ct-anatomy-native+phantoms", 32)
+    assert src.crops == 0.6 and src.crop_zoom == sources.NATIVE_CROP_ZOOM and src.crop_zoom[0] < 0.25
+    assert src.batch(4, _g(0)).shape == (4, 32, 32)

@@ -524,7 +524,7 @@ def _ct_noise(g, size, std):
 
 
 def _one(size: int, g: torch.Generator, region: str, metal_p: float, p_clean: float,
-         crops: float = 0.0) -> torch.Tensor:
+         crops: float = 0.0, crop_zoom=CROP_ZOOM) -> torch.Tensor:
     if region == "mixed":
         region = "head" if _p(g, 0.5) else "body"
     head = region == "head"
@@ -532,8 +532,8 @@ def _one(size: int, g: torch.Generator, region: str, metal_p: float, p_clean: fl
     zoom = _u(g, 0.85, 1.45) if head else _u(g, 0.8, 1.35)
     rot = _u(g, -0.15, 0.15) if not _p(g, 0.05) else _u(g, -math.pi, math.pi)
     shift = (_u(g, -0.08, 0.08), _u(g, -0.08, 0.08))
-    if crops > 0 and _p(g, crops):  # a magnified crop: 0.25-0.8 of the field of view, anywhere in the patient
-        zoom = math.exp(_u(g, math.log(CROP_ZOOM[0]), math.log(CROP_ZOOM[1])))
+    if crops > 0 and _p(g, crops):  # a magnified crop (crop_zoom of the field of view), anywhere in the patient
+        zoom = math.exp(_u(g, math.log(crop_zoom[0]), math.log(crop_zoom[1])))
         reach = 0.75 * (1.0 - zoom)
         shift = (_u(g, -reach, reach), _u(g, -reach, reach) * (0.7 if head else 0.55))
     cv = _Canvas(2 * size, g, zoom, rot, shift, warp=_u(g, 0.0, 0.08))
@@ -555,12 +555,14 @@ def _one(size: int, g: torch.Generator, region: str, metal_p: float, p_clean: fl
 
 
 def ct_anatomy(n: int, size: int = 128, generator: torch.Generator = None, region: str = "mixed",
-               metal: float = 0.15, p_clean: float = 0.3, crops: float = 0.0) -> torch.Tensor:
+               metal: float = 0.15, p_clean: float = 0.3, crops: float = 0.0,
+               crop_zoom=CROP_ZOOM) -> torch.Tensor:
     """``n`` random anatomical slices (n, size, size) in HU. ``region``: head, body or mixed (half each);
     ``metal``: probability of an implant per slice; ``p_clean``: probability of a noise-free slice; ``crops``:
-    probability of a magnified crop (field of view ``CROP_ZOOM`` times the usual one, log-uniform, centred
-    anywhere in the patient, so the body overflows the image as in a reconstruction at a small field of view).
-    ``crops=0`` draws exactly the slices it drew before the option existed (no extra random numbers)."""
+    probability of a magnified crop (field of view ``crop_zoom`` = (lo, hi) times the usual one, log-uniform,
+    centred anywhere in the patient, so the body overflows the image as in a reconstruction at a small field of
+    view; a crop at zoom 0.25 has the pixel size of a whole slice at 4x the grid, e.g. 512 x 512 heads at about
+    0.5 mm). ``crops=0`` draws exactly the slices it drew before the option existed (no extra random numbers)."""
     if region not in REGIONS:
         raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
     if n < 1 or size < 16:
@@ -568,6 +570,9 @@ def ct_anatomy(n: int, size: int = 128, generator: torch.Generator = None, regio
     for name, v in (("metal", metal), ("p_clean", p_clean), ("crops", crops)):
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"{name} must be a probability in [0, 1], got {v!r}")
+    lo, hi = (float(z) for z in crop_zoom)
+    if not 0.05 <= lo <= hi <= 1.0:
+        raise ValueError(f"crop_zoom must be (lo, hi) with 0.05 <= lo <= hi <= 1, got {tuple(crop_zoom)!r}")
     if generator is None:
         raise ValueError("ct_anatomy needs an explicit torch.Generator (randomness is explicit)")
-    return torch.stack([_one(size, generator, region, metal, p_clean, crops) for _ in range(n)])
+    return torch.stack([_one(size, generator, region, metal, p_clean, crops, (lo, hi)) for _ in range(n)])

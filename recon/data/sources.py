@@ -13,7 +13,10 @@ A source is named by a string:
   (``recon.data.ct_anatomy``), scaled as ``ct-phantoms``; ``ct-anatomy+phantoms``: three quarters of each batch
   from ``ct-anatomy``, one quarter from ``ct-phantoms``; ``ct-anatomy-crops+phantoms``: the same with 30% of the
   anatomical slices magnified crops (``ct_anatomy(crops=0.3)``: 0.25-0.8 of the usual field of view, anywhere in
-  the patient);
+  the patient); ``ct-anatomy-native+phantoms``: the same with 60% crops at 0.15-0.8 of the field of view
+  (``NATIVE_CROP_ZOOM``), so that the finest crops have the pixel size of whole slices at a clinical 512 x 512
+  grid (about 0.4-0.6 mm; a prior trained on 128 x 128 crops then sees, patch by patch, what it meets on a
+  native grid);
 - a ``.pt`` file holding a tensor (N, H, W), complex or real;
 - a ``.nii``/``.nii.gz`` file or a folder of them: axial slices (needs nibabel);
 - a folder of fastMRI ``.h5`` files: the ``reconstruction_rss``/``_esc`` target slices (real);
@@ -37,6 +40,8 @@ from recon.priors import Normalization
 from . import brain, ct_anatomy, phantoms, synth
 from .coils import center_crop, sense_combine
 from .fastmri import load_fastmri
+
+NATIVE_CROP_ZOOM = (0.15, 0.8)
 
 
 def _percentile_normalise(x: torch.Tensor) -> torch.Tensor:
@@ -95,19 +100,21 @@ class AnatomySource(PhantomSource):
     of each batch replaced by procedural phantoms, a fraction ``crops`` of the anatomical ones magnified crops;
     scaled as ``PhantomSource``."""
 
-    def __init__(self, image_size: int, phantom_fraction: float = 0.0, metal: float = 0.15, crops: float = 0.0):
+    def __init__(self, image_size: int, phantom_fraction: float = 0.0, metal: float = 0.15, crops: float = 0.0,
+                 crop_zoom=ct_anatomy.CROP_ZOOM):
         for name, v in (("phantom_fraction", phantom_fraction), ("crops", crops)):
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v!r}")
         super().__init__(image_size)
         self.phantom_fraction, self.metal, self.crops = phantom_fraction, metal, crops
+        self.crop_zoom = tuple(crop_zoom)
 
     def batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
         k = int(round(n * self.phantom_fraction))
         parts = []
         if n - k:
             parts.append(ct_anatomy.ct_anatomy(n - k, self.image_size, generator, metal=self.metal,
-                                               crops=self.crops))
+                                               crops=self.crops, crop_zoom=self.crop_zoom))
         if k:
             parts.append(phantoms.ct_phantom(k, self.image_size, generator))
         return phantoms.hu_to_mu(torch.cat(parts)) / self.normalization.value
@@ -160,6 +167,8 @@ def open_source(spec: str, image_size: int) -> SliceSource:
         return AnatomySource(image_size, phantom_fraction=0.25)
     if spec == "ct-anatomy-crops+phantoms":
         return AnatomySource(image_size, phantom_fraction=0.25, crops=0.3)
+    if spec == "ct-anatomy-native+phantoms":
+        return AnatomySource(image_size, phantom_fraction=0.25, crops=0.6, crop_zoom=NATIVE_CROP_ZOOM)
     if spec.endswith(":mvue"):
         x = mvue_slices(spec[: -len(":mvue")])
         return SliceSource(_percentile_normalise(_resize(x, image_size)), Normalization("percentile", 99.0), flip=True)
@@ -168,7 +177,7 @@ def open_source(spec: str, image_size: int) -> SliceSource:
         raise FileNotFoundError(f"training data {spec!r}: no such file or folder (or use 'mni152', 'mni152-synth', "
                                 f"'mni152-synth-res', "
                                 f"'ct-phantoms', 'ct-anatomy', 'ct-anatomy+phantoms' or "
-                                f"'ct-anatomy-crops+phantoms')")
+                                f"'ct-anatomy-crops+phantoms', 'ct-anatomy-native+phantoms')")
     if p.suffix == ".pt":
         x = torch.load(p, weights_only=True)
         if not isinstance(x, torch.Tensor):
