@@ -260,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-mm", type=float, default=3.0, help="pixel size for the photon statistics (Poisson)")
     p.add_argument("--normalization", help="override the prior's data convention: none, max, percentile[:Q], "
                    "fixed:VALUE, range:VALUE")
-    p.add_argument("--prior", default=bundled.DEFAULT_CT)
+    p.add_argument("--prior", default=reconstruct_ct.AUTO_PRIOR,
+                   help=f"a bundled name or checkpoint; default {reconstruct_ct.AUTO_PRIOR}: {bundled.DEFAULT_CT} for "
+                        f"grids under {bundled.CT_NATIVE_FROM} pixels per side, {bundled.DEFAULT_CT_NATIVE} from there")
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--steps", type=int, help="sampler steps; default: the paper's (DDS: 50, or "
                    f"{reconstruct_ct.DDS_STEPS_LIMITED} when the views cover under "

@@ -63,7 +63,7 @@ def test_settings_base_checks_the_shared_fields():
                         ({"device": "gpu"}, r"device must be 'cpu' or 'cuda\[:N\]', got 'gpu'")):
             with pytest.raises(ValueError, match=msg):
                 cls(**kw).check()
-    assert MRISettings().prior == "bundled:brain-synth-128" and CTSettings().prior == "bundled:ct-anatomy-v2-128"
+    assert MRISettings().prior == "bundled:brain-synth-128" and CTSettings().prior == "auto"
     with pytest.raises(TypeError):
         MRISettings("dds")  # keyword-only: no field can be set by position by mistake
 

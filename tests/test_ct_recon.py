@@ -268,3 +268,59 @@ def test_a_grid_much_larger_than_the_priors_is_warned_about():
         rc._warn_scale(P(), (24, 24))
         P.image_size = None
         rc._warn_scale(P(), (512, 512))
+    P.image_size, P.max_grid = (16, 16), 100           # a prior trained on zoomed crops records the grids it covers
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rc._warn_scale(P(), (100, 100))
+    with pytest.warns(UserWarning, match="covers grids up to 100 pixels"):
+        rc._warn_scale(P(), (101, 64))
+
+
+def test_the_default_ct_prior_is_chosen_by_grid_and_recorded(tmp_path):
+    from dataclasses import replace
+
+    from recon import priors
+    from recon.apps import reconstruct_ct as rc
+    from recon.priors import bundled
+
+    st = rc.CTSettings()
+    assert st.prior == rc.AUTO_PRIOR
+    st.check()                                                       # "auto" is a valid prior setting
+    assert rc.resolve_prior(st, (128, 128)).prior == bundled.DEFAULT_CT
+    assert rc.resolve_prior(st, (255, 100)).prior == bundled.DEFAULT_CT
+    assert rc.resolve_prior(st, (100, 256)).prior == bundled.DEFAULT_CT_NATIVE
+    assert rc.resolve_prior(st, (512, 512)).prior == bundled.DEFAULT_CT_NATIVE != bundled.DEFAULT_CT
+    assert st.prior == rc.AUTO_PRIOR                                 # the caller's settings are not changed
+    named = replace(st, prior=bundled.DEFAULT_CT)
+    assert rc.resolve_prior(named, (512, 512)) is named               # a named prior is used as named
+    with pytest.raises(ValueError, match="no bundled prior of that name"):
+        replace(st, prior="autox").check()
+    native = priors.load(bundled.DEFAULT_CT_NATIVE)
+    assert native.max_grid == 853 and native.image_size == (128, 128)
+    assert priors.load(bundled.DEFAULT_CT).max_grid is None
+    from recon.priors import format as fmt
+    assert fmt.read(fmt.save(native, tmp_path / "copy")).max_grid == 853   # saved and read back
+    import json
+    cfg = json.loads(bundled.config_path("ct-anatomy-v3-128").read_text())
+    with pytest.raises(ValueError, match="max_grid must be an int >= 2"):
+        fmt.from_config({**cfg, "max_grid": 1})
+
+
+def test_reconstruct_ct_file_records_the_prior_it_chose(tmp_path):
+    import json
+
+    import h5py
+
+    from recon.apps import reconstruct_ct as rc
+    from recon.data import phantoms
+    from recon.priors import bundled
+
+    img = phantoms.shepp_logan(256)[None]
+    src = tmp_path / "ct.h5"
+    with h5py.File(src, "w") as f:
+        f["image"] = img.float().numpy()
+    st = rc.CTSettings(views=12, steps=2)
+    rc.reconstruct_file(src, tmp_path / "out.h5", st, progress=False)
+    with h5py.File(tmp_path / "out.h5") as f:
+        assert json.loads(f.attrs["settings"])["prior"] == bundled.DEFAULT_CT_NATIVE
+    assert st.prior == rc.AUTO_PRIOR

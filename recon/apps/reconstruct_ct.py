@@ -43,7 +43,8 @@ MAX_PHOTONS = 1e12       # incident photons per bin; beyond this the Poisson dra
 MU_WATER_PER_MM = 0.0192  # linear attenuation of water near 70 keV, 1/mm
 DDS_TV = samplers.dds.TV_XY  # in-plane TV weight in DDS's data consistency (experiments/RESULTS.md: chosen on
 #                              anatomy-val for ct-phantom-128; kept for ct-anatomy-v2-128, see its model card)
-DEFAULT_PRIOR = bundled.DEFAULT_CT
+AUTO_PRIOR = "auto"      # the prior setting that picks the bundled prior for the grid (``bundled.default_ct``)
+DEFAULT_PRIOR = AUTO_PRIOR
 DDS_STEPS = 50           # DDS's steps for full angular coverage (the paper's)
 DDS_STEPS_LIMITED = 100  # ... and for a limited angular range (experiments/RESULTS.md: chosen on anatomy-val and
 #                          crops-val at 0-120 degrees: 50 / 100 / 200 steps gave 29.24 / 30.35 / 30.68 dB)
@@ -58,7 +59,7 @@ class CTSettings(BaseSettings):
     limited: Optional[tuple] = None      # limited angle: (start, stop) in degrees, one view per degree
     noise: str = "none"
     noise_level: float = 0.0             # Gaussian std of the line integrals, or incident photons (Poisson)
-    prior: str = DEFAULT_PRIOR
+    prior: str = DEFAULT_PRIOR           # a prior spec, or "auto": the bundled CT prior for the grid (resolve_prior)
     tv_z: float = 0.0
     dds_tv: float = DDS_TV                # DDS: in-plane TV weight in the data consistency (0: the plain CG)
     tv_lam: float = 3e-3
@@ -104,7 +105,11 @@ class CTSettings(BaseSettings):
         check_choice("filter", self.filter, FILTERS)
         check_real("source_distance", self.source_distance, above=0.0)
         check_real("detector_distance", self.detector_distance, minimum=0.0)
-        super().check()
+        if self.prior == AUTO_PRIOR:  # resolved by grid (resolve_prior); its candidates are bundled
+            from dataclasses import replace
+            BaseSettings.check(replace(self, prior=bundled.DEFAULT_CT))
+        else:
+            super().check()
 
     def angles(self) -> torch.Tensor:
         full = 360.0 if self.geometry == "fan" else 180.0
@@ -192,26 +197,46 @@ def sampler_for(settings: CTSettings, sigma_y: Optional[float] = None, op=None) 
     return samplers.ScoreSDE(steps=n or 300, inverse="cg", cg_iter=10)
 
 
-SCALE_WARN = 2.0  # a grid this many times the prior's training grid (per side) gets a warning
+SCALE_WARN = 2.0  # a grid this many times the prior's training grid (per side) gets a warning, unless the prior
+#                   records the largest grid its training covered (``DiffusionPrior.max_grid``)
 
 
 def _warn_scale(prior, grid) -> None:
-    """Warn when the grid is much larger than the prior's training grid: a fully convolutional prior runs there,
-    but it sees the anatomy at a pixel scale it never saw (experiments/RESULTS.md, "Real CT at its native 512 x 512
-    geometry": level with TV instead of ahead of it)."""
+    """Warn when the grid is larger than the prior's training covered (``max_grid``; when not recorded,
+    ``SCALE_WARN`` times the training grid): a fully convolutional prior runs there, but it sees the anatomy at a
+    pixel scale it never saw (experiments/RESULTS.md, "Real CT at its native 512 x 512 geometry": level with TV
+    instead of ahead of it)."""
     size = getattr(prior, "image_size", None)
-    if not size or max(grid[-2:]) < SCALE_WARN * max(size[-2:]):
+    if not size:
+        return
+    limit = getattr(prior, "max_grid", None)
+    if limit is None:
+        limit = SCALE_WARN * max(size[-2:]) - 1
+    if max(grid[-2:]) <= limit:
         return
     import warnings
-    warnings.warn(f"the prior {prior.name or 'given'!r} was trained on {size[-2]} x {size[-1]} slices; on this "
-                  f"{grid[-2]} x {grid[-1]} grid it sees the anatomy {max(grid[-2:]) / max(size[-2:]):.1g}x larger "
-                  f"than in training, and on real 512 x 512 heads DDS was only level with TV (compare with "
-                  f"--sampler tv)", stacklevel=3)
+    warnings.warn(f"the prior {prior.name or 'given'!r} was trained on {size[-2]} x {size[-1]} slices and covers "
+                  f"grids up to {int(limit)} pixels per side; on this {grid[-2]} x {grid[-1]} grid it sees the anatomy "
+                  f"at a pixel scale it never saw (with ct-anatomy-v2-128 on real 512 x 512 heads DDS was only level "
+                  f"with TV; the default --prior {AUTO_PRIOR} takes {bundled.DEFAULT_CT_NATIVE} from "
+                  f"{bundled.CT_NATIVE_FROM} pixels; compare with --sampler tv)", stacklevel=3)
+
+
+def resolve_prior(settings: CTSettings, grid) -> CTSettings:
+    """The settings with ``prior`` "auto" replaced by the bundled CT prior for the image grid (H, W)
+    (``bundled.default_ct``: ``ct-anatomy-v3-128`` from 256 pixels per side, ``ct-anatomy-v2-128`` below); other
+    settings are returned as they are."""
+    if settings.prior != AUTO_PRIOR:
+        return settings
+    from dataclasses import replace
+    return replace(settings, prior=bundled.default_ct(grid))
 
 
 def reconstruct(sinogram: torch.Tensor, op, settings: CTSettings, prior=None, progress: bool = False) -> torch.Tensor:
-    """Reconstruct a stack (S, n_angles, n_det) or a slice; returns samples (N, S, H, W) (N = 1 for baselines)."""
+    """Reconstruct a stack (S, n_angles, n_det) or a slice; returns samples (N, S, H, W) (N = 1 for baselines).
+    With ``prior`` None the settings' prior is loaded ("auto": the bundled one for the grid, ``resolve_prior``)."""
     settings.check()
+    settings = resolve_prior(settings, tuple(op.ishape))
     dev = torch.device(settings.device)
     y = sinogram.float().to(dev)
     op = op.to(dev)
@@ -348,6 +373,7 @@ def reconstruct_file(path, out, settings: Optional[CTSettings] = None, slices: S
     else:
         op = operator(settings, tuple(img.shape[-2:]))
         sino = simulate(img, op, settings, torch.Generator().manual_seed(settings.seed + 1))
+    settings = resolve_prior(settings, tuple(op.ishape))  # the file records the prior that was used
     x = reconstruct(sino, op, settings, progress=progress).cpu()
     mean = x.mean(0)
     arrays = {"reconstruction": mean, "sinogram": sino, "angles": op.angles, "fbp": fbp(sino, op, settings.filter)}

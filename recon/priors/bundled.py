@@ -10,6 +10,17 @@ BUNDLED_DIR = Path(__file__).parent / "bundled"
 # the priors the commands use when none is named (the best bundled one of each modality; see the model cards)
 DEFAULT_MRI = "bundled:brain-synth-128"
 DEFAULT_CT = "bundled:ct-anatomy-v2-128"
+# ... and the CT prior for grids of CT_NATIVE_FROM pixels per side and more: trained on crops down to the pixel size
+# of whole 512 x 512 slices (experiments/RESULTS.md, "A CT prior for the native geometry": ahead of the default at
+# 512 x 512 on validation and on real heads, level with it at 128 x 128 on validation and behind it on real slices)
+DEFAULT_CT_NATIVE = "bundled:ct-anatomy-v3-128"
+CT_NATIVE_FROM = 256
+
+
+def default_ct(grid) -> str:
+    """The bundled CT prior for an image grid (H, W): ``DEFAULT_CT_NATIVE`` when its larger side is at least
+    ``CT_NATIVE_FROM`` pixels, else ``DEFAULT_CT``."""
+    return DEFAULT_CT_NATIVE if max(int(n) for n in tuple(grid)[-2:]) >= CT_NATIVE_FROM else DEFAULT_CT
 
 
 def available() -> list:

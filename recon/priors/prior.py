@@ -86,7 +86,7 @@ class DiffusionPrior(nn.Module):
     """A denoiser in VE coordinates plus its channel convention, noise range and data normalisation."""
 
     def __init__(self, denoiser: Denoiser, channels: str = "complex", image_size: Optional[tuple] = None,
-                 normalization: Optional[Normalization] = None, name: str = ""):
+                 normalization: Optional[Normalization] = None, name: str = "", max_grid: Optional[int] = None):
         super().__init__()
         if channels not in CHANNELS:
             raise ValueError(f"channels must be one of {CHANNELS}, got {channels!r}")
@@ -101,6 +101,11 @@ class DiffusionPrior(nn.Module):
         self.image_size = image_size
         self.normalization = normalization
         self.name = name
+        if max_grid is not None and (isinstance(max_grid, bool) or not isinstance(max_grid, int) or max_grid < 2):
+            raise ValueError(f"max_grid must be an int >= 2 (pixels per side), got {max_grid!r}")
+        # the largest grid (pixels per side) whose pixel scale the training covered, for a prior trained on
+        # zoomed crops; None: not recorded (the commands then assume a small multiple of image_size)
+        self.max_grid = max_grid
 
     # --- noise range and schedules ---------------------------------------------------------------
     @property
@@ -249,4 +254,4 @@ class DiffusionPrior(nn.Module):
     def config(self) -> dict:
         return {"channels": self.channels, "image_size": list(self.image_size) if self.image_size else None,
                 "normalization": asdict(self.normalization), "parametrization": self.denoiser.config(),
-                "name": self.name}
+                "name": self.name, **({"max_grid": self.max_grid} if self.max_grid else {})}
