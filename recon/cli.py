@@ -264,9 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"a bundled name or checkpoint; default {reconstruct_ct.AUTO_PRIOR}: {bundled.DEFAULT_CT} for "
                         f"grids under {bundled.CT_NATIVE_FROM} pixels per side, {bundled.DEFAULT_CT_NATIVE} from there")
     p.add_argument("--samples", type=int, default=1)
-    p.add_argument("--steps", type=int, help="sampler steps; default: the paper's (DDS: 50, or "
+    p.add_argument("--steps", type=int, help="sampler steps; default: the paper's (DDS: 50; "
                    f"{reconstruct_ct.DDS_STEPS_LIMITED} when the views cover under "
-                   f"{reconstruct_ct.LIMITED_BELOW:g} degrees)")
+                   f"{reconstruct_ct.LIMITED_BELOW:g} degrees, twice that on 512 x 512; for fewer than 30 views per 128 pixels of the grid "
+                   f"side, 50 x the shortfall, up to {reconstruct_ct.DDS_STEPS_SPARSE_MAX}: 30 views on 512 x 512 "
+                   f"get {reconstruct_ct.DDS_STEPS_SPARSE_MAX})")
     p.add_argument("--tv-z", type=float, default=0.0, help="DDS: TV coupling of the slices along z, relative weight (0: off; 1e-4 is a good start)")
     p.add_argument("--dds-tv", type=float, default=reconstruct_ct.DDS_TV,
                    help="DDS on noiseless data: in-plane TV weight in the data consistency (0: the paper's plain CG)")

@@ -118,6 +118,27 @@ def test_angular_coverage_and_limited_angle_dds_steps():
     assert rc.sampler_for(CTSettings(noise="gaussian", noise_level=0.1), 0.1, lim).steps == rc.DDS_STEPS_LIMITED
 
 
+def test_dds_steps_grow_with_the_sparsity_of_the_views_for_the_grid():
+    """30 views on 128 x 128 is the reference (50 steps); the same views on a larger grid are sparser for it and
+    get proportionally more steps, up to the maximum; more views or a limited angle do not."""
+    from recon.apps import reconstruct_ct as rc
+
+    class Op:                                     # dds_steps reads only the grid and the angles
+        def __init__(self, n, views, limited=None):
+            th = CTSettings(views=views if limited is None else None, limited=limited).angles()
+            self.ishape, self.angles = (n, n), th
+    assert rc.dds_steps(Op(128, 30)) == rc.DDS_STEPS == 50
+    assert rc.dds_steps(Op(256, 30)) == 100
+    assert rc.dds_steps(Op(512, 30)) == rc.DDS_STEPS_SPARSE_MAX == 200
+    assert rc.dds_steps(Op(1024, 30)) == rc.DDS_STEPS_SPARSE_MAX             # capped
+    assert rc.dds_steps(Op(512, 60)) == 100 and rc.dds_steps(Op(512, 180)) == 50
+    assert rc.dds_steps(Op(64, 16)) == 50 and rc.dds_steps(Op(64, 10)) == 75  # in proportion between
+    assert rc.dds_steps(Op(256, None, (0.0, 120.0))) == rc.DDS_STEPS_LIMITED == 100
+    assert rc.dds_steps(Op(384, None, (0.0, 120.0))) == 150
+    assert rc.dds_steps(Op(512, None, (0.0, 120.0))) == rc.dds_steps(Op(2048, None, (0.0, 120.0))) == 200
+    assert rc.sampler_for(CTSettings(), None, operator(CTSettings(views=30), (256, 256))).steps == 100
+
+
 def test_ct_dds_defaults_use_the_in_plane_tv():
     from recon import samplers
     from recon.apps.reconstruct_ct import DDS_TV, sampler_for
