@@ -219,7 +219,9 @@ def _save_grid(prior: DiffusionPrior, path: Path, n: int, seed: int) -> None:
 
 def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, device: Optional[str] = None) -> Path:
     """Train (or resume) and return the path of the saved prior's JSON config."""
+    owns_group = dist.is_available() and not dist.is_initialized()
     rank, world = _dist_info()
+    owns_group = owns_group and world > 1
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and world > 1:
         dev = torch.device("cuda", rank % torch.cuda.device_count())
@@ -280,6 +282,12 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, device: 
         if rank == 0 and cfg.sample_every and (step % cfg.sample_every == 0 or last):
             _with_ema(prior, net, ema, lambda: _save_grid(prior, out / f"samples_{step:07d}.png", 16, 0))
     bar.close()
+    if world > 1:
+        # every rank waits until rank 0 has written its files; a rank that exits while the process group is up
+        # kills gloo's threads and aborts ("terminate called without an active exception")
+        dist.barrier()
+        if owns_group:
+            dist.destroy_process_group()
     return out / "prior.json"
 
 
