@@ -19,7 +19,7 @@ them along z in DDS (``samplers.dc.TVzConsistency``).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -113,7 +113,6 @@ class CTSettings(BaseSettings):
         check_real("source_distance", self.source_distance, above=0.0)
         check_real("detector_distance", self.detector_distance, minimum=0.0)
         if self.prior == AUTO_PRIOR:  # resolved by grid (resolve_prior); its candidates are bundled
-            from dataclasses import replace
             BaseSettings.check(replace(self, prior=bundled.DEFAULT_CT))
         else:
             super().check()
@@ -249,7 +248,6 @@ def resolve_prior(settings: CTSettings, grid) -> CTSettings:
     settings are returned as they are."""
     if settings.prior != AUTO_PRIOR:
         return settings
-    from dataclasses import replace
     return replace(settings, prior=bundled.default_ct(grid))
 
 
