@@ -318,9 +318,12 @@ def test_the_default_ct_prior_is_chosen_by_grid_and_recorded(tmp_path):
         replace(st, prior="autox").check()
     native = priors.load(bundled.DEFAULT_CT_NATIVE)
     assert native.max_grid == 853 and native.image_size == (128, 128)
+    assert native.attention_window == 128           # attends within tiles of its training grid on larger grids
     assert priors.load(bundled.DEFAULT_CT).max_grid is None
+    assert priors.load(bundled.DEFAULT_CT).attention_window is None
     from recon.priors import format as fmt
-    assert fmt.read(fmt.save(native, tmp_path / "copy")).max_grid == 853   # saved and read back
+    copy = fmt.read(fmt.save(native, tmp_path / "copy"))                  # saved and read back
+    assert copy.max_grid == 853 and copy.attention_window == 128
     import json
     cfg = json.loads(bundled.config_path("ct-anatomy-v3-128").read_text())
     with pytest.raises(ValueError, match="max_grid must be an int >= 2"):

@@ -324,3 +324,63 @@ def test_bundled_mri_prior_denoises_held_out_slices_and_is_phase_equivariant():
             assert (noisy - x).abs().square().mean() > gain * (d - x).abs().square().mean(), sigma
         rot = torch.polar(torch.ones(()), torch.tensor(1.3))
         assert torch.allclose(prior.denoise(rot * noisy, 0.5), rot * d, atol=2e-4)
+
+
+def test_attention_spans_tile_any_length_without_exceeding_the_window():
+    from recon.priors.unet import _spans
+    for n in (1, 7, 16, 17, 40, 64, 80):
+        for win in (1, 5, 16):
+            sp = _spans(n, win)
+            assert sp[0][0] == 0 and sp[-1][1] == n
+            assert all(a1 == b0 for (_, a1), (b0, _) in zip(sp[:-1], sp[1:]))
+            lengths = [b - a for a, b in sp]
+            assert max(lengths) <= win and max(lengths) - min(lengths) <= 1
+            assert len(sp) == -(-n // win)
+
+
+def test_windowed_attention_is_local_and_exact_on_grids_within_the_window():
+    torch.manual_seed(0)
+    net = UNet(in_channels=1, out_channels=1, base=8, channel_mult=(1, 2), num_blocks=1, attn_levels=(1,))
+    with torch.no_grad():  # random weights everywhere (the output layers start at zero)
+        for w in net.parameters():
+            w.normal_(0, 0.2)
+    x, c = torch.randn(1, 1, 32, 32), torch.zeros(1)
+    ref = net(x, c)
+    net.set_attention_window(32)  # the whole grid fits in one tile: nothing changes
+    assert torch.equal(net(x, c), ref)
+    net.set_attention_window(16)
+    assert not torch.allclose(net(x, c), ref, atol=1e-4)
+    net.set_attention_window(None)
+    assert torch.equal(net(x, c), ref)
+
+    # one attention layer with its normalisation removed: positions in one tile do not see the other tiles
+    from recon.priors.unet import Attention
+    a = Attention(4)
+    nn.init.normal_(a.out.weight, std=0.5)
+    a.norm = nn.Identity()
+    a.window = 4
+    f = torch.randn(1, 4, 8, 8)
+    g = f.clone()
+    g[..., 4:, 4:] += torch.randn(1, 4, 4, 4)  # change the lower right tile only
+    with torch.no_grad():
+        d = (a(g) - a(f)).abs()
+    assert d[..., :4, :].max() == 0 and d[..., :, :4].max() == 0
+    assert d[..., 4:, 4:].max() > 1e-3
+    a.window = None
+    with torch.no_grad():
+        assert (a(g) - a(f))[..., :4, :4].abs().max() > 1e-4  # global attention does see it
+
+
+def test_attention_window_round_trips_and_bad_values_are_refused(tmp_path):
+    net = UNet(in_channels=1, out_channels=1, base=8, channel_mult=(1, 2), num_blocks=1)
+    p = DiffusionPrior(EDM(net), channels="real", image_size=(16, 16), name="w", attention_window=16)
+    save(p, tmp_path / "w")
+    q = priors.load(str(tmp_path / "w.json"))
+    assert q.attention_window == 16
+    assert {m.window for m in q.denoiser.net.modules() if m.__class__.__name__ == "Attention"} == {8}
+    for bad in (0, 1, 2.5, True, "16"):
+        with pytest.raises(ValueError, match="attention window"):
+            DiffusionPrior(EDM(UNet(in_channels=1, out_channels=1, base=8, channel_mult=(1, 2), num_blocks=1)),
+                           channels="real", attention_window=bad)
+    with pytest.raises(ValueError, match="no windowed attention"):
+        DiffusionPrior(GaussianDenoiser(torch.zeros(2, 2), torch.eye(4)), channels="real", attention_window=16)

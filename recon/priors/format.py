@@ -123,7 +123,8 @@ def from_config(cfg: dict, state: Optional[Mapping] = None, source: str = "check
     den = parametrizations.build(net, cfg["parametrization"])
     norm = Normalization(**cfg.get("normalization", {"kind": "none"}))
     return DiffusionPrior(den, channels=cfg.get("channels", "complex"), image_size=cfg.get("image_size"),
-                          normalization=norm, name=cfg.get("name", ""), max_grid=cfg.get("max_grid"))
+                          normalization=norm, name=cfg.get("name", ""), max_grid=cfg.get("max_grid"),
+                          attention_window=cfg.get("attention_window"))
 
 
 def is_config_of(json_path, weights) -> bool:

@@ -86,7 +86,8 @@ class DiffusionPrior(nn.Module):
     """A denoiser in VE coordinates plus its channel convention, noise range and data normalisation."""
 
     def __init__(self, denoiser: Denoiser, channels: str = "complex", image_size: Optional[tuple] = None,
-                 normalization: Optional[Normalization] = None, name: str = "", max_grid: Optional[int] = None):
+                 normalization: Optional[Normalization] = None, name: str = "", max_grid: Optional[int] = None,
+                 attention_window: Optional[int] = None):
         super().__init__()
         if channels not in CHANNELS:
             raise ValueError(f"channels must be one of {CHANNELS}, got {channels!r}")
@@ -106,6 +107,19 @@ class DiffusionPrior(nn.Module):
         # the largest grid (pixels per side) whose pixel scale the training covered, for a prior trained on
         # zoomed crops; None: not recorded (the commands then assume a small multiple of image_size)
         self.max_grid = max_grid
+        self.attention_window = None
+        if attention_window is not None:
+            self.set_attention_window(attention_window)
+
+    def set_attention_window(self, pixels: Optional[int]) -> None:
+        """Attend within tiles of ``pixels`` image pixels per side on larger grids (None: over the whole image).
+        Only for networks that offer it (the bundled UNets, ``UNet.set_attention_window``); others are refused."""
+        net = getattr(self.denoiser, "net", None)
+        if not hasattr(net, "set_attention_window"):
+            raise ValueError(f"the network of prior {self.name!r} ({type(net).__name__}) has no windowed attention; "
+                             f"attention_window must be None")
+        net.set_attention_window(pixels)
+        self.attention_window = pixels
 
     # --- noise range and schedules ---------------------------------------------------------------
     @property
@@ -254,4 +268,5 @@ class DiffusionPrior(nn.Module):
     def config(self) -> dict:
         return {"channels": self.channels, "image_size": list(self.image_size) if self.image_size else None,
                 "normalization": asdict(self.normalization), "parametrization": self.denoiser.config(),
-                "name": self.name, **({"max_grid": self.max_grid} if self.max_grid else {})}
+                "name": self.name, **({"max_grid": self.max_grid} if self.max_grid else {}),
+                **({"attention_window": self.attention_window} if self.attention_window else {})}

@@ -45,18 +45,42 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+def _spans(n: int, window: int) -> list:
+    """Split 0..n into ceil(n / window) contiguous spans of near-equal length (none longer than ``window``)."""
+    k = -(-n // window)
+    edges = [round(i * n / k) for i in range(k + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
 class Attention(nn.Module):
+    """Self-attention over the positions of a feature map. With ``window`` (positions per side) set and the map
+    larger than it, each position attends only within its tile of a grid of near-equal tiles no larger than
+    ``window`` per side: on a grid larger than the training one, every tile then sees as many positions as the
+    whole training image did (attention over many more positions than trained spreads its weights thinner), and
+    the cost grows with the area instead of its square."""
+
     def __init__(self, ch: int, heads: int = 1):
         super().__init__()
         self.norm, self.qkv, self.out, self.heads = _norm(ch), nn.Conv2d(ch, 3 * ch, 1), nn.Conv2d(ch, ch, 1), heads
+        self.window = None
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    def _attend(self, qkv):
+        b, _, c, h, w = qkv.shape
+        q, k, v = qkv.reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
+        a = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        return a.transpose(-1, -2).reshape(b, c, h, w)
+
     def forward(self, x):
         b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
-        a = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
-        return x + self.out(a.transpose(-1, -2).reshape(b, c, h, w))
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, c, h, w)
+        win = self.window
+        if win is None or (h <= win and w <= win):
+            return x + self.out(self._attend(qkv))
+        rows = [torch.cat([self._attend(qkv[..., r0:r1, c0:c1]) for c0, c1 in _spans(w, win)], dim=-1)
+                for r0, r1 in _spans(h, win)]
+        return x + self.out(torch.cat(rows, dim=-2))
 
 
 class UNet(nn.Module):
@@ -77,19 +101,20 @@ class UNet(nn.Module):
         for lvl, c in enumerate(chans):
             for _ in range(num_blocks):
                 self.down.append(nn.ModuleList([ResBlock(ch, c, emb, dropout),
-                                                Attention(c) if lvl in attn_levels else nn.Identity()]))
+                                                self._attention(c, lvl) if lvl in attn_levels else nn.Identity()]))
                 ch = c
                 skips.append(ch)
             if lvl < len(chans) - 1:
                 self.down.append(nn.ModuleList([nn.Conv2d(ch, ch, 3, stride=2, padding=1)]))
                 skips.append(ch)
-        self.mid = nn.ModuleList([ResBlock(ch, ch, emb, dropout), Attention(ch), ResBlock(ch, ch, emb, dropout)])
+        self.mid = nn.ModuleList([ResBlock(ch, ch, emb, dropout), self._attention(ch, len(chans) - 1),
+                                  ResBlock(ch, ch, emb, dropout)])
         self.up = nn.ModuleList()
         for lvl in reversed(range(len(chans))):
             c = chans[lvl]
             for _ in range(num_blocks + 1):
                 self.up.append(nn.ModuleList([ResBlock(ch + skips.pop(), c, emb, dropout),
-                                              Attention(c) if lvl in attn_levels else nn.Identity()]))
+                                              self._attention(c, lvl) if lvl in attn_levels else nn.Identity()]))
                 ch = c
             if lvl > 0:
                 self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"),
@@ -98,6 +123,22 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
         self.factor = 2 ** (len(chans) - 1)
+
+    @staticmethod
+    def _attention(ch: int, level: int) -> Attention:
+        a = Attention(ch)
+        a.level = level  # the feature map is 2^level times smaller than the image per side
+        return a
+
+    def set_attention_window(self, pixels) -> None:
+        """Let every attention layer attend within tiles of ``pixels`` image pixels per side (its own map's
+        share of them: ``pixels / 2^level`` positions), or over the whole map (None, the default). Weights are
+        unchanged; on grids no larger than ``pixels`` the network computes exactly what it did before."""
+        if pixels is not None and (isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < self.factor):
+            raise ValueError(f"the attention window must be an int of at least {self.factor} pixels, got {pixels!r}")
+        for m in self.modules():
+            if isinstance(m, Attention):
+                m.window = None if pixels is None else max(1, pixels // 2 ** m.level)
 
     def forward(self, x, c):
         if x.shape[-1] % self.factor or x.shape[-2] % self.factor:
