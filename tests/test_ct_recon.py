@@ -297,6 +297,41 @@ def test_a_grid_much_larger_than_the_priors_is_warned_about():
         rc._warn_scale(P(), (101, 64))
 
 
+def test_attention_is_windowed_on_large_grids_with_full_coverage_only_and_the_prior_is_left_as_given():
+    from operators.ct import angles
+    from recon.apps import reconstruct_ct as rc
+    from recon.priors.gaussian import GaussianDenoiser
+    from recon.priors.parametrizations import EDM
+    from recon.priors.prior import DiffusionPrior
+    from recon.priors.unet import UNet
+
+    torch.manual_seed(0)
+    net = UNet(in_channels=1, out_channels=1, base=8, channel_mult=(1, 2), num_blocks=1, attn_levels=(1,))
+    prior = DiffusionPrior(EDM(net), channels="real", image_size=(16, 16), name="tiny", max_grid=64)
+    sparse, wedge = ParallelBeamCT(32, angles(views=8)), ParallelBeamCT(32, angles(limited=(0, 120)))
+    assert rc.attention_window(sparse, prior) == 16                  # tiles of the training grid
+    assert rc.attention_window(wedge, prior) is None                 # a missing wedge: the whole image
+    assert rc.attention_window(ParallelBeamCT(16, angles(views=8)), prior) is None  # the training grid itself
+    gauss = DiffusionPrior(GaussianDenoiser(torch.zeros(4, 4), torch.eye(16)), channels="real", image_size=(4, 4))
+    assert rc.attention_window(ParallelBeamCT(16, angles(views=8)), gauss) is None  # no windows to offer
+    recorded = DiffusionPrior(EDM(net), channels="real", image_size=(16, 16), attention_window=24)
+    assert rc.attention_window(wedge, recorded) == 24                # what a prior's config records wins
+    recorded.set_attention_window(None)
+
+    seen = []
+    original = net.set_attention_window
+    net.set_attention_window = lambda px: (seen.append(px), original(px))
+    x = torch.zeros(32, 32)
+    x[8:24, 10:22] = 1.0
+    st = CTSettings(views=8, steps=2, prior="bundled:ct-anatomy-v2-128")
+    out = reconstruct(sparse(x), sparse, st, prior=prior)
+    assert out.shape == (1, 32, 32) and torch.isfinite(out).all()
+    assert seen == [16, None] and prior.attention_window is None     # windowed for the run, then restored
+    seen.clear()
+    reconstruct(wedge(x), wedge, CTSettings(limited=(0, 120), views=None, steps=2, prior="bundled:ct-anatomy-v2-128"), prior=prior)
+    assert seen == []                                                # global attention: nothing to change
+
+
 def test_the_default_ct_prior_is_chosen_by_grid_and_recorded(tmp_path):
     from dataclasses import replace
 
@@ -318,12 +353,10 @@ def test_the_default_ct_prior_is_chosen_by_grid_and_recorded(tmp_path):
         replace(st, prior="autox").check()
     native = priors.load(bundled.DEFAULT_CT_NATIVE)
     assert native.max_grid == 853 and native.image_size == (128, 128)
-    assert native.attention_window == 128           # attends within tiles of its training grid on larger grids
     assert priors.load(bundled.DEFAULT_CT).max_grid is None
-    assert priors.load(bundled.DEFAULT_CT).attention_window is None
     from recon.priors import format as fmt
     copy = fmt.read(fmt.save(native, tmp_path / "copy"))                  # saved and read back
-    assert copy.max_grid == 853 and copy.attention_window == 128
+    assert copy.max_grid == 853
     import json
     cfg = json.loads(bundled.config_path("ct-anatomy-v3-128").read_text())
     with pytest.raises(ValueError, match="max_grid must be an int >= 2"):
