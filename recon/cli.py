@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--steps", type=int, help="sampler steps; default: the paper's (DDS: 50; "
                    f"{reconstruct_ct.DDS_STEPS_LIMITED} when the views cover under "
-                   f"{reconstruct_ct.LIMITED_BELOW:g} degrees, twice that on 512 x 512; for fewer than 30 views per 128 pixels of the grid "
+                   f"{reconstruct_ct.LIMITED_BELOW:g} degrees; for fewer than 30 views per 128 pixels of the grid "
                    f"side, 50 x the shortfall, up to {reconstruct_ct.DDS_STEPS_SPARSE_MAX}: 30 views on 512 x 512 "
                    f"get {reconstruct_ct.DDS_STEPS_SPARSE_MAX})")
     p.add_argument("--tv-z", type=float, default=0.0, help="DDS: TV coupling of the slices along z, relative weight (0: off; 1e-4 is a good start)")

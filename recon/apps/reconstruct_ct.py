@@ -46,16 +46,15 @@ DDS_TV = samplers.dds.TV_XY  # in-plane TV weight in DDS's data consistency (exp
 AUTO_PRIOR = "auto"      # the prior setting that picks the bundled prior for the grid (``bundled.default_ct``)
 DEFAULT_PRIOR = AUTO_PRIOR
 DDS_STEPS = 50           # DDS's steps for full angular coverage (the paper's)
-DDS_STEPS_LIMITED = 100  # ... and for a limited angular range (experiments/RESULTS.md: chosen on anatomy-val and
-#                          crops-val at 0-120 degrees: 50 / 100 / 200 steps gave 29.24 / 30.35 / 30.68 dB)
+DDS_STEPS_LIMITED = 200  # ... and for a limited angular range, on any grid (experiments/RESULTS.md: 0-120 degrees,
+#                          100 / 200 steps: anatomy-val and crops-val at 128 x 128 30.35 / 30.68 dB, anatomy-val at
+#                          512 x 512 31.06 / 31.78 dB)
 LIMITED_BELOW = 170.0    # an angular coverage (degrees, ``coverage``) below this counts as limited angle
 SPARSE_VIEWS_PER_PIXEL = 30 / 128  # full coverage with fewer views than this x the grid side is sparser than the
 #                          case DDS_STEPS was chosen on (30 views on 128 x 128); DDS's steps grow in proportion ...
 DDS_STEPS_SPARSE_MAX = 200  # ... up to this (experiments/RESULTS.md, "DDS's steps for sparse views on large grids":
 #                          30 views on anatomy-val at 256 x 256, 50 / 100 steps: 37.84 / 38.53 dB; at 512 x 512,
 #                          50 / 100 / 200 steps: 35.02 / 36.85 / 37.37 dB)
-LIMITED_LARGE_FROM = 256  # limited angle on a grid larger than this gets DDS_STEPS_LIMITED x side / this, at most
-#                          x 2 (0-120 degrees on anatomy-val at 512 x 512, 100 / 200 steps: 31.06 / 31.78 dB)
 # On grids larger than the prior's training grid, with views covering the full angle, the bundled UNets attend
 # within tiles of their training grid (``attention_window``): level with global attention on anatomy-val at
 # 512 x 512 and 30 views (37.35 against 37.37 dB) and faster; at 0-120 degrees global attention was better.
@@ -179,9 +178,7 @@ def coverage(op) -> float:
 def dds_steps(op) -> int:
     """DDS's default steps for the views of ``op``.
 
-    - ``DDS_STEPS_LIMITED`` when the views cover less than ``LIMITED_BELOW`` degrees (``coverage``), on grids up
-      to ``LIMITED_LARGE_FROM`` pixels per side; in proportion to the side above that, up to twice as many
-      (200 on 512 x 512).
+    - ``DDS_STEPS_LIMITED`` (200) when the views cover less than ``LIMITED_BELOW`` degrees (``coverage``).
     - Otherwise ``DDS_STEPS``, times the sparsity of the views for the grid: the grid side N over the number of
       views, relative to 30 views on 128 pixels (``SPARSE_VIEWS_PER_PIXEL``), when that is above 1, and at most
       ``DDS_STEPS_SPARSE_MAX``. 30 views on 128 x 128 gets 50 steps, on 256 x 256 100, on 512 x 512 200.
@@ -191,8 +188,7 @@ def dds_steps(op) -> int:
     if op is None:
         return DDS_STEPS
     if coverage(op) < LIMITED_BELOW:
-        n = max(op.ishape[-2:])
-        return int(round(DDS_STEPS_LIMITED * min(2.0, max(1.0, n / LIMITED_LARGE_FROM))))
+        return DDS_STEPS_LIMITED
     ratio = SPARSE_VIEWS_PER_PIXEL * max(op.ishape[-2:]) / max(1, len(op.angles))
     return int(min(DDS_STEPS_SPARSE_MAX, max(DDS_STEPS, round(DDS_STEPS * ratio))))
 
@@ -219,9 +215,8 @@ def sampler_for(settings: CTSettings, sigma_y: Optional[float] = None, op=None) 
     """The CT defaults of each sampler (``steps`` overrides the length). DDS weighs the data by ``sigma_y``, the
     stated noise (``noise_std``), when there is one and no ``tv_z`` coupling, and noiseless data by the paper's
     noiseless CG; either way with an in-plane TV of weight ``dds_tv`` in the step (``samplers.DDS(tv_xy=...)``; 0
-    for the paper's plain CG), or the ``tv_z`` coupling for a stack. DDS runs ``dds_steps(op)`` steps: 50, 100
-    when the views of ``op`` cover a limited angle, and up to 200 for views sparse for a large grid or a limited
-    angle on one."""
+    for the paper's plain CG), or the ``tv_z`` coupling for a stack. DDS runs ``dds_steps(op)`` steps: 50, 200
+    when the views of ``op`` cover a limited angle, and up to 200 for views sparse for a large grid."""
     n = settings.steps
     if settings.method == "dds":
         n = n or dds_steps(op)
