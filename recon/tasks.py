@@ -119,6 +119,8 @@ INPAINT_INITS = ("biharmonic", None)
 STRENGTHS = (0.0, 0.05, 0.1)        # the candidates of strength="auto"; 0 is the biharmonic fill itself
 PROBES = 4                          # pseudo-regions strength="auto" scores the candidates on
 WEIGHTS = (0.25, 0.5, 0.75, 1.0)    # strength="auto": the prior's share of the fill (fill + w (sample - fill))
+MARGIN = 0.05                       # strength="auto": a prior fill must beat the biharmonic fill's pseudo-region
+#                                     error by this fraction (experiments/RESULTS.md, "Inpainting: a margin")
 
 
 def inpaint(image: torch.Tensor, missing: torch.Tensor, prior, steps: int = 200, n_samples: int = 1,
@@ -141,8 +143,10 @@ def inpaint(image: torch.Tensor, missing: torch.Tensor, prior, steps: int = 200,
     them all in one run. Each candidate's samples are also shrunk towards the fill, fill + w (sample - fill) for
     each share w of ``WEIGHTS``, which costs nothing more: a shrunk mean of two estimators whose errors differ is
     often closer than either. The (strength, w) whose mean of ``n_samples`` is closest (least squares) to the known
-    pixels of the pseudo-regions wins, and its fill of the real region is returned. Candidate 0 is the biharmonic fill
-    (all samples equal to it), so a prior that does not suit the image (a smooth object, another anatomy) falls
+    pixels of the pseudo-regions wins, and its fill of the real region is returned, provided its error is below
+    (1 - ``MARGIN``) times the biharmonic fill's: a few pseudo-regions measure the error only roughly, and a
+    prior fill that is only as good as the classical one on them is as likely to be worse on the region.
+    Candidate 0 is the biharmonic fill (all samples equal to it), so a prior that does not suit the image (a smooth object, another anatomy) falls
     back to the classical fill instead of adding foreign texture. It costs one run per non-zero candidate. Where
     no pseudo-region fits (a region large against the object), the prior cannot be tested on the image and the
     biharmonic fill is returned, with a warning.
@@ -271,6 +275,8 @@ def _inpaint_auto(image, missing, prior, steps, n_samples, seed, report):
         weights[s] = min(WEIGHTS, key=lambda w: errs[w])
         errors[s], outs[s] = errs[weights[s]], x
     best = min(errors, key=lambda s: errors[s])
+    if best != 0 and errors[best] >= (1 - MARGIN) * errors[0.0]:
+        best = 0.0   # not clearly better than the classical fill on the pseudo-regions
     if report is not None:
         report.update(strength=float(best), weight=weights[best], errors=errors, probes=len(probes))
     region = missing.to(image.real.dtype)   # the pseudo-regions are known pixels: they keep the image

@@ -255,3 +255,17 @@ def test_auto_strength_shrinks_the_prior_towards_the_fill(monkeypatch):
     out = tasks.inpaint(x, hole, prior, n_samples=2, seed=0, report=rep)
     assert rep["strength"] == 0.0 and rep["weight"] == 0.0
     assert torch.equal(out[:, ~hole], x[~hole].expand(2, -1))
+
+    def slightly_better(f):   # samples whose error is the fill's times f at every pixel: best at w = 1
+        def run(image, prior, strength, hold, steps, g, eta=0.0, n=1):
+            sc = float(x[0, 0]) / float(image[0, 0])
+            return (x / sc + f * (image - x / sc))[None].expand(n, *image.shape)
+        return run
+
+    # error f^2 times the fill's: f^2 = 0.97 is not clearly better (within MARGIN), f^2 = 0.9 is
+    for f2, wins in ((0.97, False), (0.9, True)):
+        monkeypatch.setattr(tasks, "_sdedit", slightly_better(f2 ** 0.5))
+        tasks.inpaint(x, hole, prior, n_samples=2, seed=0, report=rep)
+        assert (rep["strength"] > 0) == wins, (f2, rep)
+        assert min(rep["errors"].values()) == pytest.approx(f2 * rep["errors"][0.0], rel=1e-4)
+        assert rep["weight"] == (1.0 if wins else 0.0)
