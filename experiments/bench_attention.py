@@ -8,22 +8,14 @@ Run with OMP_NUM_THREADS equal to ``--threads``:
     OMP_NUM_THREADS=1 python experiments/bench_attention.py --repeats 3
 """
 import argparse
-import statistics
-import time
+import os
+import sys
 
 import torch
 
-from recon import priors
-
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+sys.path.insert(0, os.path.dirname(__file__))
+from bench_nufft import timed  # noqa: E402  (median milliseconds of repeated calls after one warm-up)
+from recon import priors  # noqa: E402
 
 
 def main():
@@ -45,10 +37,10 @@ def main():
         x = torch.randn(1, n, n, generator=g) * (0.5 ** 2 + args.sigma ** 2) ** 0.5
         with torch.no_grad():
             prior.set_attention_window(None)
-            t_global = timed(lambda: prior.denoise(x, args.sigma), args.repeats)
+            t_global = timed(lambda: prior.denoise(x, args.sigma), args.repeats) / 1e3
             ref = prior.denoise(x, args.sigma)
             prior.set_attention_window(window)
-            t_win = timed(lambda: prior.denoise(x, args.sigma), args.repeats)
+            t_win = timed(lambda: prior.denoise(x, args.sigma), args.repeats) / 1e3
             out = prior.denoise(x, args.sigma)
         rms = float(ref.square().mean().sqrt())
         d = (out - ref).abs()

@@ -146,10 +146,10 @@ def inpaint(image: torch.Tensor, missing: torch.Tensor, prior, steps: int = 200,
     pixels of the pseudo-regions wins, and its fill of the real region is returned, provided its error is below
     (1 - ``MARGIN``) times the biharmonic fill's: a few pseudo-regions measure the error only roughly, and a
     prior fill that is only as good as the classical one on them is as likely to be worse on the region.
-    Candidate 0 is the biharmonic fill (all samples equal to it), so a prior that does not suit the image (a smooth object, another anatomy) falls
-    back to the classical fill instead of adding foreign texture. It costs one run per non-zero candidate. Where
-    no pseudo-region fits (a region large against the object), the prior cannot be tested on the image and the
-    biharmonic fill is returned, with a warning.
+    Candidate 0 is the biharmonic fill (all samples equal to it), so a prior that does not suit the image (a smooth
+    object, another anatomy) falls back to the classical fill instead of adding foreign texture. It costs one run
+    per non-zero candidate. Where no pseudo-region fits (a region large against the object), the prior cannot be
+    tested on the image and the biharmonic fill is returned, with a warning.
     ``report`` (a dict), when given, receives the chosen ``strength`` and share ``weight``, the number of
     pseudo-regions (``probes``) and the pseudo-region error of each strength at its best share (``errors``, mean
     squared, in the image's units).
