@@ -29,7 +29,7 @@ import torch
 
 from recon import plots, priors, samplers
 from recon.problems import multicoil_problem
-from recon.uncertainty import calibrate, coverage, heuristic, local_rms, object_of, values
+from recon.uncertainty import calibrate, coverage, error_scale, heuristic, local_rms, object_of, values
 
 import prior_generalisation as pg
 
@@ -127,6 +127,20 @@ def evaluate(cb, test_units):
             "cov_pooled": cov_p, "width_pooled": wsum / tot, "const_pooled": constant_width(test_units, cov_p, True)}
 
 
+def _sample_std(samples):
+    return (samples - samples.mean(0)).abs().square().mean(0).sqrt()
+
+
+def _mean_spearman(units, map_of):
+    """The mean over ``units`` of Spearman(map, |error of the mean|) over each unit's object pixels."""
+    rs = []
+    for u in units:
+        obj = object_of(u["truth"])
+        err = (values(u["samples"].mean(0)) - values(u["truth"])).abs()
+        rs.append(spearman(map_of(u)[obj].flatten(), err[obj].flatten()))
+    return sum(rs) / len(rs)
+
+
 def pooled_std(samples, sigma=POOL_SIGMA):
     """The per-pixel std with the variance averaged over a Gaussian window of ``sigma`` pixels."""
     return heuristic(samples, 0.9, "std", smooth=sigma)[1]
@@ -194,6 +208,14 @@ def analyze(cache, out, level=0.9, n_use=None):
             cs = calibrate([u["samples"] for u in cal], [u["truth"] for u in cal], level, kind="std", offset=0.0)
             e = evaluate(cs, test)
             row.update(lam_std=cs.lam, cal_cov_std=e["cov"], cal_width_std=e["width"], const_width_std=e["const"])
+            if min(min(u["truth"].shape) for u in allu) > 12:
+                cl = calibrate([u["samples"] for u in cal], [u["truth"] for u in cal], level, kind="learned")
+                e = evaluate(cl, test)
+                row.update(lam_learned=cl.lam, offset_learned=cl.offset, weights_learned=cl.weights,
+                           cal_cov_learned=e["cov"], cal_width_learned=e["width"], const_width_learned=e["const"],
+                           spearman_learned_test=_mean_spearman(test, lambda u: error_scale(u["samples"],
+                                                                                            cl.weights)),
+                           spearman_std_test=_mean_spearman(test, lambda u: _sample_std(u["samples"])))
             if len(cal) >= 9:
                 cc = calibrate([u["samples"] for u in cal], [u["truth"] for u in cal], level, method="crc")
                 row.update(lam_crc=cc.lam, cal_cov_crc=sum(coverage(*cc.interval(u["samples"]), u["truth"])
@@ -259,6 +281,16 @@ def analyze(cache, out, level=0.9, n_use=None):
               f"{r['raw_width']:.4f} | {r['spearman']:.3f} | {r['spearman_pooled']:.3f} | {r['spearman_local']:.3f} | "
               f"{r['spearman_ceiling']:.3f} | {cal} | "
               f"{r['s_per_unit']:.1f} |")
+    print()
+    print("| sampler | set | R | samples | test Spearman(std, abs err) | test Spearman(learned scale, abs err) | "
+          "learned: offset, lambda, coverage (test half), width | constant width, same coverage |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "lam_learned" in r:
+            print(f"| {r['sampler']} | {r['set']} | {r['R_actual']:.2f} | {r['samples']} | "
+                  f"{r['spearman_std_test']:.3f} | {r['spearman_learned_test']:.3f} | {r['offset_learned']:g}, "
+                  f"{r['lam_learned']:.2f}, {r['cal_cov_learned']:.3f}, {r['cal_width_learned']:.4f} | "
+                  f"{r['const_width_learned']:.4f} |")
     import json
     (out / "calibration_study.json").write_text(json.dumps(rows, indent=1))
 

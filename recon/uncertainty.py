@@ -51,7 +51,12 @@ from pathlib import Path as _Path
 
 CALIBRATION_FORMAT = "recon-calibration-1"
 OBJECT_THRESHOLD = 0.1   # the object: reference magnitude above this fraction of its maximum
-HEURISTICS = ("quantile", "std")
+HEURISTICS = ("quantile", "std", "learned")
+# the features of the ``learned`` heuristic, in the order of its weights (after the constant): the samples' std
+# pooled over Gaussian windows of 1 and 4 pixels, the magnitude of the mean, and its gradient magnitude pooled over
+# 2 pixels, each divided by the slice's intensity (99th percentile of |mean|) and taken as log(. + ERROR_EPS)
+ERROR_FEATURES = ("std_1px", "std_4px", "magnitude", "gradient_2px")
+ERROR_EPS = 1e-3
 MATCHED = ("sampler", "mask", "acceleration")  # a calibration is refused for other values of these
 METHODS = ("empirical", "crc")
 # the floors offset="auto" chooses among, in units of the slice's intensity (99th percentile of |mean|): 0 and
@@ -97,10 +102,12 @@ def local_rms(w: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def heuristic(samples: torch.Tensor, level: float, kind: str = "quantile", smooth: float = 0.0,
-              offset: float = 0.0):
+              offset: float = 0.0, weights=None):
     """The centre c (the value of the sample mean) and the lower/upper widths l, u >= 0 of the raw interval
     [c - l, c + u] of ``samples`` (N, H, W): ``quantile`` uses the central ``level`` sample quantiles of the values
-    (l = c - q_lo, u = q_hi - c), ``std`` the per-pixel std sqrt(mean |x_n - mean|^2) (l = u = std).
+    (l = c - q_lo, u = q_hi - c), ``std`` the per-pixel std sqrt(mean |x_n - mean|^2) (l = u = std), ``learned``
+    the |error| that the log-linear model with ``weights`` predicts from the samples (``error_scale``; l = u; the
+    weights come from ``fit_error_model``, which ``calibrate(kind="learned")`` runs).
 
     ``smooth`` > 0 pools each width's square over a Gaussian window of that many pixels (sigma), which steadies a
     spread estimated from few samples. ``offset`` >= 0 adds a floor of ``offset`` times the slice's intensity
@@ -110,10 +117,10 @@ def heuristic(samples: torch.Tensor, level: float, kind: str = "quantile", smoot
     calibration guarantee holds for any fixed choice. A tiny floor (1e-6 of the largest width) keeps every width
     positive, so that every pixel can be covered by scaling."""
     check_real("offset", offset, minimum=0.0)
-    return _with_floor(*_spread(samples, level, kind, smooth), offset)
+    return _with_floor(*_spread(samples, level, kind, smooth, weights), offset)
 
 
-def _spread(samples: torch.Tensor, level: float, kind: str, smooth: float):
+def _spread(samples: torch.Tensor, level: float, kind: str, smooth: float, weights=None):
     """``heuristic`` without the floors: c and the (pooled) widths l, u."""
     _check_samples(samples)
     if kind not in HEURISTICS:
@@ -124,11 +131,90 @@ def _spread(samples: torch.Tensor, level: float, kind: str, smooth: float):
     if kind == "quantile":
         q = torch.quantile(v, torch.tensor([(1 - level) / 2, (1 + level) / 2]), dim=0)
         lo, up = (c - q[0]).clamp_min(0), (q[1] - c).clamp_min(0)
+    elif kind == "std":
+        lo = up = _std(samples)
     else:
-        lo = up = (samples - samples.mean(0)).abs().square().mean(0).sqrt().float()
+        if weights is None:
+            raise ValueError("the learned heuristic needs the weights of its error model (fit_error_model, or "
+                             "calibrate(kind='learned'))")
+        lo = up = error_scale(samples, weights)
     if smooth > 0:
         lo, up = local_rms(lo, smooth), local_rms(up, smooth)
     return c, lo, up
+
+
+def _std(samples: torch.Tensor) -> torch.Tensor:
+    return (samples - samples.mean(0)).abs().square().mean(0).sqrt().float()
+
+
+def _gradient_magnitude(c: torch.Tensor) -> torch.Tensor:
+    """|grad c| by central differences (zero on the border rows and columns)."""
+    gx, gy = torch.zeros_like(c), torch.zeros_like(c)
+    gx[:, 1:-1] = (c[:, 2:] - c[:, :-2]) / 2
+    gy[1:-1] = (c[2:] - c[:-2]) / 2
+    return (gx * gx + gy * gy).sqrt()
+
+
+def error_features(samples: torch.Tensor):
+    """The design of the ``learned`` heuristic for ``samples`` (N, H, W): (F, scale) with F (1 + K, H, W) the
+    constant 1 and the K = len(ERROR_FEATURES) log-features, and ``scale`` the slice's intensity (99th percentile
+    of |mean|) that the features and the predicted error are measured in. Every feature is a function of the
+    samples only, and the same for any overall scaling of the images."""
+    _check_samples(samples)
+    c = values(samples.mean(0))
+    scale = max(float(torch.quantile(c.abs().flatten().double(), 0.99)), 1e-30)
+    std = _std(samples)
+    if min(c.shape) <= 12:
+        raise ValueError(f"the learned heuristic needs images of at least 13 x 13 pixels, got {tuple(c.shape)}")
+    maps = (local_rms(std, 1.0), local_rms(std, 4.0), c.abs(), local_rms(_gradient_magnitude(c), 2.0))
+    feats = [torch.ones_like(c)] + [torch.log(m / scale + ERROR_EPS) for m in maps]
+    return torch.stack(feats), scale
+
+
+def error_scale(samples: torch.Tensor, weights) -> torch.Tensor:
+    """The |error| of the sample mean that the log-linear model predicts per pixel:
+    scale * exp(sum_k w_k F_k) with ``error_features``' F and scale (1 + len(ERROR_FEATURES) weights)."""
+    w = _check_weights(weights)
+    f, scale = error_features(samples)
+    return scale * torch.exp(torch.einsum("k,khw->hw", torch.tensor(w, dtype=f.dtype), f))
+
+
+def _check_weights(weights, source="weights"):
+    k = 1 + len(ERROR_FEATURES)
+    try:
+        w = [float(v) for v in weights]
+    except (TypeError, ValueError):
+        raise ValueError(f"{source} must be a list of {k} numbers (the constant and {', '.join(ERROR_FEATURES)}), "
+                         f"got {weights!r}") from None
+    if len(w) != k or not all(_math.isfinite(v) for v in w):
+        raise ValueError(f"{source} must be {k} finite numbers (the constant and {', '.join(ERROR_FEATURES)}), "
+                         f"got {weights!r}")
+    return w
+
+
+def fit_error_model(samples, references, object_masks=None) -> list:
+    """The weights of the ``learned`` heuristic: least squares of log(|ref - c| / scale + ERROR_EPS) on the
+    ``error_features`` over the object pixels of the calibration slices, each slice weighted equally (a residual-
+    magnitude regression, one of the heuristics of Angelopoulos et al. 2022, here with 5 parameters). ``samples``
+    and ``references`` as in ``calibrate``. The model predicts where the mean's error is large from the samples'
+    spread at two scales, the image's brightness and its edges; calibration then scales it to the level."""
+    samples, references = list(samples), list(references)
+    rows, rhs = [], []
+    for i, (x, r) in enumerate(zip(samples, references)):
+        f, scale = error_features(x)
+        obj = object_of(r) if object_masks is None else torch.as_tensor(object_masks[i]).bool()
+        err = (values(r) - values(x.mean(0))).abs() / scale
+        n = int(obj.sum())
+        if n == 0:
+            continue
+        rows.append(f[:, obj].T.double() / _math.sqrt(n))
+        rhs.append(torch.log(err[obj].double() + ERROR_EPS) / _math.sqrt(n))
+    if not rows:
+        raise ValueError("the error model needs calibration slices with object pixels")
+    a, b = torch.cat(rows), torch.cat(rhs)
+    gram = a.T @ a + 1e-6 * torch.eye(a.shape[1], dtype=a.dtype)
+    w = torch.linalg.solve(gram, a.T @ b)
+    return [float(v) for v in w]
 
 
 def _with_floor(c: torch.Tensor, lo: torch.Tensor, up: torch.Tensor, offset: float):
@@ -177,10 +263,12 @@ class Calibration:
     method: str = "crc"
     smooth: float = 0.0
     offset: float = 0.0
+    weights: list = _field(default_factory=list)
 
     def interval(self, samples: torch.Tensor):
         """(lo, hi), each (H, W) float: the calibrated per-pixel interval for the values of ``samples``."""
-        c, l, u = heuristic(samples, self.level, self.kind, self.smooth, self.offset)
+        c, l, u = heuristic(samples, self.level, self.kind, self.smooth, self.offset,
+                            self.weights if self.kind == "learned" else None)
         return c - self.lam * l, c + self.lam * u
 
     def check_matches(self, sampler=None, mask=None, acceleration=None, source="calibration") -> None:
@@ -231,6 +319,11 @@ class Calibration:
             v = getattr(cal, key)
             if not (isinstance(v, (int, float)) and _math.isfinite(v) and v >= 0):
                 raise ValueError(f"calibration file {path}: {key} must be a finite number >= 0, got {v!r}")
+        if cal.kind == "learned":
+            cal.weights = _check_weights(cal.weights, f"calibration file {path}: weights")
+        elif cal.weights:
+            raise ValueError(f"calibration file {path}: weights are given but the heuristic is {cal.kind!r}, "
+                             f"not 'learned'")
         return cal
 
 
@@ -245,7 +338,8 @@ def min_slices(level: float, method: str = "empirical") -> int:
 
 
 def calibrate(samples, references, level: float = 0.9, kind: str = "quantile", object_masks=None,
-              method: str = "empirical", smooth: float = 0.0, offset="auto", **record) -> Calibration:
+              method: str = "empirical", smooth: float = 0.0, offset="auto", weights=None,
+              **record) -> Calibration:
     """Calibrate per-pixel intervals over calibration slices by conformal risk control (Angelopoulos et al., ICML
     2022, "Image-to-image regression with distribution-free uncertainty quantification"; Angelopoulos et al. 2022,
     "Conformal risk control").
@@ -285,6 +379,12 @@ def calibrate(samples, references, level: float = 0.9, kind: str = "quantile", o
     carries no information gets (nearly) one width per slice, scaled by its intensity, instead of a wider
     per-pixel interval.
 
+    ``kind="learned"`` shapes the interval by the |error| a log-linear model predicts from the samples
+    (``error_scale``: their spread at two scales, the brightness and the edges of the mean). Its ``weights`` are
+    fitted on the calibration slices themselves (``fit_error_model``) unless given. Five numbers fitted to every
+    object pixel of the slices barely adapt to them, but for the guarantee to hold exactly, fit the weights on
+    other slices (``fit_error_model``, or a previous calibration's ``weights``) and pass them.
+
     ``object_masks`` (optional list of boolean (H_i, W_i)) override the object (reference above 10% of its
     maximum). ``record`` (sampler=, mask=, acceleration=, steps=, prior=, info=) is stored on the result.
     """
@@ -314,6 +414,8 @@ def calibrate(samples, references, level: float = 0.9, kind: str = "quantile", o
         raise ValueError(f"calibration needs at least {min_slices(level, method)} calibration slices, got {n}")
     if object_masks is not None and len(list(object_masks)) != n:
         raise ValueError(f"got {len(list(object_masks))} object masks for {n} calibration slices")
+    if weights is not None and kind != "learned":
+        raise ValueError(f"weights are for the learned heuristic, not {kind!r}")
     objs, raw, spreads = [], [], []
     for i, (x, r) in enumerate(zip(samples, references)):
         _check_samples(x, f"samples[{i}]")
@@ -327,9 +429,13 @@ def calibrate(samples, references, level: float = 0.9, kind: str = "quantile", o
         if not bool(obj.any()):
             raise ValueError(f"calibration slice {i} has no object pixels (its reference is empty)")
         objs.append(obj)
-        c, lo, up = heuristic(x, level, kind)
+    model = None
+    if kind == "learned":
+        model = _check_weights(weights) if weights is not None else fit_error_model(samples, references, objs)
+    for x, r, obj in zip(samples, references, objs):
+        c, lo, up = heuristic(x, level, kind, weights=model)
         raw.append(float((_needed(c, lo, up, r)[obj] <= 1).double().mean()))
-        spreads.append(_spread(x, level, kind, smooth))
+        spreads.append(_spread(x, level, kind, smooth, model))
     alpha = 1 - level
     target = alpha if method == "empirical" else ((n + 1) * alpha - 1) / n   # the bound on R_n itself
     best = None
@@ -349,7 +455,8 @@ def calibrate(samples, references, level: float = 0.9, kind: str = "quantile", o
     _, off, lam, risk = best
     raw_cov = sum(raw) / n
     return Calibration(lam=lam, level=float(level), kind=kind, slices=n, risk=risk, raw_coverage=raw_cov,
-                       method=method, smooth=float(smooth), offset=float(off), **record)
+                       method=method, smooth=float(smooth), offset=float(off),
+                       weights=model or [], **record)
 
 
 def _smallest_lam(lam_all: torch.Tensor, w_all: torch.Tensor, target: float):

@@ -245,6 +245,13 @@ def test_recon_calibrate_then_uncertainty_with_the_calibration(tmp_path, capsys)
                  "std", "--out", str(tmp_path / "co.json")]) == 0
     c2 = Calibration.load(tmp_path / "co.json")
     assert (c2.offset, c2.smooth) == (0.01, 1.0)
+    assert main(["--quiet", "calibrate", str(sim), *common, "--out", str(tmp_path / "cl.json")]) == 0
+    cl = Calibration.load(tmp_path / "cl.json")
+    assert cl.kind == "learned" and len(cl.weights) == 5                # the default shape
+    assert main(["--quiet", "uncertainty", str(sim), *common, "--calibration", str(tmp_path / "cl.json"),
+                 "--out", str(tmp_path / "ul.h5")]) == 0
+    with h5py.File(tmp_path / "ul.h5") as f:
+        assert (f["hi"][()] >= f["lo"][()]).all() and f.attrs["calibration_lambda"] == cl.lam
     assert c.info["noise_std"] == "auto"
     with pytest.warns(UserWarning, match="made with DDS --noise-std auto, these samples with none"):
         assert main(["--quiet", "uncertainty", str(sim), *common, "--noise-std", "none", "--calibration", str(cal),
@@ -256,3 +263,54 @@ def test_recon_calibrate_then_uncertainty_with_the_calibration(tmp_path, capsys)
         assert main(["--quiet", "uncertainty", str(sim), *common, "--calibration", str(tmp_path / "old.json"),
                      "--out", str(tmp_path / "uo.h5")]) == 0
     assert sim.read_bytes() == before
+
+
+def _heteroscedastic_slices(n, seed, size=24, n_samples=6):
+    """Slices whose error of the mean is large on bright pixels and edges, while the samples' spread is uniform
+    noise: the std cannot rank the error, an error model on the mean's features can."""
+    g = _gen(seed)
+    out = []
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    for _ in range(n):
+        r = 4 + 6 * torch.rand((), generator=g)
+        m = 0.2 + ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < r * r).float()
+        truth = m + 0.1 * m * torch.randn((size, size), generator=g)
+        x = m + 0.02 * torch.randn((n_samples, size, size), generator=g)
+        out.append((x, truth))
+    return out
+
+
+def test_learned_heuristic_ranks_the_error_and_round_trips(tmp_path):
+    from recon.uncertainty import error_scale, fit_error_model
+
+    def spearman(a, b):
+        ra, rb = (torch.argsort(torch.argsort(v)).double() for v in (a, b))
+        ra, rb = ra - ra.mean(), rb - rb.mean()
+        return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+    units = _heteroscedastic_slices(24, 21)
+    cal, test = units[:12], units[12:]
+    cb = calibrate([x for x, _ in cal], [r for _, r in cal], 0.9, kind="learned")
+    assert cb.kind == "learned" and len(cb.weights) == 5
+    assert cb.weights == fit_error_model([x for x, _ in cal], [r for _, r in cal])
+    rho_l = sum(spearman(error_scale(x, cb.weights).flatten(), (x.mean(0) - r).abs().flatten()) for x, r in test)
+    rho_s = sum(spearman(heuristic(x, 0.9, "std")[1].flatten(), (x.mean(0) - r).abs().flatten()) for x, r in test)
+    assert rho_l / len(test) > 0.3 > rho_s / len(test) + 0.2, (rho_l / len(test), rho_s / len(test))
+    std = calibrate([x for x, _ in cal], [r for _, r in cal], 0.9, kind="std", offset=0.0)
+    lw = sum(float((lambda a, b: (b - a).mean())(*cb.interval(x))) for x, _ in test)
+    sw = sum(float((lambda a, b: (b - a).mean())(*std.interval(x))) for x, _ in test)
+    assert lw < sw
+    cov = sum(coverage(*cb.interval(x), r, torch.ones_like(r, dtype=torch.bool)) for x, r in test) / len(test)
+    assert abs(cov - 0.9) < 0.05, cov
+    back = Calibration.load(cb.save(tmp_path / "l.json"))
+    assert back == cb and torch.equal(back.interval(test[0][0])[0], cb.interval(test[0][0])[0])
+    fixed = calibrate([x for x, _ in cal], [r for _, r in cal], 0.9, kind="learned", weights=cb.weights)
+    assert fixed.lam == cb.lam
+    with pytest.raises(ValueError, match="weights must be 5 finite numbers"):
+        calibrate([x for x, _ in cal], [r for _, r in cal], 0.9, kind="learned", weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="weights are for the learned heuristic, not 'std'"):
+        calibrate([x for x, _ in cal], [r for _, r in cal], 0.9, kind="std", weights=cb.weights)
+    d = json.loads((tmp_path / "l.json").read_text())
+    d["weights"] = [1.0, float("nan")] * 2 + [0.0]
+    (tmp_path / "bad.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="bad.json: weights must be 5 finite numbers"):
+        Calibration.load(tmp_path / "bad.json")

@@ -42,7 +42,7 @@ def check_retrospective(path, vol) -> None:
 
 
 def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None, slices=None, level: float = 0.9,
-                    kind: str = "quantile", progress: bool = False, method: str = "empirical", offset="auto",
+                    kind: str = "learned", progress: bool = False, method: str = "empirical", offset="auto",
                     smooth: float = 0.0) -> Calibration:
     """Calibrate on ``slices`` (None: all) of every file in ``paths`` and write the calibration to ``out``."""
     settings = for_uncertainty(settings or MRISettings(samples=16))
@@ -89,12 +89,12 @@ def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None
     return cal
 
 
-def command(paths, out, settings: MRISettings, slices=None, level: float = 0.9, kind: str = "quantile",
+def command(paths, out, settings: MRISettings, slices=None, level: float = 0.9, kind: str = "learned",
             progress: bool = True, method: str = "empirical", offset="auto", smooth: float = 0.0) -> int:
     cal = calibrate_files(paths, out, settings, slices, level=level, kind=kind, progress=progress, method=method,
                           offset=offset, smooth=smooth)
     print(f"{cal.slices} calibration slices: raw {level:.0%} intervals cover {cal.raw_coverage:.3f} of object pixels; "
-          f"calibrated scale lambda = {cal.lam:.3g} with a floor of {cal.offset:g} x the slice intensity "
+          f"{cal.kind} heuristic, calibrated scale lambda = {cal.lam:.3g} with a floor of {cal.offset:g} x the slice intensity "
           f"(empirical miscoverage {cal.risk:.3f}; guarantee ({method}): "
           f"expected miscoverage of a new exchangeable slice <= {guaranteed_miscoverage(cal):.3g})")
     print(f"wrote {out}")
