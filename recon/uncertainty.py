@@ -161,11 +161,12 @@ def error_features(samples: torch.Tensor):
     of |mean|) that the features and the predicted error are measured in. Every feature is a function of the
     samples only, and the same for any overall scaling of the images."""
     _check_samples(samples)
+    if min(samples.shape[-2:]) <= 12:
+        raise ValueError(f"the learned heuristic needs images of at least 13 x 13 pixels, got "
+                         f"{tuple(samples.shape[-2:])}")
     c = values(samples.mean(0))
     scale = max(float(torch.quantile(c.abs().flatten().double(), 0.99)), 1e-30)
     std = _std(samples)
-    if min(c.shape) <= 12:
-        raise ValueError(f"the learned heuristic needs images of at least 13 x 13 pixels, got {tuple(c.shape)}")
     maps = (local_rms(std, 1.0), local_rms(std, 4.0), c.abs(), local_rms(_gradient_magnitude(c), 2.0))
     feats = [torch.ones_like(c)] + [torch.log(m / scale + ERROR_EPS) for m in maps]
     return torch.stack(feats), scale

@@ -314,3 +314,9 @@ def test_learned_heuristic_ranks_the_error_and_round_trips(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(d))
     with pytest.raises(ValueError, match="bad.json: weights must be 5 finite numbers"):
         Calibration.load(tmp_path / "bad.json")
+
+
+def test_learned_heuristic_refuses_images_too_small_for_its_features():
+    units = _synthetic_slices(3, 30, size=12)
+    with pytest.raises(ValueError, match="needs images of at least 13 x 13 pixels, got \\(12, 12\\)"):
+        calibrate([x for x, _ in units], [r for _, r in units], 0.9, kind="learned")
