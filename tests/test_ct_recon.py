@@ -331,6 +331,37 @@ def test_attention_is_windowed_on_large_grids_with_full_coverage_only_and_the_pr
     assert seen == []                                                # global attention: nothing to change
 
 
+def test_large_grids_are_denoised_coarse_at_high_noise_and_the_prior_is_left_as_given():
+    from operators.ct import angles
+    from recon.apps import reconstruct_ct as rc
+    from recon.priors.parametrizations import EDM
+    from recon.priors.prior import DiffusionPrior
+    from recon.priors.unet import UNet
+
+    torch.manual_seed(0)
+    net = UNet(in_channels=1, out_channels=1, base=8, channel_mult=(1, 2), num_blocks=1)
+    prior = DiffusionPrior(EDM(net), channels="real", image_size=(16, 16), name="tiny", max_grid=64)
+    op = lambda n: ParallelBeamCT(n, angles(views=8))  # noqa: E731
+    assert rc.coarse_levels(op(16), prior) is None                    # the training grid: no pooling
+    assert rc.coarse_levels(op(24), prior) is None                    # pooled 2 x 2 it would be below it
+    assert rc.coarse_levels(op(32), prior) == [(rc.COARSE_ABOVE[2], 2)]
+    assert rc.coarse_levels(op(64), prior) == [(rc.COARSE_ABOVE[4], 4), (rc.COARSE_ABOVE[2], 2)]
+    recorded = DiffusionPrior(EDM(net), channels="real", image_size=(16, 16), coarse=[(1.0, 2)])
+    assert rc.coarse_levels(op(64), recorded) == [(1.0, 2)]           # what a prior's config records wins
+
+    seen, sigmas = [], []
+    original, forward = prior.set_coarse, prior._pooled
+    prior.set_coarse = lambda lv: (seen.append(lv), original(lv))
+    prior._pooled = lambda u, s, f: (sigmas.append((float(s.max()), f)), forward(u, s, f))[1]
+    x = torch.zeros(64, 64)
+    x[16:48, 20:44] = 1.0
+    out = reconstruct(op(64)(x), op(64), CTSettings(views=8, steps=6, prior="bundled:ct-anatomy-v2-128"), prior=prior)
+    assert out.shape == (1, 64, 64) and torch.isfinite(out).all()
+    assert seen == [rc.coarse_levels(op(64), prior), None] and prior.coarse is None  # pooled for the run, then restored
+    assert {f for _, f in sigmas} == {2, 4}                           # the high-noise steps ran pooled ...
+    assert all(s > rc.COARSE_ABOVE[f] for s, f in sigmas)             # ... each above its factor's threshold
+
+
 def test_the_default_ct_prior_is_chosen_by_grid_and_recorded(tmp_path):
     from dataclasses import replace
 

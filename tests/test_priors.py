@@ -384,3 +384,60 @@ def test_attention_window_round_trips_and_bad_values_are_refused(tmp_path):
                            channels="real", attention_window=bad)
     with pytest.raises(ValueError, match="no windowed attention"):
         DiffusionPrior(GaussianDenoiser(torch.zeros(2, 2), torch.eye(4)), channels="real", attention_window=16)
+
+
+def _tiny_prior(channels="real", coarse=None):
+    ch = 2 if channels == "complex" else 1
+    return DiffusionPrior(EDM(TinyNet(ch=ch)), channels=channels, image_size=(16, 16), name="c", coarse=coarse)
+
+
+@pytest.mark.parametrize("channels", ["real", "complex"])
+def test_coarse_denoising_pools_above_its_thresholds_and_is_exact_below(channels):
+    F = torch.nn.functional
+    plain, coarse = _tiny_prior(channels), _tiny_prior(channels, coarse=[(2.0, 4), (0.5, 2)])
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 12, generator=g, dtype=torch.float32)
+    if channels == "complex":
+        x = torch.complex(x, torch.randn(2, 16, 12, generator=g))
+    with torch.no_grad():
+        assert torch.equal(coarse.denoise(x, 0.3), plain.denoise(x, 0.3))  # below every threshold: the same call
+
+        def pooled(s, f):  # the estimate on the image pooled f x f at noise s / f, upsampled bilinearly
+            parts = torch.view_as_real(x).permute(0, 3, 1, 2) if channels == "complex" else x[:, None]
+            small = F.avg_pool2d(parts, f)
+            small = torch.complex(small[:, 0], small[:, 1]) if channels == "complex" else small[:, 0]
+            d = plain.denoise(small, s / f)
+            d = torch.view_as_real(d).permute(0, 3, 1, 2) if channels == "complex" else d[:, None]
+            up = F.interpolate(d, scale_factor=f, mode="bilinear", align_corners=False)
+            return torch.complex(up[:, 0], up[:, 1]) if channels == "complex" else up[:, 0]
+
+        for s, f in ((1.0, 2), (5.0, 4)):
+            out = coarse.denoise(x, s)
+            assert out.shape == x.shape and out.dtype == x.dtype
+            assert torch.allclose(out, pooled(s, f), atol=1e-6)
+            assert not torch.allclose(out, plain.denoise(x, s), atol=1e-3)
+        # a batch of mixed noise levels is denoised element by element at each one's own factor
+        sig = torch.tensor([5.0, 0.3])
+        out = coarse.denoise(x, sig)
+        assert torch.allclose(out[0], coarse.denoise(x[:1], 5.0)[0], atol=1e-6)
+        assert torch.equal(out[1], plain.denoise(x[1:], 0.3)[0])
+        # a side that is not a multiple of the factor keeps its shape
+        odd = coarse.denoise(x[..., :15, :11], 5.0)
+        assert odd.shape == (2, 15, 11) and bool(torch.isfinite(torch.view_as_real(odd) if odd.is_complex()
+                                                                   else odd).all())
+
+
+def test_coarse_levels_round_trip_and_bad_values_are_refused(tmp_path):
+    net = UNet(in_channels=1, out_channels=1, base=8, channel_mult=(1, 2), num_blocks=1)
+    p = DiffusionPrior(EDM(net), channels="real", image_size=(16, 16), name="c", coarse=[(0.5, 2), (2.0, 4)])
+    assert p.coarse == [(2.0, 4), (0.5, 2)]  # largest factor first
+    save(p, tmp_path / "c")
+    q = priors.load(str(tmp_path / "c.json"))
+    assert q.coarse == p.coarse
+    q.set_coarse(None)
+    assert q.coarse is None and "coarse" not in q.config()
+    for bad, match in ((([0.5, 1],), "int >= 2"), (([0.5, 2.0],), "int >= 2"), (([0.0, 2],), "sigma > 0"),
+                       (([float("nan"), 2],), "sigma > 0"), (([0.5, 2], [1.0, 2]), "once"), (([0.5],), "pairs"),
+                       ((["a", 2],), "sigma > 0")):
+        with pytest.raises(ValueError, match=match):
+            _tiny_prior(coarse=list(bad))

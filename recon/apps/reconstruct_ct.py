@@ -58,6 +58,9 @@ DDS_STEPS_SPARSE_MAX = 200  # ... up to this (experiments/RESULTS.md, "DDS's ste
 # On grids larger than the prior's training grid, with views covering the full angle, the bundled UNets attend
 # within tiles of their training grid (``attention_window``): level with global attention on anatomy-val at
 # 512 x 512 and 30 views (37.35 against 37.37 dB) and faster; at 0-120 degrees global attention was better.
+COARSE_ABOVE = {4: 2.0, 2: 0.5}  # on grids at least 2x / 4x the prior's training grid (per side), DDS's denoiser
+#                          runs on the image pooled 2 x 2 above sigma 0.5 and 4 x 4 above sigma 2 (``coarse_levels``;
+#                          experiments/RESULTS.md, "Coarse denoising at high noise")
 
 
 @dataclass(kw_only=True)
@@ -211,6 +214,25 @@ def attention_window(op, prior) -> Optional[int]:
     return int(side)
 
 
+def coarse_levels(op, prior) -> Optional[list]:
+    """The coarse denoising levels (``DiffusionPrior.set_coarse``) for a prior on the grid of ``op``: what the
+    prior's config records if it records any; otherwise, on a grid larger than the prior's training grid, each
+    factor of ``COARSE_ABOVE`` whose pooled grid is still at least the training grid, above its noise level.
+
+    At high noise the fine scales carry nothing, and on the pooled image a network trained on small slices sees
+    the whole large slice at a pixel scale it knows; the missing wedge and the gaps between sparse views are long
+    streaks that it then fills from the whole anatomy. On anatomy-val at 512 x 512 it gained on every slice and
+    is faster: most of the steps run on 256 x 256 or 128 x 128."""
+    if getattr(prior, "coarse", None):
+        return prior.coarse
+    size = getattr(prior, "image_size", None)
+    if not size or op is None:
+        return None
+    side, grid = max(size[-2:]), min(op.ishape[-2:])
+    levels = [(above, f) for f, above in COARSE_ABOVE.items() if grid >= f * side]
+    return levels or None
+
+
 def sampler_for(settings: CTSettings, sigma_y: Optional[float] = None, op=None) -> samplers.Sampler:
     """The CT defaults of each sampler (``steps`` overrides the length). DDS weighs the data by ``sigma_y``, the
     stated noise (``noise_std``), when there is one and no ``tv_z`` coupling, and noiseless data by the paper's
@@ -288,14 +310,19 @@ def reconstruct(sinogram: torch.Tensor, op, settings: CTSettings, prior=None, pr
     s = sampler_for(settings, noise_std(y, settings), op)
     s.progress = progress
     window, recorded = attention_window(op, prior), getattr(prior, "attention_window", None)
+    levels, recorded_levels = coarse_levels(op, prior), getattr(prior, "coarse", None)
     if window != recorded:
         prior.set_attention_window(window)
+    if levels != recorded_levels:
+        prior.set_coarse(levels)
     try:
         return s(y, op, prior.to(dev), n_samples=settings.samples,
                  generator=torch.Generator().manual_seed(settings.seed))
-    finally:
+    finally:  # the caller's prior is left as it was given
         if window != recorded:
-            prior.set_attention_window(recorded)  # the caller's prior is left as it was given
+            prior.set_attention_window(recorded)
+        if levels != recorded_levels:
+            prior.set_coarse(recorded_levels)
 
 
 # --- files ---------------------------------------------------------------------------------------------------

@@ -124,7 +124,7 @@ def from_config(cfg: dict, state: Optional[Mapping] = None, source: str = "check
     norm = Normalization(**cfg.get("normalization", {"kind": "none"}))
     return DiffusionPrior(den, channels=cfg.get("channels", "complex"), image_size=cfg.get("image_size"),
                           normalization=norm, name=cfg.get("name", ""), max_grid=cfg.get("max_grid"),
-                          attention_window=cfg.get("attention_window"))
+                          attention_window=cfg.get("attention_window"), coarse=cfg.get("coarse"))
 
 
 def is_config_of(json_path, weights) -> bool:

@@ -20,8 +20,9 @@ the prior's noise range is the network's divided by g; samplers see only u.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -87,7 +88,7 @@ class DiffusionPrior(nn.Module):
 
     def __init__(self, denoiser: Denoiser, channels: str = "complex", image_size: Optional[tuple] = None,
                  normalization: Optional[Normalization] = None, name: str = "", max_grid: Optional[int] = None,
-                 attention_window: Optional[int] = None):
+                 attention_window: Optional[int] = None, coarse: Optional[Sequence] = None):
         super().__init__()
         if channels not in CHANNELS:
             raise ValueError(f"channels must be one of {CHANNELS}, got {channels!r}")
@@ -110,6 +111,37 @@ class DiffusionPrior(nn.Module):
         self.attention_window = None
         if attention_window is not None:
             self.set_attention_window(attention_window)
+        self.coarse = None
+        self.set_coarse(coarse)
+
+    def set_coarse(self, levels: Optional[Sequence]) -> None:
+        """Denoise at high noise on the image pooled ``factor`` x ``factor``: ``levels`` is a list of
+        ``(above, factor)`` pairs; a noise level sigma above ``above`` is denoised on the image average-pooled by
+        ``factor`` (noise sigma / factor there) and the estimate is brought back by bilinear upsampling. The largest
+        factor whose ``above`` sigma exceeds wins. None or [] denoises every level on the image's own grid.
+
+        At such noise the fine scales of x carry no information about the image, so the pooled image holds what
+        the Tweedie estimate needs, and a network trained on a small grid sees a large image whole, at a pixel
+        scale its training covered (experiments/RESULTS.md, "Coarse denoising at high noise"). Factors must be
+        integers >= 2 and thresholds finite and > 0."""
+        if not levels:
+            self.coarse = None
+            return
+        out = []
+        for item in levels:
+            try:
+                above, factor = item
+            except (TypeError, ValueError):
+                raise ValueError(f"coarse levels are (above, factor) pairs, got {item!r}") from None
+            if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
+                raise ValueError(f"a coarse factor must be an int >= 2, got {factor!r}")
+            if isinstance(above, bool) or not isinstance(above, (int, float)) or not math.isfinite(above) \
+                    or above <= 0:
+                raise ValueError(f"a coarse threshold must be a finite sigma > 0, got {above!r}")
+            out.append((float(above), int(factor)))
+        if len({f for _, f in out}) != len(out):
+            raise ValueError(f"each coarse factor may appear once, got {levels!r}")
+        self.coarse = sorted(out, key=lambda t: -t[1])
 
     def set_attention_window(self, pixels: Optional[int]) -> None:
         """Attend within tiles of ``pixels`` image pixels per side on larger grids (None: over the whole image).
@@ -186,11 +218,49 @@ class DiffusionPrior(nn.Module):
 
     def _net(self, u: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
         """The denoiser on network channels, through the normalisation's affine map (identity unless "range"),
-        on the grid the network needs (``_padded``)."""
+        pooled at high noise (``set_coarse``), on the grid the network needs (``_padded``)."""
         off, gain = self.normalization.affine
         if (off, gain) == (0.0, 1.0):
+            return self._scaled(u, sig)
+        return (self._scaled(off + gain * u, gain * sig) - off) / gain
+
+    def _factors(self, sig: torch.Tensor) -> torch.Tensor:
+        """The pooling factor (1: none) for each noise level of the batch, in network units."""
+        f = torch.ones(sig.shape, dtype=torch.long)
+        if self.coarse:
+            gain = self.normalization.affine[1]
+            s = sig.detach().cpu().double() / gain
+            for above, factor in reversed(self.coarse):  # smallest factor first; larger ones overwrite
+                f[s > above] = factor
+        return f
+
+    def _scaled(self, u: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
+        if not self.coarse:
             return self._padded(u, sig)
-        return (self._padded(off + gain * u, gain * sig) - off) / gain
+        f = self._factors(sig)
+        if bool((f == 1).all()):
+            return self._padded(u, sig)
+        out = torch.empty_like(u)
+        for factor in f.unique().tolist():
+            idx = (f == factor).nonzero()[:, 0].to(u.device)
+            ub, sb = u.index_select(0, idx), sig.index_select(0, idx)
+            out[idx] = self._padded(ub, sb) if factor == 1 else self._pooled(ub, sb, factor)
+        return out
+
+    def _pooled(self, u: torch.Tensor, sig: torch.Tensor, factor: int) -> torch.Tensor:
+        """Denoise (B, C, H, W) at noise ``sig`` on the image average-pooled by ``factor`` (noise sig / factor),
+        then upsample the estimate bilinearly to the image's grid. A side that is not a multiple of the factor is
+        padded by replication first; a grid that pooling would shrink below one pixel is denoised as it is."""
+        F = torch.nn.functional
+        h, w = u.shape[-2:]
+        if h < factor or w < factor:
+            return self._padded(u, sig)
+        ph, pw = -h % factor, -w % factor
+        up = F.pad(u, (0, pw, 0, ph), mode="replicate") if ph or pw else u
+        small = F.avg_pool2d(up, factor)
+        d = self._padded(small, sig / factor)
+        big = F.interpolate(d, scale_factor=factor, mode="bilinear", align_corners=False)
+        return big[..., :h, :w]
 
     @property
     def size_multiple(self) -> int:
@@ -269,4 +339,5 @@ class DiffusionPrior(nn.Module):
         return {"channels": self.channels, "image_size": list(self.image_size) if self.image_size else None,
                 "normalization": asdict(self.normalization), "parametrization": self.denoiser.config(),
                 "name": self.name, **({"max_grid": self.max_grid} if self.max_grid else {}),
-                **({"attention_window": self.attention_window} if self.attention_window else {})}
+                **({"attention_window": self.attention_window} if self.attention_window else {}),
+                **({"coarse": [list(t) for t in self.coarse]} if self.coarse else {})}
