@@ -346,6 +346,8 @@ def test_large_grids_are_denoised_coarse_at_high_noise_and_the_prior_is_left_as_
     assert rc.coarse_levels(op(24), prior) is None                    # pooled 2 x 2 it would be below it
     assert rc.coarse_levels(op(32), prior) == [(rc.COARSE_ABOVE[2], 2)]
     assert rc.coarse_levels(op(64), prior) == [(rc.COARSE_ABOVE[4], 4), (rc.COARSE_ABOVE[2], 2)]
+    wedge = ParallelBeamCT(64, angles(limited=(0, 120)))                # a missing wedge pools further down
+    assert rc.coarse_levels(wedge, prior) == [(rc.COARSE_ABOVE_LIMITED[4], 4), (rc.COARSE_ABOVE_LIMITED[2], 2)]
     recorded = DiffusionPrior(EDM(net), channels="real", image_size=(16, 16), coarse=[(1.0, 2)])
     assert rc.coarse_levels(op(64), recorded) == [(1.0, 2)]           # what a prior's config records wins
 
