@@ -238,8 +238,9 @@ class DiffusionPrior(nn.Module):
         if not self.coarse:
             return self._padded(u, sig)
         f = self._factors(sig)
-        if bool((f == 1).all()):
-            return self._padded(u, sig)
+        if bool((f == f[0]).all()):  # one factor for the whole batch (a sampler's step): no regrouping
+            factor = int(f[0])
+            return self._padded(u, sig) if factor == 1 else self._pooled(u, sig, factor)
         out = torch.empty_like(u)
         for factor in f.unique().tolist():
             idx = (f == factor).nonzero()[:, 0].to(u.device)
