@@ -1,10 +1,13 @@
 """Package a trained prior as a bundled prior: EMA weights (half precision), config, loss curve, sample grid.
 
     python experiments/bundle_prior.py out/train-mni128 recon/priors/bundled/mni-brain-128 [--large 320]
+    python experiments/bundle_prior.py --samples recon/priors/bundled/brain-synth-128 --large 320
 
 Writes prior.json/prior.pt (from the training run's prior.json/pt), train_config.json, loss.csv, loss.png and
 samples.png (16 unconditional samples, Heun, 30 levels, seed 0); with ``--large N`` also samples_N.png (4 samples
-at N x N, the same sampler, seed 0). The model card (MODEL_CARD.md) is written by hand next to them.
+at N x N by ``tasks.synthesize``, seed 0: above the training grid that is its cascade, a base sample on the
+training grid upsampled and refined). ``--samples DIR`` redraws only the sample grids of a bundled prior. The
+model card (MODEL_CARD.md) is written by hand next to them.
 """
 import csv
 import shutil
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from recon import plots, priors
+from recon import plots, priors, tasks
 from recon.samplers import Heun
 
 
@@ -32,6 +35,12 @@ def main(run: str, dest: str, large: int = 0):
     smooth = [sum(losses[max(0, i - k + 1):i + 1]) / len(losses[max(0, i - k + 1):i + 1]) for i in range(len(losses))]
     plots.save_curve(steps, smooth, dest / "loss.png", xlabel="step", ylabel="EDM loss (running mean of 50)",
                      logy=True, title="training loss")
+    samples(dest, large)
+    print(f"bundled {run} -> {dest}")
+
+
+def samples(dest, large: int = 0):
+    dest = Path(dest)
     prior = priors.load(dest / "prior.json")
     with torch.no_grad():
         x = Heun(steps=30)(prior=prior, n_samples=16, shape=(128, 128), generator=torch.Generator().manual_seed(0))
@@ -45,15 +54,17 @@ def main(run: str, dest: str, large: int = 0):
         plots.save_grid(x.abs(), dest / "samples.png", ncols=4, title=f"{prior.name}: unconditional samples (|x|)")
     if large:
         with torch.no_grad():
-            x = Heun(steps=30)(prior=prior, n_samples=4, shape=(large, large),
-                               generator=torch.Generator().manual_seed(0))
+            x = tasks.synthesize(prior, 4, shape=(large, large), steps=30, seed=0)
         x = x.abs() if x.is_complex() else x
+        how = "cascade" if tuple(tasks.base_shape(prior, (large, large))) != (large, large) else "Heun"
         plots.save_grid(x, dest / f"samples_{large}.png", ncols=2,
-                        title=f"{prior.name}: unconditional samples at {large} x {large} (|x|)")
-    print(f"bundled {run} -> {dest}")
+                        title=f"{prior.name}: samples at {large} x {large} ({how}, |x|)")
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
     big = int(args[args.index("--large") + 1]) if "--large" in args else 0
-    main(args[0], args[1], big)
+    if args[0] == "--samples":
+        samples(args[1], big)
+    else:
+        main(args[0], args[1], big)

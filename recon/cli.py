@@ -159,7 +159,7 @@ def _task(args) -> int:
     return tasks.command(args.task, prior=args.prior, out=args.out, image=args.image, heldout=args.heldout,
                          steps=args.steps, seed=args.seed, n=args.n, row=args.row, col=args.col, radius=args.radius,
                          shape=args.shape, contrast=args.contrast, strength=args.strength, noise=args.noise,
-                         factor=args.factor)
+                         factor=args.factor, size=args.size)
 
 
 def _info(args) -> int:
@@ -344,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--noise", type=float, help=f"noise std relative to the image maximum (denoise; default "
                                                    f"{d['noise']})")
         p.add_argument("--factor", type=int, help=f"super-resolution factor (default {d['factor']})")
+        p.add_argument("--size", help="synthesis grid, N or HxW (synthesize; default the prior's training grid; "
+                                      "above it, a base sample upsampled and refined)")
         p.add_argument("--out", default=f"out/{task}.png")
         p.set_defaults(func=_task, task=task)
 

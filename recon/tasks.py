@@ -1,6 +1,7 @@
 """Other generative tasks through the same prior and samplers: each is a forward operator plus a sampler.
 
-- ``synthesize``: unconditional samples (Heun, DDIM or predictor-corrector).
+- ``synthesize``: unconditional samples (Heun, DDIM or predictor-corrector); above the training grid, a base
+  sample on the training grid, upsampled and refined (``cascade``).
 - ``inpaint``: fill a region (mask, or ``region(...)``) by posterior sampling on ``Inpainting``; pixels outside
   are kept exactly. By default the sampling starts from the classical fill (``biharmonic``) diffused to a small
   noise level, CCDF-style (Chung et al., CVPR 2022), the level chosen on copies of the region placed in the known
@@ -40,12 +41,74 @@ def _gen(seed) -> torch.Generator:
 SYNTHESIS = {"heun": samplers.Heun, "ddim": samplers.DDIM, "pc": samplers.PredictorCorrector}
 
 
+CASCADE_ABOVE = 1.25   # cascade="auto": a grid whose larger side exceeds the training side by this factor
+REFINE = 0.3           # the noise level the upsampled base is re-noised to (experiments/RESULTS.md, "Synthesis
+#                        at sizes above the training grid")
+
+
 def synthesize(prior, n: int, shape: Optional[Sequence[int]] = None, steps: int = 30, method: str = "heun",
-               seed=0) -> torch.Tensor:
-    """``n`` unconditional samples (Heun, deterministic DDIM or predictor-corrector) in the prior's range."""
+               seed=0, cascade="auto", refine: float = REFINE) -> torch.Tensor:
+    """``n`` unconditional samples (Heun, deterministic DDIM or predictor-corrector) in the prior's range.
+
+    On a grid larger than the prior's training grid a network trained on small crops has never seen a whole
+    image, and sampling there directly gives a field of tissue, not one object. ``cascade`` samples in two
+    stages instead (cascaded diffusion, Ho et al., JMLR 2022; the second stage as SDEdit, Meng et al., ICLR 2022):
+    a base sample on the grid scaled down to the training side with the aspect ratio kept (``base_shape``),
+    upsampled bicubically to ``shape`` (real and imaginary parts separately), then noised to sigma = ``refine``
+    and brought back by ancestral DDIM steps (eta = 1; the levels of a ``steps``-level schedule below
+    ``refine``). The base fixes the layout; the refinement adds the fine texture that upsampling blurs, at noise
+    too small to move the layout. ``cascade="auto"`` (the default) cascades when the larger side of ``shape``
+    exceeds the training side by more than ``CASCADE_ABOVE``; True cascades whenever ``shape`` is larger than
+    the base, False never. One ``seed`` (or generator) drives both stages."""
     if method not in SYNTHESIS:
         raise ValueError(f"unknown method {method!r}; expected one of {sorted(SYNTHESIS)}")
-    return SYNTHESIS[method](steps=steps)(prior=prior, n_samples=n, generator=_gen(seed), shape=shape)
+    if cascade not in ("auto", True, False):
+        raise ValueError(f"cascade must be 'auto', True or False, got {cascade!r}")
+    g = _gen(seed)
+    sampler = SYNTHESIS[method](steps=steps)
+    base = base_shape(prior, shape) if shape is not None else None
+    big = base is not None and tuple(base) != tuple(int(v) for v in shape[-2:])
+    if cascade == "auto":
+        side = max(prior.image_size[-2:]) if prior.image_size else None
+        big = big and side is not None and max(int(v) for v in shape[-2:]) > CASCADE_ABOVE * side
+    if not (cascade and big):
+        return sampler(prior=prior, n_samples=n, generator=g, shape=shape)
+    _check_strength(prior, refine)
+    x = sampler(prior=prior, n_samples=n, generator=g, shape=tuple(shape[:-2]) + tuple(base))
+    with torch.no_grad():
+        x = _upsample(x, tuple(int(v) for v in shape[-2:]))
+        sig = [refine] + [s for s in prior.sigmas(steps, "auto").tolist() if s < refine] + [0.0]
+        x = x + refine * noise_like(x, g)
+        x, _ = run(x, sig, ddim_step(prior.denoise, 1.0, g), "synthesize (refine)")
+    return x
+
+
+def base_shape(prior, shape: Sequence[int]) -> tuple:
+    """The grid of a cascade's base sample for ``shape`` (H, W): scaled so that its larger side is the prior's
+    training side, the aspect ratio kept, each side rounded to the network's multiple; ``shape`` itself when it
+    is no larger than the training grid or the prior records none."""
+    h, w = (int(v) for v in tuple(shape)[-2:])
+    if h < 1 or w < 1:
+        raise ValueError(f"shape must have positive sides, got {tuple(shape)}")
+    if not prior.image_size:
+        return (h, w)
+    side = max(int(v) for v in prior.image_size[-2:])
+    if max(h, w) <= side:
+        return (h, w)
+    m, f = prior.size_multiple, max(h, w) / side
+    return tuple(max(m, int(round(v / f / m)) * m) for v in (h, w))
+
+
+def _upsample(x: torch.Tensor, size: tuple) -> torch.Tensor:
+    """Bicubic upsampling of (N, ..., H, W) images, complex ones by their real and imaginary parts."""
+    F = torch.nn.functional
+    lead = x.shape[:-2]
+    flat = x.reshape(-1, 1, *x.shape[-2:])
+    if x.is_complex():
+        parts = torch.cat([flat.real, flat.imag], 1)
+        up = F.interpolate(parts, size=size, mode="bicubic", align_corners=False)
+        return torch.complex(up[:, 0], up[:, 1]).reshape(*lead, *size)
+    return F.interpolate(flat, size=size, mode="bicubic", align_corners=False).reshape(*lead, *size)
 
 
 def region(shape: Sequence[int], center: Sequence[float], radius: float, kind: str = "circle") -> torch.Tensor:
@@ -148,8 +211,9 @@ def inpaint(image: torch.Tensor, missing: torch.Tensor, prior, steps: int = 200,
     prior fill that is only as good as the classical one on them is as likely to be worse on the region.
     Candidate 0 is the biharmonic fill (all samples equal to it), so a prior that does not suit the image (a smooth
     object, another anatomy) falls back to the classical fill instead of adding foreign texture. It costs one run
-    per non-zero candidate. Where no pseudo-region fits (a region large against the object), the prior cannot be
-    tested on the image and the biharmonic fill is returned, with a warning.
+    per non-zero candidate. When the classical fill wins it is the biharmonic fill of the region alone, exactly.
+    Where no pseudo-region fits (a region large against the object), the prior cannot be tested on the image and
+    the biharmonic fill is returned, with a warning.
     ``report`` (a dict), when given, receives the chosen ``strength`` and share ``weight``, the number of
     pseudo-regions (``probes``) and the pseudo-region error of each strength at its best share (``errors``, mean
     squared, in the image's units).
@@ -279,9 +343,13 @@ def _inpaint_auto(image, missing, prior, steps, n_samples, seed, report):
         best = 0.0   # not clearly better than the classical fill on the pseudo-regions
     if report is not None:
         report.update(strength=float(best), weight=weights[best], errors=errors, probes=len(probes))
-    region = missing.to(image.real.dtype)   # the pseudo-regions are known pixels: they keep the image
-    if best == 0:
-        return ((1 - region) * image + region * fill)[None].expand(n_samples, *fill.shape).clone()
+    if best == 0:   # exactly the classical fill of the region alone
+        fill = biharmonic(image, missing)
+        return fill[None].expand(n_samples, *fill.shape).clone()
+    # the chosen run's fill of the region; the pseudo-regions are known pixels and keep the image (filling the
+    # region once more with them known costs a run and changed no PSNR by more than 0.03 dB in
+    # experiments/RESULTS.md, "Inpainting: a margin")
+    region = missing.to(image.real.dtype)
     w = weights[best]
     return (1 - region) * image + region * (fill + w * (outs[best] - fill))
 

@@ -208,6 +208,7 @@ def test_auto_strength_keeps_the_exact_classical_fill_and_uses_a_prior_that_fits
     assert rep["strength"] == 0.0 and rep["weight"] == 0.0 and rep["probes"] == tasks.PROBES
     assert rep["errors"][0.0] < 1e-10 < min(v for s, v in rep["errors"].items() if s > 0)
     assert float((out - ramp).abs().max()) < 1e-5
+    assert torch.equal(out[0], tasks.biharmonic(ramp, hole)) and torch.equal(out[3], out[0])   # exactly the fill
     g = torch.Generator().manual_seed(1)
     x = (mu.flatten() + torch.linalg.cholesky(cov) @ torch.randn(n * n, generator=g, dtype=torch.float64))
     x = x.reshape(n, n).float()
@@ -269,3 +270,47 @@ def test_auto_strength_shrinks_the_prior_towards_the_fill(monkeypatch):
         assert (rep["strength"] > 0) == wins, (f2, rep)
         assert min(rep["errors"].values()) == pytest.approx(f2 * rep["errors"][0.0], rel=1e-4)
         assert rep["weight"] == (1.0 if wins else 0.0)
+
+
+def _bundled():
+    from recon import priors
+    return priors.load("bundled:brain-synth-128")
+
+
+def test_cascade_base_grid_keeps_the_aspect_and_the_network_multiple():
+    p = _bundled()
+    assert tasks.base_shape(p, (320, 320)) == (128, 128)
+    assert tasks.base_shape(p, (640, 320)) == (128, 64)
+    assert tasks.base_shape(p, (100, 96)) == (100, 96)          # not above the training grid: itself
+    h, w = tasks.base_shape(p, (300, 170))
+    assert max(h, w) == 128 and h % p.size_multiple == 0 and w % p.size_multiple == 0
+    with pytest.raises(ValueError, match="positive"):
+        tasks.base_shape(p, (0, 320))
+    with pytest.raises(ValueError, match="cascade"):
+        tasks.synthesize(p, 1, shape=(192, 192), cascade="yes")
+    with pytest.raises(ValueError, match="strength"):
+        tasks.synthesize(p, 1, shape=(192, 192), refine=0.0)
+
+
+def test_cascade_refines_the_upsampled_base_sample_and_is_seeded():
+    p = _bundled()
+    base = tasks.synthesize(p, 2, shape=(128, 128), steps=12, seed=3)
+    x = tasks.synthesize(p, 2, shape=(192, 192), steps=12, seed=3)
+    assert x.shape == (2, 192, 192) and x.dtype == torch.complex64 and bool(torch.isfinite(x).all())
+    assert torch.equal(x, tasks.synthesize(p, 2, shape=(192, 192), steps=12, seed=3))
+    assert not torch.equal(x, tasks.synthesize(p, 2, shape=(192, 192), steps=12, seed=4))
+    # the layout is the base sample's: low-passed, the refined sample and the upsampled base agree closely,
+    # and each refined sample matches its own base, not the other one
+    up = tasks._upsample(base, (192, 192))
+    low = lambda v: torch.nn.functional.avg_pool2d(v.abs()[:, None], 8)[:, 0].flatten(1)  # noqa: E731
+    a, b = low(x), low(up)
+    corr = lambda u, v: float(torch.corrcoef(torch.stack([u, v]))[0, 1])  # noqa: E731
+    assert corr(a[0], b[0]) > 0.9 and corr(a[1], b[1]) > 0.9
+    assert corr(a[0], b[0]) > corr(a[0], b[1]) + 0.1
+    # and it adds detail that bicubic upsampling does not have: more energy at the finest scales in the object
+    hp = lambda v: (v - torch.nn.functional.avg_pool2d(v[:, None], 3, 1, 1, count_include_pad=False)[:, 0])  # noqa
+    obj = up.abs() > 0.1 * up.abs().amax((-2, -1), keepdim=True)
+    assert float(hp(x.abs())[obj].square().mean()) > 1.3 * float(hp(up.abs())[obj].square().mean())
+    # cascade=False samples the large grid directly: another image
+    direct = tasks.synthesize(p, 2, shape=(192, 192), steps=12, seed=3, cascade=False)
+    assert direct.shape == x.shape and not torch.allclose(direct, x)

@@ -29,7 +29,7 @@ TASK_DEFAULTS = {"inpaint": {"n": 8}}  # inpaint shows the mean of n samples (th
 _COMMON = {"prior", "seed", "out"}
 _IMAGE = {"image", "heldout"}
 OPTIONS = {  # the options each task uses
-    "synthesize": _COMMON | {"steps", "n"},
+    "synthesize": _COMMON | {"steps", "n", "size"},
     "inpaint": _COMMON | _IMAGE | {"steps", "row", "col", "radius", "shape", "n"},
     "insert": _COMMON | _IMAGE | {"steps", "row", "col", "radius", "contrast", "strength"},
     "denoise": _COMMON | _IMAGE | {"noise"},
@@ -62,6 +62,23 @@ def _load_image(p: Path) -> torch.Tensor:
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"{p}: not a readable PNG image ({type(e).__name__})") from None
     return a[..., :3].mean(-1) if a.dim() == 3 else a
+
+
+def parse_size(size) -> tuple:
+    """A synthesis grid: an int N (N x N), "N" or "HxW"; each side 8..MAX_IMAGE_SIDE."""
+    if isinstance(size, str):
+        parts = size.lower().replace(" ", "").split("x")
+        if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+            raise ValueError(f"--size must be N or HxW (e.g. 320 or 640x320), got {size!r}")
+        size = tuple(int(p) for p in parts)
+    elif isinstance(size, int) and not isinstance(size, bool):
+        size = (size,)
+    else:
+        size = tuple(size)
+    size = size * 2 if len(size) == 1 else size
+    for side in size:
+        check_int("size", side, 8, MAX_IMAGE_SIDE)
+    return tuple(size)
 
 
 def task_image(image=None, heldout: int = 5) -> torch.Tensor:
@@ -115,6 +132,8 @@ def check_options(task: str, given: dict) -> dict:
     check_real("strength", o["strength"], above=0.0)
     check_real("noise", o["noise"], above=0.0, maximum=10.0)
     check_int("factor", o["factor"], 2, 64)
+    if o.get("size") is not None:
+        o["size"] = parse_size(o["size"])
     io.check_figure_path(o.get("out"), sources=[o.get("image"), o["prior"]], option="--out")
     return o
 
@@ -126,7 +145,8 @@ def _strength(prior, strength: float) -> None:
 
 
 def command(task: str, *, prior=None, out, image=None, heldout=None, steps=None, seed=None, n=None, row=None,
-            col=None, radius=None, shape=None, contrast=None, strength=None, noise=None, factor=None) -> int:
+            col=None, radius=None, shape=None, contrast=None, strength=None, noise=None, factor=None,
+            size=None) -> int:
     """Run ``task`` and write its figure to ``out``: the input and the result side by side (a grid of samples
     for ``synthesize``). Unset options (None) take the task's defaults (``DEFAULTS``); the lesion/region centre
     defaults to the image centre."""
@@ -135,7 +155,7 @@ def command(task: str, *, prior=None, out, image=None, heldout=None, steps=None,
 
     o = check_options(task, dict(prior=prior, out=out, image=image, heldout=heldout, steps=steps, seed=seed, n=n,
                                  row=row, col=col, radius=radius, shape=shape, contrast=contrast,
-                                 strength=strength, noise=noise, factor=factor))
+                                 strength=strength, noise=noise, factor=factor, size=size))
     img = None if task == "synthesize" else task_image(o["image"], o["heldout"])
     if img is not None:
         h, w = img.shape
@@ -149,9 +169,10 @@ def command(task: str, *, prior=None, out, image=None, heldout=None, steps=None,
     steps, seed = o["steps"], o["seed"]
     if task == "synthesize":
         from recon import plots
-        x = generative.synthesize(net, o["n"], steps=steps, seed=seed)
+        x = generative.synthesize(net, o["n"], shape=o.get("size"), steps=steps, seed=seed)
         io.check_finite_result(out, {"samples": x})
-        plots.save_grid(x.abs(), out, title=f"{o['n']} samples of {net.name}")
+        grid = "x".join(str(v) for v in x.shape[-2:])
+        plots.save_grid(x.abs(), out, title=f"{o['n']} samples of {net.name} ({grid})")
         print(f"wrote {out}")
         return 0
     if task in ("insert", "anomaly"):
