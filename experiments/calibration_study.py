@@ -37,6 +37,7 @@ CONFIGS = {  # name -> (sampler class, parameters); short step counts (CPU) unle
     "dds50": (samplers.DDS, {"eta": 0.85, "sigma_y": None, "cg_iter": 5}),   # the paper's setting
     "dds50-eta1": (samplers.DDS, {"eta": 1.0, "sigma_y": None, "cg_iter": 5}),  # the default until 2026-12-02
     "dds50-noise": (samplers.DDS, {}),                # the toolkit's default: the data weighed by its noise
+    "dds-uncertainty": (samplers.DDS, {"tv_xy": 0.0}),  # recon uncertainty's default: the same without the TV
     "dds": (samplers.DDS, {"steps": 10, "eta": 0.85, "sigma_y": None, "cg_iter": 5}),
     "dds-eta1-cg1": (samplers.DDS, {"steps": 10, "eta": 1.0, "cg_iter": 1, "sigma_y": None}),
     "dds-gamma": (samplers.DDS, {"steps": 10, "eta": 1.0, "gamma": 1.0}),

@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
                            ("anomaly", "pseudo-healthy projection and residual map")):
         p = sub.add_parser(task, help=helptext)
         d = tasks.DEFAULTS
-        p.add_argument("--prior", help=f"default {d['prior']}")
+        p.add_argument("--prior", help=f"default {tasks.TASK_DEFAULTS.get(task, {}).get('prior', d['prior'])}")
         p.add_argument("--image", help=".npy/.pt/.png image (default: a held-out brain slice)")
         p.add_argument("--heldout", type=int, help=f"held-out slice index 0..9 when no --image is given "
                                                    f"(default {d['heldout']})")

@@ -314,3 +314,13 @@ def test_cascade_refines_the_upsampled_base_sample_and_is_seeded():
     # cascade=False samples the large grid directly: another image
     direct = tasks.synthesize(p, 2, shape=(192, 192), steps=12, seed=3, cascade=False)
     assert direct.shape == x.shape and not torch.allclose(direct, x)
+
+
+def test_synthesis_defaults_to_the_template_prior_and_the_other_tasks_to_the_general_one():
+    from recon.apps import tasks as app
+    from recon.priors import bundled
+    assert app.check_options("synthesize", {})["prior"] == bundled.DEFAULT_SYNTHESIS != bundled.DEFAULT_MRI
+    assert app.check_options("synthesize", {"prior": bundled.DEFAULT_MRI})["prior"] == bundled.DEFAULT_MRI
+    for task in ("inpaint", "insert", "denoise", "super-resolve", "anomaly"):
+        assert app.check_options(task, {})["prior"] == bundled.DEFAULT_MRI, task
+    assert bundled.DEFAULT_SYNTHESIS.split(":")[1] in bundled.available()

@@ -25,7 +25,8 @@ MAX_IMAGE_SIDE = 2048
 DEFAULTS = {"prior": bundled.DEFAULT_MRI, "heldout": 5, "steps": 50, "seed": 0, "n": 16, "row": None,
             "col": None, "radius": 8.0, "shape": "circle", "contrast": 0.5, "strength": 0.3, "noise": 0.1,
             "factor": 2}
-TASK_DEFAULTS = {"inpaint": {"n": 8}}  # inpaint shows the mean of n samples (the posterior-mean fill)
+TASK_DEFAULTS = {"inpaint": {"n": 8},  # inpaint shows the mean of n samples (the posterior-mean fill)
+                 "synthesize": {"prior": bundled.DEFAULT_SYNTHESIS}}  # whole brain slices (bundled.py)
 _COMMON = {"prior", "seed", "out"}
 _IMAGE = {"image", "heldout"}
 OPTIONS = {  # the options each task uses

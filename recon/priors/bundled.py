@@ -15,6 +15,12 @@ DEFAULT_CT = "bundled:ct-anatomy-v2-128"
 # 512 x 512 on validation and on real heads, level with it at 128 x 128 on validation and behind it on real slices)
 DEFAULT_CT_NATIVE = "bundled:ct-anatomy-v3-128"
 CT_NATIVE_FROM = 256
+# ... and the prior of unconditional synthesis (`recon synthesize`): the T1-template prior, whose samples are whole
+# axial brain slices (15 of 16 at 128 x 128 and 8 of 8 at 320 x 320 are one object inside the field of view, against
+# 11/16 and 6/8 for DEFAULT_MRI, whose training distribution of random contrasts and close-up crops its samples
+# reproduce; experiments/RESULTS.md, "Which prior synthesises"). Reconstruction and the other tasks keep DEFAULT_MRI,
+# which generalises to real data.
+DEFAULT_SYNTHESIS = "bundled:mni-brain-128"
 
 
 def default_ct(grid) -> str:
