@@ -2,7 +2,7 @@
 noise, and the cascade of ``tasks.synthesize`` (a base sample on the training grid, upsampled, refined from
 sigma = refine), each against the others on the same seed.
 
-    OMP_NUM_THREADS=2 python experiments/synthesis_large.py --size 320 --n 8 [--refine 0.15,0.3,0.6]
+    OMP_NUM_THREADS=2 python experiments/synthesis_large.py --size 320 --n 8 [--refine 0.15,0.3,0.6]  (or 640x320)
         [--prior bundled:brain-synth-128] [--no-direct] [--out experiments/results/synthesis_320]
 
 Writes ``OUT.png`` (one row per method, the samples of one seed) and ``OUT.json``, and prints a table. A brain slice
@@ -52,7 +52,7 @@ def summary(xs) -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--size", type=int, default=320)
+    ap.add_argument("--size", default="320", help="N or HxW")
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
@@ -63,14 +63,15 @@ def main():
     ap.add_argument("--out", default="experiments/results/synthesis_320")
     a = ap.parse_args()
     prior = priors.load(a.prior)
-    shape = (a.size, a.size)
+    from recon.apps.tasks import parse_size
+    shape = parse_size(a.size)
     results, grids = {}, []
-    held = brain.load_heldout(a.size)
+    held = tasks._embed(brain.load_heldout(min(shape)), shape)  # the slices' field of view spans the shorter side
     results["held-out slices"] = {**summary(held), "seconds": 0.0}
     with torch.no_grad():
         methods = [] if a.no_direct else [("direct", {"cascade": False}, None)]
         methods += [(f"coarse 2x2 above {c}", {"cascade": False}, [(float(c), 2)]) for c in a.coarse.split(",") if c]
-        methods += [(f"base {tasks.base_shape(prior, shape)[0]}, refine {r}", {"refine": float(r)}, None)
+        methods += [(f"base {tasks.base_shape(prior, tasks.core_shape(shape))}, refine {r}", {"refine": float(r)}, None)
                     for r in a.refine.split(",") if r]
         for name, kw, coarse in methods:
             prior.set_coarse(coarse)
@@ -83,7 +84,7 @@ def main():
             print(f"{name}: {sec:.1f} s", flush=True)
     names = [k for k in results if k != "held-out slices"]
     plots.save_grid(torch.cat(grids), a.out + ".png", ncols=a.n,
-                    title=f"{prior.name} at {a.size} x {a.size}, seed {a.seed}; rows: " + " | ".join(names))
+                    title=f"{prior.name} at {shape[0]} x {shape[1]}, seed {a.seed}; rows: " + " | ".join(names))
     atomic.write_text(a.out + ".json", json.dumps({"args": vars(a), "results": results}, indent=1))
     print(f"\n| method ({a.n} samples, {a.steps} steps) | parts | largest | border | fill | whole | s |")
     print("|---|---|---|---|---|---|---|")

@@ -345,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    f"{d['noise']})")
         p.add_argument("--factor", type=int, help=f"super-resolution factor (default {d['factor']})")
         p.add_argument("--size", help="synthesis grid, N or HxW (synthesize; default the prior's training grid; "
-                                      "above it, a base sample upsampled and refined)")
+                                      "above it, a base sample upsampled and refined; on an elongated grid such as "
+                                      "640x320 the object fills a central square core on background)")
         p.add_argument("--out", default=f"out/{task}.png")
         p.set_defaults(func=_task, task=task)
 

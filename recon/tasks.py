@@ -44,6 +44,8 @@ SYNTHESIS = {"heun": samplers.Heun, "ddim": samplers.DDIM, "pc": samplers.Predic
 CASCADE_ABOVE = 1.25   # cascade="auto": a grid whose larger side exceeds the training side by this factor
 REFINE = 0.3           # the noise level the upsampled base is re-noised to (experiments/RESULTS.md, "Synthesis
 #                        at sizes above the training grid")
+ASPECT = 1.0           # a grid more elongated than this holds its object in a core of this aspect (core_shape;
+#                        experiments/RESULTS.md, "Elongated grids")
 
 
 def synthesize(prior, n: int, shape: Optional[Sequence[int]] = None, steps: int = 30, method: str = "heun",
@@ -59,34 +61,69 @@ def synthesize(prior, n: int, shape: Optional[Sequence[int]] = None, steps: int 
     ``refine``). The base fixes the layout; the refinement adds the fine texture that upsampling blurs, at noise
     too small to move the layout. ``cascade="auto"`` (the default) cascades when the larger side of ``shape``
     exceeds the training side by more than ``CASCADE_ABOVE``; True cascades whenever ``shape`` is larger than
-    the base, False never. One ``seed`` (or generator) drives both stages."""
+    the base, False never. One ``seed`` (or generator) drives both stages.
+
+    A grid more elongated than ``ASPECT`` (1: any non-square grid, fastMRI's readout-oversampled 640 x 320, say)
+    holds the object in its central ``core_shape``, whose longer side is ``ASPECT`` times the shorter (a square):
+    the object spans the shorter side and the rest of the longer one is background, as in an oversampled field of
+    view, and the base sample is drawn on the square training grid the network knows best. The core is sampled as
+    above (directly when it is no larger than the training grid), placed in the middle of a zero background, and
+    the whole grid is refined from ``refine``. Sampled directly (``cascade=False``) the network stretches one
+    object over the whole elongated grid."""
     if method not in SYNTHESIS:
         raise ValueError(f"unknown method {method!r}; expected one of {sorted(SYNTHESIS)}")
     if cascade not in ("auto", True, False):
         raise ValueError(f"cascade must be 'auto', True or False, got {cascade!r}")
     g = _gen(seed)
     sampler = SYNTHESIS[method](steps=steps)
-    base = base_shape(prior, shape) if shape is not None else None
-    big = base is not None and tuple(base) != tuple(int(v) for v in shape[-2:])
+    if shape is None or not cascade:
+        return sampler(prior=prior, n_samples=n, generator=g, shape=shape)
+    hw = tuple(int(v) for v in shape[-2:])
+    core = core_shape(hw)
+    base = base_shape(prior, core)
+    big = tuple(base) != core
     if cascade == "auto":
         side = max(prior.image_size[-2:]) if prior.image_size else None
-        big = big and side is not None and max(int(v) for v in shape[-2:]) > CASCADE_ABOVE * side
-    if not (cascade and big):
+        big = big and side is not None and max(core) > CASCADE_ABOVE * side
+    if not big and core == hw:
         return sampler(prior=prior, n_samples=n, generator=g, shape=shape)
     _check_strength(prior, refine)
-    x = sampler(prior=prior, n_samples=n, generator=g, shape=tuple(shape[:-2]) + tuple(base))
+    first = tuple(base) if big else core
+    x = sampler(prior=prior, n_samples=n, generator=g, shape=tuple(shape[:-2]) + first)
     with torch.no_grad():
-        x = _upsample(x, tuple(int(v) for v in shape[-2:]))
+        if first != core:
+            x = _upsample(x, core)
+        if core != hw:
+            x = _embed(x, hw)
         sig = [refine] + [s for s in prior.sigmas(steps, "auto").tolist() if s < refine] + [0.0]
         x = x + refine * noise_like(x, g)
         x, _ = run(x, sig, ddim_step(prior.denoise, 1.0, g), "synthesize (refine)")
     return x
 
 
+def core_shape(shape: Sequence[int]) -> tuple:
+    """The central part of a grid (H, W) that holds a synthesised object: the grid itself up to an aspect ratio
+    of ``ASPECT``, else its shorter side by ``ASPECT`` times that side along the longer one."""
+    h, w = (int(v) for v in tuple(shape)[-2:])
+    if h < 1 or w < 1:
+        raise ValueError(f"shape must have positive sides, got {tuple(shape)}")
+    return (min(h, max(1, int(ASPECT * w))), min(w, max(1, int(ASPECT * h))))
+
+
+def _embed(x: torch.Tensor, size: tuple) -> torch.Tensor:
+    """(..., h, w) images placed in the middle of a zero (..., H, W) grid."""
+    out = x.new_zeros(tuple(x.shape[:-2]) + tuple(size))
+    h, w = x.shape[-2:]
+    top, left = (size[0] - h) // 2, (size[1] - w) // 2
+    out[..., top:top + h, left:left + w] = x
+    return out
+
+
 def base_shape(prior, shape: Sequence[int]) -> tuple:
     """The grid of a cascade's base sample for ``shape`` (H, W): scaled so that its larger side is the prior's
     training side, the aspect ratio kept, each side rounded to the network's multiple; ``shape`` itself when it
-    is no larger than the training grid or the prior records none."""
+    is no larger than the training grid or the prior records none. (``synthesize`` applies it to the
+    ``core_shape`` of its grid.)"""
     h, w = (int(v) for v in tuple(shape)[-2:])
     if h < 1 or w < 1:
         raise ValueError(f"shape must have positive sides, got {tuple(shape)}")

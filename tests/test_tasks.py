@@ -286,6 +286,11 @@ def test_cascade_base_grid_keeps_the_aspect_and_the_network_multiple():
     assert max(h, w) == 128 and h % p.size_multiple == 0 and w % p.size_multiple == 0
     with pytest.raises(ValueError, match="positive"):
         tasks.base_shape(p, (0, 320))
+    # an elongated grid holds its object in a central core of aspect ASPECT
+    assert tasks.core_shape((640, 320)) == (320, 320) and tasks.core_shape((100, 400)) == (100, 100)
+    assert tasks.core_shape((320, 320)) == (320, 320) and tasks.core_shape((300, 250)) == (250, 250)
+    with pytest.raises(ValueError, match="positive"):
+        tasks.core_shape((5, 0))
     with pytest.raises(ValueError, match="cascade"):
         tasks.synthesize(p, 1, shape=(192, 192), cascade="yes")
     with pytest.raises(ValueError, match="strength"):
@@ -324,3 +329,19 @@ def test_synthesis_defaults_to_the_template_prior_and_the_other_tasks_to_the_gen
     for task in ("inpaint", "insert", "denoise", "super-resolve", "anomaly"):
         assert app.check_options(task, {})["prior"] == bundled.DEFAULT_MRI, task
     assert bundled.DEFAULT_SYNTHESIS.split(":")[1] in bundled.available()
+
+
+def test_elongated_grid_places_one_object_in_its_core_on_background():
+    p = _bundled()
+    x = tasks.synthesize(p, 2, shape=(192, 96), steps=12, seed=1)
+    assert x.shape == (2, 192, 96) and bool(torch.isfinite(x).all())
+    assert torch.equal(x, tasks.synthesize(p, 2, shape=(192, 96), steps=12, seed=1))
+    top = (192 - 96) // 2                      # core_shape((192, 96)) == (96, 96)
+    band = torch.cat([x[:, :top - 4], x[:, top + 100:]], 1).abs()
+    core = x[:, top:top + 96].abs()
+    assert float(band.mean()) < 0.1 * float(core.mean())   # outside the core: background
+    assert float(core.amax()) > 0.5
+    # sampled directly, the object is stretched over the whole grid: tissue in the outer bands
+    d = tasks.synthesize(p, 2, shape=(192, 96), steps=12, seed=1, cascade=False)
+    d_band = torch.cat([d[:, :top - 4], d[:, top + 100:]], 1).abs()
+    assert float(d_band.mean()) > 2 * float(band.mean())
