@@ -63,8 +63,8 @@ def synthesize(prior, n: int, shape: Optional[Sequence[int]] = None, steps: int 
     exceeds the training side by more than ``CASCADE_ABOVE``; True cascades whenever ``shape`` is larger than
     the base, False never. One ``seed`` (or generator) drives both stages.
 
-    A grid more elongated than ``ASPECT`` (1: any non-square grid, fastMRI's readout-oversampled 640 x 320, say)
-    holds the object in its central ``core_shape``, whose longer side is ``ASPECT`` times the shorter (a square):
+    A grid larger than the training grid and more elongated than ``ASPECT`` (1: any non-square grid, fastMRI's
+    readout-oversampled 640 x 320, say) holds the object in its central ``core_shape``, whose longer side is ``ASPECT`` times the shorter (a square):
     the object spans the shorter side and the rest of the longer one is background, as in an oversampled field of
     view, and the base sample is drawn on the square training grid the network knows best. The core is sampled as
     above (directly when it is no larger than the training grid), placed in the middle of a zero background, and
@@ -79,11 +79,12 @@ def synthesize(prior, n: int, shape: Optional[Sequence[int]] = None, steps: int 
     if shape is None or not cascade:
         return sampler(prior=prior, n_samples=n, generator=g, shape=shape)
     hw = tuple(int(v) for v in shape[-2:])
-    core = core_shape(hw)
+    side = max(prior.image_size[-2:]) if prior.image_size else None
+    # within the training grid the network sees the whole field, whatever its aspect: sampled directly
+    core = core_shape(hw) if side is not None and max(hw) > side else hw
     base = base_shape(prior, core)
     big = tuple(base) != core
     if cascade == "auto":
-        side = max(prior.image_size[-2:]) if prior.image_size else None
         big = big and side is not None and max(core) > CASCADE_ABOVE * side
     if not big and core == hw:
         return sampler(prior=prior, n_samples=n, generator=g, shape=shape)

@@ -341,6 +341,9 @@ def test_elongated_grid_places_one_object_in_its_core_on_background():
     core = x[:, top:top + 96].abs()
     assert float(band.mean()) < 0.1 * float(core.mean())   # outside the core: background
     assert float(core.amax()) > 0.5
+    # within the training grid a non-square grid is sampled directly, as before
+    assert torch.equal(tasks.synthesize(p, 1, shape=(96, 64), steps=4, seed=2),
+                       tasks.synthesize(p, 1, shape=(96, 64), steps=4, seed=2, cascade=False))
     # sampled directly, the object is stretched over the whole grid: tissue in the outer bands
     d = tasks.synthesize(p, 2, shape=(192, 96), steps=12, seed=1, cascade=False)
     d_band = torch.cat([d[:, :top - 4], d[:, top + 100:]], 1).abs()
