@@ -23,6 +23,7 @@ samplers scale measurements themselves, ``samplers.base``), and every loop is ``
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional, Sequence
 
@@ -30,7 +31,7 @@ import torch
 
 from operators.image import Downsample, Inpainting
 from recon import samplers
-from recon.samplers.base import noise_like
+from recon.samplers.base import check_int, noise_like
 from recon.samplers.loop import ddim_step, run
 
 
@@ -44,12 +45,13 @@ SYNTHESIS = {"heun": samplers.Heun, "ddim": samplers.DDIM, "pc": samplers.Predic
 CASCADE_ABOVE = 1.25   # cascade="auto": a grid whose larger side exceeds the training side by this factor
 REFINE = 0.3           # the noise level the upsampled base is re-noised to (experiments/RESULTS.md, "Synthesis
 #                        at sizes above the training grid")
+MAX_PIXELS = 1 << 22   # synthesize: pixels (n x H x W) drawn in one batch
 ASPECT = 1.0           # a grid more elongated than this holds its object in a core of this aspect (core_shape;
 #                        experiments/RESULTS.md, "Elongated grids")
 
 
 def synthesize(prior, n: int, shape: Optional[Sequence[int]] = None, steps: int = 30, method: str = "heun",
-               seed=0, cascade="auto", refine: float = REFINE) -> torch.Tensor:
+               seed=0, cascade="auto", refine: float = REFINE, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """``n`` unconditional samples (Heun, deterministic DDIM or predictor-corrector) in the prior's range.
 
     On a grid larger than the prior's training grid a network trained on small crops has never seen a whole
@@ -69,12 +71,28 @@ def synthesize(prior, n: int, shape: Optional[Sequence[int]] = None, steps: int 
     view, and the base sample is drawn on the square training grid the network knows best. The core is sampled as
     above (directly when it is no larger than the training grid), placed in the middle of a zero background, and
     the whole grid is refined from ``refine``. Sampled directly (``cascade=False``) the network stretches one
-    object over the whole elongated grid."""
+    object over the whole elongated grid.
+
+    Memory: the samples are drawn in batches of at most ``max_pixels`` pixels (n x H x W; at least one sample a
+    batch), one after the other from the same generator, and the refinement on a grid larger than the training
+    grid attends within tiles of the training side (``DiffusionPrior.set_attention_window``, unless the prior
+    records a window), so memory grows with the area, not its square. With the default a batch peaks near 6 GB
+    (16 samples at 512 x 512, or one at 2048 x 2048), and every grid up to 640 x 320 draws 16 samples in one
+    batch."""
     if method not in SYNTHESIS:
         raise ValueError(f"unknown method {method!r}; expected one of {sorted(SYNTHESIS)}")
     if cascade not in ("auto", True, False):
         raise ValueError(f"cascade must be 'auto', True or False, got {cascade!r}")
+    check_int("n", n, 1)
+    check_int("max_pixels", max_pixels, 1, 1 << 40)
     g = _gen(seed)
+    area = math.prod(int(v) for v in (shape or prior.image_size or (1, 1))[-2:])
+    per = max(1, max_pixels // max(1, area))
+    return torch.cat([_synthesize(prior, min(per, n - i), shape, steps, method, g, cascade, refine)
+                      for i in range(0, n, per)])
+
+
+def _synthesize(prior, n, shape, steps, method, g, cascade, refine) -> torch.Tensor:
     sampler = SYNTHESIS[method](steps=steps)
     if shape is None or not cascade:
         return sampler(prior=prior, n_samples=n, generator=g, shape=shape)
@@ -91,7 +109,7 @@ def synthesize(prior, n: int, shape: Optional[Sequence[int]] = None, steps: int 
     _check_strength(prior, refine)
     first = tuple(base) if big else core
     x = sampler(prior=prior, n_samples=n, generator=g, shape=tuple(shape[:-2]) + first)
-    with torch.no_grad():
+    with torch.no_grad(), _tiled_attention(prior, side):
         if first != core:
             x = _upsample(x, core)
         if core != hw:
@@ -100,6 +118,22 @@ def synthesize(prior, n: int, shape: Optional[Sequence[int]] = None, steps: int 
         x = x + refine * noise_like(x, g)
         x, _ = run(x, sig, ddim_step(prior.denoise, 1.0, g), "synthesize (refine)")
     return x
+
+
+@contextlib.contextmanager
+def _tiled_attention(prior, side):
+    """Attention within tiles of ``side`` pixels while the block runs, for a network that offers windows and a
+    prior that records none; the prior is left as it was."""
+    net = getattr(getattr(prior, "denoiser", None), "net", None)
+    if side is None or getattr(prior, "attention_window", None) is not None or not hasattr(net,
+                                                                                     "set_attention_window"):
+        yield
+        return
+    prior.set_attention_window(int(side))
+    try:
+        yield
+    finally:
+        prior.set_attention_window(None)
 
 
 def core_shape(shape: Sequence[int]) -> tuple:

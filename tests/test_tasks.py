@@ -348,3 +348,23 @@ def test_elongated_grid_places_one_object_in_its_core_on_background():
     d = tasks.synthesize(p, 2, shape=(192, 96), steps=12, seed=1, cascade=False)
     d_band = torch.cat([d[:, :top - 4], d[:, top + 100:]], 1).abs()
     assert float(d_band.mean()) > 2 * float(band.mean())
+
+
+def test_synthesis_runs_in_batches_with_tiled_attention_above_the_training_grid(monkeypatch):
+    p = _bundled()
+    seen, denoise = [], p.denoise
+
+    def spy(x, s):
+        seen.append((x.shape[0], tuple(x.shape[-2:]), p.attention_window))
+        return denoise(x, s)
+
+    monkeypatch.setattr(p, "denoise", spy)
+    x = tasks.synthesize(p, 3, shape=(192, 192), steps=4, seed=5, max_pixels=2 * 192 * 192)
+    assert x.shape == (3, 192, 192) and bool(torch.isfinite(x).all())
+    assert {b for b, hw, _ in seen if hw == (192, 192)} == {1, 2}          # two batches: 2 samples, then 1
+    assert {w for _, hw, w in seen if hw == (192, 192)} == {128}          # the refinement attends within tiles
+    assert {w for _, hw, w in seen if hw == (128, 128)} == {None}         # the base sample on the training grid
+    assert p.attention_window is None                                     # the prior is left as it was given
+    assert torch.equal(x, tasks.synthesize(p, 3, shape=(192, 192), steps=4, seed=5, max_pixels=2 * 192 * 192))
+    with pytest.raises(ValueError, match="max_pixels"):
+        tasks.synthesize(p, 1, shape=(192, 192), max_pixels=0)
