@@ -109,7 +109,7 @@ def _synthesize(prior, n, shape, steps, method, g, cascade, refine) -> torch.Ten
     _check_strength(prior, refine)
     first = tuple(base) if big else core
     x = sampler(prior=prior, n_samples=n, generator=g, shape=tuple(shape[:-2]) + first)
-    with torch.no_grad(), _tiled_attention(prior, side):
+    with torch.no_grad(), tiled_attention(prior, side):
         if first != core:
             x = _upsample(x, core)
         if core != hw:
@@ -121,9 +121,11 @@ def _synthesize(prior, n, shape, steps, method, g, cascade, refine) -> torch.Ten
 
 
 @contextlib.contextmanager
-def _tiled_attention(prior, side):
-    """Attention within tiles of ``side`` pixels while the block runs, for a network that offers windows and a
-    prior that records none; the prior is left as it was."""
+def tiled_attention(prior, side):
+    """``with tiled_attention(prior, side):`` attention within tiles of ``side`` pixels per side while the block
+    runs (``DiffusionPrior.set_attention_window``), for a network that offers windows and a prior that records
+    none; otherwise, or with ``side`` None, nothing changes. The prior is left as it was. On a grid larger than
+    the training grid this keeps memory growing with the area, not its square."""
     net = getattr(getattr(prior, "denoiser", None), "net", None)
     if side is None or getattr(prior, "attention_window", None) is not None or not hasattr(net,
                                                                                      "set_attention_window"):

@@ -78,3 +78,29 @@ def test_reconstruct_noise_std_option_sets_the_dds_data_weight(tmp_path, capsys)
     assert main(["reconstruct", f, "--out", str(tmp_path / "b.h5"), "--sampler", "score-mri", "--noise-std", "0.1"]) == 2
     assert "does not take it" in capsys.readouterr().err
     assert not (tmp_path / "a.h5").exists() and not (tmp_path / "b.h5").exists()
+
+
+def test_image_tasks_tile_the_attention_above_the_training_grid_and_refuse_oversized_batches(tmp_path, capsys,
+                                                                                          monkeypatch):
+    import numpy as np
+    from recon.priors.prior import DiffusionPrior
+    seen, denoise = [], DiffusionPrior.denoise
+
+    def spy(self, x, sigma):
+        seen.append((tuple(x.shape[-2:]), self.attention_window))
+        return denoise(self, x, sigma)
+
+    monkeypatch.setattr(DiffusionPrior, "denoise", spy)
+    rng = np.random.default_rng(0)
+    for side, window in ((256, 128), (128, None)):
+        img = tmp_path / f"img{side}.npy"
+        np.save(img, rng.random((side, side)).astype(np.float32))
+        seen.clear()
+        assert main(["--quiet", "denoise", "--image", str(img), "--out", str(tmp_path / f"d{side}.png")]) == 0
+        assert seen and {w for _, w in seen} == {window}, (side, seen)
+    big = tmp_path / "big.npy"
+    np.save(big, np.ones((2048, 2048), dtype=np.float32))
+    out = tmp_path / "never.png"
+    assert main(["inpaint", "--image", str(big), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "33.6 M pixels in one batch" in err and "use --n 2 or fewer" in err and not out.exists()

@@ -21,6 +21,9 @@ IMAGE_SUFFIXES = (".npy", ".pt", ".png")
 HELDOUT_SLICES = 10
 MAX_SYNTHESIS = 256
 MAX_IMAGE_SIDE = 2048
+# pixels (samples x H x W) a task may hold in one batch: with attention within tiles of the training grid the
+# bundled UNets peak near 1.5 kB a pixel, so this is about 12 GB (experiments/RESULTS.md, "Synthesis memory")
+MAX_BATCH_PIXELS = 1 << 23
 
 DEFAULTS = {"prior": bundled.DEFAULT_MRI, "heldout": 5, "steps": 50, "seed": 0, "n": 16, "row": None,
             "col": None, "radius": 8.0, "shape": "circle", "contrast": 0.5, "strength": 0.3, "noise": 0.1,
@@ -166,6 +169,13 @@ def command(task: str, *, prior=None, out, image=None, heldout=None, steps=None,
             raise ValueError(f"the centre (row {r:g}, col {c:g}) is outside the {h} x {w} image")
         if task == "super-resolve" and (h % o["factor"] or w % o["factor"]):
             raise ValueError(f"factor {o['factor']} does not divide the {h} x {w} image")
+        n_batch = o["n"] if task == "inpaint" else 1
+        if n_batch * h * w > MAX_BATCH_PIXELS:
+            fit = MAX_BATCH_PIXELS // (h * w)
+            raise ValueError(f"{task} on a {h} x {w} image with {n_batch} sample(s) would hold "
+                             f"{n_batch * h * w / 1e6:.1f} M pixels in one batch (about "
+                             f"{1.5e3 * n_batch * h * w / 1e9:.0f} GB); the limit is {MAX_BATCH_PIXELS / 1e6:.1f} M: "
+                             + (f"use --n {fit} or fewer" if fit >= 1 else "use a smaller image"))
     net = priors.load(o["prior"])
     steps, seed = o["steps"], o["seed"]
     if task == "synthesize":
@@ -173,11 +183,21 @@ def command(task: str, *, prior=None, out, image=None, heldout=None, steps=None,
         x = generative.synthesize(net, o["n"], shape=o.get("size"), steps=steps, seed=seed)
         io.check_finite_result(out, {"samples": x})
         grid = "x".join(str(v) for v in x.shape[-2:])
-        plots.save_grid(x.abs(), out, title=f"{o['n']} samples of {net.name} ({grid})")
+        plots.save_grid(x.abs(), out, title=f"{o['n']} sample{'s' if o['n'] > 1 else ''} of {net.name} ({grid})")
         print(f"wrote {out}")
         return 0
     if task in ("insert", "anomaly"):
         _strength(net, o["strength"])
+    side = max(net.image_size[-2:]) if net.image_size else None
+    with generative.tiled_attention(net, side if side is not None and max(img.shape) > side else None):
+        panels = _run_image_task(task, generative, net, img, o, r, c, steps, seed)
+    io.write_png(out, panels, vmax=float(img.abs().max()), title=task)
+    print(f"wrote {out}")
+    return 0
+
+
+def _run_image_task(task, generative, net, img, o, r, c, steps, seed) -> list:
+    """The figure's panels of an image task; above the training grid the caller tiles the attention."""
     if task == "inpaint":
         hole = generative.region(img.shape, (r, c), o["radius"], o["shape"])
         if not bool(hole.any()):
@@ -202,6 +222,4 @@ def command(task: str, *, prior=None, out, image=None, heldout=None, steps=None,
     else:  # anomaly
         res, resid = generative.anomaly(img, net, strength=o["strength"], steps=steps, seed=seed)
         panels = [("input", img.abs()), ("pseudo-healthy", res.abs()), ("residual", resid)]
-    io.write_png(out, panels, vmax=float(img.abs().max()), title=task)
-    print(f"wrote {out}")
-    return 0
+    return panels
