@@ -3,12 +3,14 @@
 A prior is wrapped so that sample k is denoised under a symmetry g_k, D_k(x) = g_k^-1 D(g_k x): a left-right flip
 for half of the samples (``flip``), a random global phase per sample (``phase``), or both. Where the network is
 not equivariant, the samples then also spread over its disagreements with itself (a cheap epistemic ensemble).
+``mni`` draws the same samples with ``mni-brain-128``, and ``mix`` pools them with ``base``'s: a two-prior
+ensemble (run ``base`` and ``mni`` first).
 Real slices of ``calibration_study.py --set real`` (index 0..14), fastMRI random 4x, 8 coils, 30 dB; DDS with
 the uncertainty default (no in-plane TV). Per slice: PSNR of the mean in the object, raw 90% coverage, Spearman of
 the std (complex, of |x|, pooled over 1 px) with |error of the mean|, the 2-px local-rms ceiling, the mean std
 over the mean |error|.
 
-    OMP_NUM_THREADS=2 python experiments/uncertainty_symmetry.py base,flip,phase,flipphase 0,5,14 8
+    OMP_NUM_THREADS=2 python experiments/uncertainty_symmetry.py base,flip,phase,flipphase,mni,mix 0,5,14 8
 """
 import math
 import sys
@@ -68,16 +70,21 @@ def main():
     n = int(sys.argv[3])
     cache = Path("out/uncertainty_symmetry"); cache.mkdir(parents=True, exist_ok=True)
     base = priors.load("bundled:brain-synth-128")
+    mni = priors.load("bundled:mni-brain-128")
     for sl in slices:
         truth, y, A, r = cs.real_problem(sl, 4.0, 0)
         for mode in modes:
-            path = cache / f"{mode}_s{sl}_n{n}.pt"
-            if not path.exists():
-                pr = base if mode == "base" else sym_prior(base, n, mode, sl)
-                t = time.time()
-                x = samplers.DDS(tv_xy=0.0)(y, A, pr, n_samples=n, generator=torch.Generator().manual_seed(sl))
-                torch.save({"samples": x, "truth": truth, "s": time.time() - t}, path)
-            u = torch.load(path)
+            if mode == "mix":   # the two bundled brain priors' samples together: a two-member prior ensemble
+                a, b = (torch.load(cache / f"{m}_s{sl}_n{n}.pt") for m in ("base", "mni"))
+                u = {"samples": torch.cat([a["samples"], b["samples"]]), "truth": a["truth"], "s": a["s"] + b["s"]}
+            else:
+                path = cache / f"{mode}_s{sl}_n{n}.pt"
+                if not path.exists():
+                    pr = base if mode == "base" else mni if mode == "mni" else sym_prior(base, n, mode, sl)
+                    t = time.time()
+                    x = samplers.DDS(tv_xy=0.0)(y, A, pr, n_samples=n, generator=torch.Generator().manual_seed(sl))
+                    torch.save({"samples": x, "truth": truth, "s": time.time() - t}, path)
+                u = torch.load(path)
             x, tr = u["samples"], u["truth"]
             obj = object_of(tr)
             m = x.mean(0)
