@@ -66,17 +66,17 @@ def synthesize(prior, n: int, shape: Optional[Sequence[int]] = None, steps: int 
     the base, False never. One ``seed`` (or generator) drives both stages.
 
     A grid larger than the training grid and more elongated than ``ASPECT`` (1: any non-square grid, fastMRI's
-    readout-oversampled 640 x 320, say) holds the object in its central ``core_shape``, whose longer side is ``ASPECT`` times the shorter (a square):
-    the object spans the shorter side and the rest of the longer one is background, as in an oversampled field of
-    view, and the base sample is drawn on the square training grid the network knows best. The core is sampled as
+    readout-oversampled 640 x 320, say) holds the object in its central ``core_shape``, whose longer side is
+    ``ASPECT`` times the shorter (a square): the object spans the shorter side and the rest of the longer one is
+    background, as in an oversampled field of view, and the base sample is drawn on the square training grid the
+    network knows best. The core is sampled as
     above (directly when it is no larger than the training grid), placed in the middle of a zero background, and
     the whole grid is refined from ``refine``. Sampled directly (``cascade=False``) the network stretches one
     object over the whole elongated grid.
 
     Memory: the samples are drawn in batches of at most ``max_pixels`` pixels (n x H x W; at least one sample a
     batch), one after the other from the same generator, and the refinement on a grid larger than the training
-    grid attends within tiles of the training side (``DiffusionPrior.set_attention_window``, unless the prior
-    records a window), so memory grows with the area, not its square. With the default a batch peaks near 6 GB
+    grid attends within tiles of the training side (``tiled_attention``), so memory grows with the area, not its square. With the default a batch peaks near 6 GB
     (16 samples at 512 x 512, or one at 2048 x 2048), and every grid up to 640 x 320 draws 16 samples in one
     batch."""
     if method not in SYNTHESIS:
@@ -109,7 +109,7 @@ def _synthesize(prior, n, shape, steps, method, g, cascade, refine) -> torch.Ten
     _check_strength(prior, refine)
     first = tuple(base) if big else core
     x = sampler(prior=prior, n_samples=n, generator=g, shape=tuple(shape[:-2]) + first)
-    with torch.no_grad(), tiled_attention(prior, side):
+    with torch.no_grad(), tiled_attention(prior, hw):
         if first != core:
             x = _upsample(x, core)
         if core != hw:
@@ -121,14 +121,16 @@ def _synthesize(prior, n, shape, steps, method, g, cascade, refine) -> torch.Ten
 
 
 @contextlib.contextmanager
-def tiled_attention(prior, side):
-    """``with tiled_attention(prior, side):`` attention within tiles of ``side`` pixels per side while the block
-    runs (``DiffusionPrior.set_attention_window``), for a network that offers windows and a prior that records
-    none; otherwise, or with ``side`` None, nothing changes. The prior is left as it was. On a grid larger than
-    the training grid this keeps memory growing with the area, not its square."""
+def tiled_attention(prior, shape):
+    """``with tiled_attention(prior, shape):`` on a grid ``shape`` (..., H, W) larger than the prior's training
+    grid, attention within tiles of the training side while the block runs (``DiffusionPrior.
+    set_attention_window``), so memory grows with the area, not its square. Nothing changes for a grid within the
+    training grid, a prior that records a window or none of a training grid, or a network without windows. The
+    prior is left as it was."""
+    side = max(prior.image_size[-2:]) if getattr(prior, "image_size", None) else None
     net = getattr(getattr(prior, "denoiser", None), "net", None)
-    if side is None or getattr(prior, "attention_window", None) is not None or not hasattr(net,
-                                                                                     "set_attention_window"):
+    if (side is None or max(int(v) for v in tuple(shape)[-2:]) <= side
+            or getattr(prior, "attention_window", None) is not None or not hasattr(net, "set_attention_window")):
         yield
         return
     prior.set_attention_window(int(side))

@@ -188,8 +188,7 @@ def command(task: str, *, prior=None, out, image=None, heldout=None, steps=None,
         return 0
     if task in ("insert", "anomaly"):
         _strength(net, o["strength"])
-    side = max(net.image_size[-2:]) if net.image_size else None
-    with generative.tiled_attention(net, side if side is not None and max(img.shape) > side else None):
+    with generative.tiled_attention(net, img.shape):
         panels = _run_image_task(task, generative, net, img, o, r, c, steps, seed)
     io.write_png(out, panels, vmax=float(img.abs().max()), title=task)
     print(f"wrote {out}")
