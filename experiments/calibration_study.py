@@ -29,7 +29,8 @@ import torch
 
 from recon import plots, priors, samplers
 from recon.problems import multicoil_problem
-from recon.uncertainty import calibrate, coverage, error_scale, heuristic, local_rms, object_of, values
+from recon.uncertainty import (calibrate, coverage, error_scale, heuristic, local_rms, object_of, rank_correlation,
+                              values)
 
 import prior_generalisation as pg
 
@@ -47,6 +48,11 @@ CONFIGS = {  # name -> (sampler class, parameters); short step counts (CPU) unle
     "score-sde": (samplers.ScoreSDE, {"steps": 10}),
     "score-mri30": (samplers.ScoreMRI, {"steps": 30}),
     "score-sde30": (samplers.ScoreSDE, {"steps": 30}),
+    # longer runs, nearer the papers' step counts (2000 Score-MRI, 1000 Score-SDE and DPS, 1155 x 3 Score-ALD)
+    "score-mri200": (samplers.ScoreMRI, {"steps": 200}),
+    "score-sde200": (samplers.ScoreSDE, {"steps": 200}),
+    "dps200": (samplers.DPS, {"steps": 200}),
+    "score-ald100": (samplers.ScoreALD, {"n_levels": 100}),
 }
 CAL, TEST = range(0, 5), range(5, 10)
 POOL_SIGMA = 1.0   # pixels: the Gaussian window of the pooled std map
@@ -86,10 +92,7 @@ def run_unit(name, set_name, acc, sl, seed, n, prior, cache):
 
 
 def spearman(a, b):
-    ra = torch.argsort(torch.argsort(a)).double()
-    rb = torch.argsort(torch.argsort(b)).double()
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+    return rank_correlation(a, b)
 
 
 def _abs_errors(units):

@@ -19,7 +19,13 @@ from operators.checks import check_real
 
 def summarize(samples: torch.Tensor, reference: Optional[torch.Tensor] = None, level: float = 0.9,
               object_mask: Optional[torch.Tensor] = None) -> dict:
-    """``samples`` (N, H, W) complex or real; ``reference`` (H, W) magnitude. Returns maps and numbers."""
+    """``samples`` (N, H, W) complex or real; ``reference`` (H, W) magnitude. Returns maps and numbers.
+
+    With a reference, the numbers are over the object pixels (``object_mask``, else |reference| above 10% of its
+    maximum), against the error |(|mean| - |reference|)|: ``std_error_rank_correlation`` (Spearman's rank
+    correlation of the std map with that error, the measure of how well the map says where the error is),
+    ``std_error_correlation`` (Pearson's), ``coverage`` of the raw central ``level`` sample-quantile intervals, and
+    ``mean_std_in_object``."""
     if samples.dim() != 3 or samples.shape[0] < 2:
         raise ValueError(f"need at least 2 samples shaped (N, H, W), got {tuple(samples.shape)}")
     check_real("level", level, above=0.0, below=1.0)
@@ -33,12 +39,28 @@ def summarize(samples: torch.Tensor, reference: Optional[torch.Tensor] = None, l
         obj = object_mask if object_mask is not None else ref > 0.1 * ref.max()
         err = (mean.abs() - ref).abs()
         s, e = std[obj].float(), err[obj].float()
+        out["std_error_rank_correlation"] = rank_correlation(s, e)
         s, e = s - s.mean(), e - e.mean()
         out["std_error_correlation"] = float((s * e).sum() / (s.norm() * e.norm()).clamp_min(1e-30))
         out["coverage"] = float(((ref >= lo) & (ref <= hi))[obj].float().mean())
         out["mean_std_in_object"] = float(std[obj].mean())
         out["error"] = err
     return out
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation of two maps of the same shape (tied values get their mean rank); 0 where
+    either map is constant."""
+    if a.shape != b.shape:
+        raise ValueError(f"rank correlation of maps of different shapes: {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.numel() < 2:
+        raise ValueError(f"rank correlation needs at least 2 values, got {a.numel()}")
+    from scipy.stats import rankdata
+    ra = torch.from_numpy(rankdata(a.detach().reshape(-1).double().cpu().numpy()))
+    rb = torch.from_numpy(rankdata(b.detach().reshape(-1).double().cpu().numpy()))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = float(ra.norm() * rb.norm())
+    return float((ra * rb).sum()) / den if den > 0 else 0.0
 
 
 # ---------------------------------------------------------------------------------------------------------------

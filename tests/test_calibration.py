@@ -225,7 +225,7 @@ def test_recon_calibrate_then_uncertainty_with_the_calibration(tmp_path, capsys)
         lo, hi, mean = f["lo"][()], f["hi"][()], f["mean"][()]
         assert lo.shape == hi.shape == mean.shape and (hi >= lo).all()
         assert f.attrs["calibration_lambda"] == c.lam and 0 <= f.attrs["calibrated_coverage"] <= 1
-    assert png.exists()
+        assert -1 <= f.attrs["width_error_rank_correlation"] <= 1
     capsys.readouterr()
     assert main(["--quiet", "uncertainty", str(sim), *common, "--acceleration", "8", "--calibration", str(cal),
                  "--out", str(tmp_path / "u8.h5")]) == 2

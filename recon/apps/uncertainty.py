@@ -2,9 +2,9 @@
 ``recon.uncertainty.summarize``, chapter 7, Sect. 7.4.3).
 
 ``settings.samples`` posterior samples of the slice are drawn as one batch; the mean, std and quantile maps and
-the samples are written to HDF5 (atomically), with the std-error correlation and the coverage of the central
-``level`` interval as attributes when the file has a reference; an optional figure shows reference, zero-filled,
-mean, std (fixed colour scale) and |error|.
+the samples are written to HDF5 (atomically), with the std-error rank and linear correlations and the coverage of
+the central ``level`` interval as attributes when the file has a reference; an optional figure shows reference,
+zero-filled, mean, std (fixed colour scale) and |error|.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from recon.apps.reconstruct import MRISettings, for_uncertainty, require_posteri
 from recon.apps.settings import select_slices
 from recon.data import center_crop, load_fastmri
 from recon.apps.calibrate import mvue_reference
-from recon.uncertainty import Calibration, coverage, object_of, summarize
+from recon.uncertainty import Calibration, coverage, object_of, rank_correlation, summarize
 
 
 def _load_calibration(calibration, settings: MRISettings) -> Optional[Calibration]:
@@ -93,8 +93,8 @@ def uncertainty_file(path, out, settings: Optional[MRISettings] = None, slice_in
         arrays[key] = v.astype(np.complex64 if np.iscomplexobj(v) else np.float32)
     arrays["samples"] = x.numpy().astype(np.complex64)
     attrs = {"settings": json.dumps(asdict(settings)), "slice": i}
-    attrs.update({key: res[key] for key in ("level", "std_error_correlation", "coverage", "mean_std_in_object")
-                  if key in res})
+    attrs.update({key: res[key] for key in ("level", "std_error_rank_correlation", "std_error_correlation",
+                                            "coverage", "mean_std_in_object") if key in res})
     if cal is not None:
         lo, hi = cal.interval(x)
         arrays["lo"], arrays["hi"] = lo.numpy().astype(np.float32), hi.numpy().astype(np.float32)
@@ -103,8 +103,10 @@ def uncertainty_file(path, out, settings: Optional[MRISettings] = None, slice_in
             obj = object_of(ref)
             res["calibrated_coverage"] = coverage(lo, hi, ref, obj)
             res["calibrated_mean_width"] = float((hi - lo)[obj].mean())
+            res["width_error_rank_correlation"] = rank_correlation((hi - lo)[obj], res["error"][obj])
             attrs.update(calibrated_coverage=res["calibrated_coverage"],
-                         calibrated_mean_width=res["calibrated_mean_width"])
+                         calibrated_mean_width=res["calibrated_mean_width"],
+                         width_error_rank_correlation=res["width_error_rank_correlation"])
         res["calibration_level"] = cal.level
     io.write_h5(out, arrays, attrs)
     if png:
@@ -126,10 +128,12 @@ def command(path, out, settings: MRISettings, slice_index: int = 0, png=None, le
     """``recon uncertainty``: the maps, and the calibration numbers when the file has a reference."""
     res = uncertainty_file(path, out, settings, slice_index, png=png, level=level, calibration=calibration)
     if "coverage" in res:
-        print(f"std/|error| correlation {res['std_error_correlation']:.3f}, coverage of the {res['level']:.0%} "
-              f"intervals {res['coverage']:.3f}, mean std in the object {res['mean_std_in_object']:.4g}")
+        print(f"std/|error| rank correlation {res['std_error_rank_correlation']:.3f} (Pearson "
+              f"{res['std_error_correlation']:.3f}), coverage of the raw {res['level']:.0%} intervals "
+              f"{res['coverage']:.3f}, mean std in the object {res['mean_std_in_object']:.4g}")
     if "calibrated_coverage" in res:
         print(f"calibrated {res['calibration_level']:.0%} intervals cover {res['calibrated_coverage']:.3f} of "
-              f"object pixels, mean width {res['calibrated_mean_width']:.4g}")
+              f"object pixels, mean width {res['calibrated_mean_width']:.4g}, width/|error| rank correlation "
+              f"{res['width_error_rank_correlation']:.3f}")
     print(f"wrote {out}")
     return 0
