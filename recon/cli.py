@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="recon", description="MRI/CT reconstruction with diffusion priors")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--memory", type=float, metavar="GiB",
+                    help="memory budget that sizes declared by files, configs and options are checked against "
+                         "(default: RECON_MEMORY_GIB, else the machine's memory; recon.memory)")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="reconstruct a simulated multi-coil slice with DDS and write a figure")
@@ -401,12 +404,14 @@ EXPECTED = (ValueError, OSError, IndexError, KeyError, TypeError, RuntimeError, 
 
 
 def main(argv=None) -> int:
+    from recon import memory
     from recon.atomic import protected
 
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
         debug = args.debug
+        memory.set_budget(args.memory)
         if getattr(args, "device", None) and not args.quiet:  # say once which compute path the operators take
             import kernels
             print(kernels.describe(args.device), file=sys.stderr)
