@@ -7,6 +7,8 @@ Every sampler returns ``(n_samples, *image)`` images in the measurement's scale 
 ``(c y, c A)`` (``base``). A new sampler is one module (a ``Sampler`` subclass whose ``_run`` drives
 ``loop.run`` with its step) plus one line in ``REGISTRY`` or ``UNCONDITIONAL``.
 """
+from typing import Optional
+
 from .base import Sampler, SamplingError
 from .dds import DDS
 from .dps import DPS
@@ -29,13 +31,14 @@ UNCONDITIONAL = {  # sampler(prior=prior, n_samples=..., shape=...)
 }
 
 
-def get(name: str, **params) -> Sampler:
-    """A sampler by name: one of ``REGISTRY`` (posterior) or ``UNCONDITIONAL``."""
+def get(name: str, preset: Optional[str] = None, **params) -> Sampler:
+    """A sampler by name: one of ``REGISTRY`` (posterior) or ``UNCONDITIONAL``, with the settings of ``preset``
+    (``Sampler.PRESETS``; "reference": the published code step for step) and ``params`` over them."""
     cls = REGISTRY.get(name) or UNCONDITIONAL.get(name)
     if cls is None:
         raise ValueError(f"unknown sampler {name!r}; known: {sorted(REGISTRY)} (posterior), "
                          f"{sorted(UNCONDITIONAL)} (unconditional)")
-    return cls(**params)
+    return cls.from_preset(preset, **params)
 
 
 __all__ = ["Sampler", "SamplingError", "DDS", "DPS", "ScoreALD", "ScoreMRI", "ScoreSDE", "DDIM", "Heun",

@@ -91,6 +91,19 @@ class Sampler:
 
     name = "sampler"
     posterior = True
+    # named settings: preset -> constructor keywords; "reference" follows the published code step for step
+    PRESETS: dict = {}
+
+    @classmethod
+    def from_preset(cls, preset: Optional[str] = None, **overrides) -> "Sampler":
+        """The sampler with the settings of ``preset`` (None: the defaults), ``overrides`` taking precedence.
+        An unknown preset is refused with the ones this sampler has."""
+        if preset is None:
+            return cls(**overrides)
+        if preset not in cls.PRESETS:
+            known = ", ".join(sorted(cls.PRESETS)) or "none"
+            raise ValueError(f"sampler {cls.name!r} has no preset {preset!r}; its presets: {known}")
+        return cls(**{**cls.PRESETS[preset], **overrides})
 
     def __init__(self, progress: bool = False, max_batch: Optional[int] = None, support: bool = True,
                  combine: bool = True):
