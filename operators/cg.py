@@ -7,13 +7,20 @@ Hermitian, <u, v> = sum conj(u) v, as required for complex data (Hestenes & Stie
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 
 import kernels
 
-from .linop import Linop, inner
+if TYPE_CHECKING:
+    from .linop import Linop
+
+
+def inner(a: torch.Tensor, b: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Hermitian inner product <a, b> = sum conj(a) b over the last ``ndim`` dimensions."""
+    dims = tuple(range(-ndim, 0))
+    return (a.conj() * b).sum(dim=dims) if a.is_complex() else (a * b).sum(dim=dims)
 
 
 def conjugate_gradient(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,

@@ -43,6 +43,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from .cg import conjugate_gradient, inner
 from .checks import as_tensor
 
 Shape = tuple
@@ -66,10 +67,22 @@ def check_shape(x: torch.Tensor, shape: Shape, who: str, what: str = "input") ->
         )
 
 
-def inner(a: torch.Tensor, b: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Hermitian inner product <a, b> = sum conj(a) b over the last ``ndim`` dimensions."""
-    dims = tuple(range(-ndim, 0))
-    return (a.conj() * b).sum(dim=dims) if a.is_complex() else (a * b).sum(dim=dims)
+def power_iteration(apply, like: torch.Tensor, n_iter: int = 30,
+                    generator: Optional[torch.Generator] = None, tol: float = 0.0) -> float:
+    """Largest eigenvalue of a Hermitian PSD operator (e.g. A.normal), by power iteration from a random start
+    (seed 0 unless ``generator`` is given). Stops early once the estimate changes by at most ``tol`` relative."""
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    x = torch.randn(like.shape, dtype=like.dtype, generator=g).to(like.device)
+    lam = 0.0
+    for _ in range(n_iter):
+        x = x / x.norm().clamp_min(1e-30)
+        y = apply(x)
+        new = float((x.conj() * y).sum().real) if x.is_complex() else float((x * y).sum())
+        done = tol > 0 and abs(new - lam) <= tol * abs(new)
+        lam, x = new, y
+        if done:
+            break
+    return lam
 
 
 class Linop:
@@ -128,8 +141,6 @@ class Linop:
 
     def _norm(self, shape: tuple, like: Optional[torch.Tensor]) -> float:
         """Default: power iteration on A^H A from a fixed seed (deterministic)."""
-        from .transforms import power_iteration
-
         dtype = like.dtype if like is not None else self.input_dtype
         device = like.device if like is not None else self._device()
         template = torch.zeros(shape, dtype=dtype, device=device)
@@ -159,8 +170,6 @@ class Linop:
         return self._pinv(y)
 
     def _pinv(self, y: torch.Tensor) -> torch.Tensor:
-        from .cg import conjugate_gradient
-
         return conjugate_gradient(self._normal, self._adjoint(y), max_iter=self.pinv_iter, tol=1e-6,
                                   ndim=len(self.ishape))
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -160,21 +159,3 @@ class CenterPad(Linop):
 
     def _normal(self, x):
         return x
-
-
-def power_iteration(apply, like: torch.Tensor, n_iter: int = 30,
-                    generator: Optional[torch.Generator] = None, tol: float = 0.0) -> float:
-    """Largest eigenvalue of a Hermitian PSD operator (e.g. A.normal), by power iteration from a random start
-    (seed 0 unless ``generator`` is given). Stops early once the estimate changes by at most ``tol`` relative."""
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
-    x = torch.randn(like.shape, dtype=like.dtype, generator=g).to(like.device)
-    lam = 0.0
-    for _ in range(n_iter):
-        x = x / x.norm().clamp_min(1e-30)
-        y = apply(x)
-        new = float((x.conj() * y).sum().real) if x.is_complex() else float((x * y).sum())
-        done = tol > 0 and abs(new - lam) <= tol * abs(new)
-        lam, x = new, y
-        if done:
-            break
-    return lam

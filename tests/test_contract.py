@@ -9,7 +9,7 @@ from operators import CoilwiseMRI, Multiply, MultiCoilMRI, SingleCoilMRI
 from operators.ct import ParallelBeamCT, angles
 from operators.image import Blur, Downsample, Inpainting
 from operators.linop import Compose, Scaled
-from operators.transforms import power_iteration
+from operators.linop import power_iteration
 from recon import classical, samplers
 from recon.priors import EDM, DiffusionPrior, Normalization
 from recon.priors.unet import UNet

@@ -7,7 +7,8 @@ from hypothesis import given, settings, strategies as st
 from operators import (CoilwiseMRI, Identity, Multiply, MultiCoilMRI, Scale, ShapeError, SingleCoilMRI,
                        adjoint_error, conjugate_gradient, fft2c, ifft2c, solve_normal)
 from operators.linop import inner
-from operators.transforms import CenterPad, FiniteDifference, Wavelet, pad_to_wavelet, power_iteration
+from operators.linop import power_iteration
+from operators.transforms import CenterPad, FiniteDifference, Wavelet, pad_to_wavelet
 
 TOL = 1e-5
 
