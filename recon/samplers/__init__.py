@@ -5,9 +5,13 @@
 
 Every sampler returns ``(n_samples, *image)`` images in the measurement's scale and is invariant to
 ``(c y, c A)`` (``base``). A new sampler is one module (a ``Sampler`` subclass whose ``_run`` drives
-``loop.run`` with its step) plus one line in ``REGISTRY`` or ``UNCONDITIONAL``.
+``loop.run`` with its step) plus one line in ``REGISTRY`` or ``UNCONDITIONAL``; a sampler written elsewhere is
+made known by ``register(name, cls)`` or the entry-point group ``diffrecon.samplers`` (``recon.plugins``).
 """
+import re
 from typing import Optional
+
+from recon import plugins
 
 from .base import Sampler, SamplingError
 from .dds import DDS
@@ -31,15 +35,63 @@ UNCONDITIONAL = {  # sampler(prior=prior, n_samples=..., shape=...)
 }
 
 
-def get(name: str, preset: Optional[str] = None, **params) -> Sampler:
-    """A sampler by name: one of ``REGISTRY`` (posterior) or ``UNCONDITIONAL``, with the settings of ``preset``
-    (``Sampler.PRESETS``; "reference": the published code step for step) and ``params`` over them."""
+NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*\Z")
+_PLUGINS_READ = False
+
+
+def register(name: str, cls: type, replace: bool = False) -> type:
+    """Make the sampler class ``cls`` known as ``name`` to ``get`` and to every command (``--sampler NAME``,
+    sweeps, dataset runs): a posterior sampler (``cls.posterior``) joins ``REGISTRY``, an unconditional one
+    ``UNCONDITIONAL``. Names are lower-case words joined by '-'; a name already taken is refused unless
+    ``replace``. Returns ``cls`` (usable as a decorator through ``functools.partial``)."""
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ValueError(f"a sampler name is lower-case letters, digits and '-' (e.g. 'my-sampler'), got {name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, Sampler)):
+        raise TypeError(f"sampler {name!r}: a sampler is a subclass of recon.samplers.Sampler, got {cls!r}")
+    taken = REGISTRY.get(name) or UNCONDITIONAL.get(name)
+    if taken is not None and taken is not cls and not replace:
+        raise ValueError(f"sampler name {name!r} is taken by {taken.__module__}.{taken.__name__}; "
+                         f"pass replace=True to replace it")
+    REGISTRY.pop(name, None)
+    UNCONDITIONAL.pop(name, None)
+    (REGISTRY if cls.posterior else UNCONDITIONAL)[name] = cls
+    return cls
+
+
+def _read_plugins() -> None:
+    """Register the samplers of the ``diffrecon.samplers`` entry points (once; ``recon.plugins``)."""
+    global _PLUGINS_READ
+    if _PLUGINS_READ:
+        return
+    _PLUGINS_READ = True
+    for name, ep in plugins.entry_points("diffrecon.samplers"):
+        if name not in REGISTRY and name not in UNCONDITIONAL:
+            register(name, plugins.load_entry_point("diffrecon.samplers", name, ep))
+
+
+def available(kind: str = "posterior") -> list:
+    """Sorted names of the "posterior" or "unconditional" samplers, plugins included."""
+    _read_plugins()
+    if kind not in ("posterior", "unconditional"):
+        raise ValueError(f"kind must be 'posterior' or 'unconditional', got {kind!r}")
+    return sorted(REGISTRY if kind == "posterior" else UNCONDITIONAL)
+
+
+def sampler_class(name: str) -> type:
+    """The class registered as ``name`` (posterior or unconditional, plugins included)."""
+    _read_plugins()
     cls = REGISTRY.get(name) or UNCONDITIONAL.get(name)
     if cls is None:
         raise ValueError(f"unknown sampler {name!r}; known: {sorted(REGISTRY)} (posterior), "
                          f"{sorted(UNCONDITIONAL)} (unconditional)")
-    return cls.from_preset(preset, **params)
+    return cls
+
+
+def get(name: str, preset: Optional[str] = None, **params) -> Sampler:
+    """A sampler by name: one of ``REGISTRY`` (posterior) or ``UNCONDITIONAL``, with the settings of ``preset``
+    (``Sampler.PRESETS``; "reference": the published code step for step) and ``params`` over them."""
+    return sampler_class(name).from_preset(preset, **params)
 
 
 __all__ = ["Sampler", "SamplingError", "DDS", "DPS", "ScoreALD", "ScoreMRI", "ScoreSDE", "DDIM", "Heun",
-           "PredictorCorrector", "get", "REGISTRY", "UNCONDITIONAL"]
+           "PredictorCorrector", "get", "register", "available", "sampler_class", "REGISTRY", "UNCONDITIONAL"]

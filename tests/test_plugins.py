@@ -1,0 +1,92 @@
+"""Samplers written outside the package: ``samplers.register``, the ``diffrecon.samplers`` entry points and
+plugin modules or files (``recon.plugins``)."""
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from recon import plugins, samplers
+
+
+PLUGIN = textwrap.dedent('''
+    from recon import samplers
+    from recon.samplers.base import Sampler, noise_like
+
+
+    class Zero(Sampler):
+        """Returns the pseudo-inverse image of the data in the prior's range (no prior used)."""
+        name = "zero-plugin"
+
+        def _run(self, x, data, prior, generator, callback, bar):
+            return data.A.pinv(data.y) + 0 * noise_like(x, generator)
+
+
+    samplers.register("zero-plugin", Zero, replace=True)
+''')
+
+
+@pytest.fixture
+def clean_registry():
+    posterior, unconditional = dict(samplers.REGISTRY), dict(samplers.UNCONDITIONAL)
+    yield
+    samplers.REGISTRY.clear()
+    samplers.REGISTRY.update(posterior)
+    samplers.UNCONDITIONAL.clear()
+    samplers.UNCONDITIONAL.update(unconditional)
+
+
+def test_register_makes_a_sampler_known_and_refuses_bad_names_and_classes(clean_registry):
+    class Mine(samplers.DDS):
+        pass
+
+    assert samplers.register("my-dds", Mine) is Mine
+    assert "my-dds" in samplers.available()
+    assert isinstance(samplers.get("my-dds", steps=3), Mine)
+    with pytest.raises(ValueError, match="taken by recon.samplers.dds.DDS"):
+        samplers.register("dds", Mine)
+    with pytest.raises(ValueError, match="lower-case"):
+        samplers.register("My Sampler", Mine)
+    with pytest.raises(TypeError, match="subclass of recon.samplers.Sampler"):
+        samplers.register("not-a-sampler", dict)
+    samplers.register("dds", Mine, replace=True)
+    assert samplers.sampler_class("dds") is Mine
+
+
+def test_a_plugin_file_registers_its_sampler_and_it_runs(tmp_path, clean_registry):
+    path = tmp_path / "zero_plugin.py"
+    path.write_text(PLUGIN)
+    plugins.import_plugins([str(path)])
+    assert "zero-plugin" in samplers.available()
+    from tests.gaussian_problems import mri_problem
+
+    prior, A, y, _, _ = mri_problem()
+    out = samplers.get("zero-plugin")(y, A, prior, n_samples=2)
+    assert out.shape == (2, 4, 6)
+    assert torch.allclose(out[0], A.pinv(y), atol=1e-5)
+
+
+def test_a_broken_or_missing_plugin_is_named(tmp_path):
+    with pytest.raises(ImportError, match="no such file"):
+        plugins.import_plugins([str(tmp_path / "missing.py")])
+    bad = tmp_path / "bad_plugin.py"
+    bad.write_text("raise RuntimeError('broken on purpose')\n")
+    with pytest.raises(ImportError, match="bad_plugin.py failed to import: RuntimeError: broken on purpose"):
+        plugins.import_plugins([str(bad)])
+    with pytest.raises(ImportError, match="'no_such_module_xyz' failed to import"):
+        plugins.import_plugins(["no_such_module_xyz"])
+
+
+def test_entry_points_of_an_installed_distribution_register_samplers(tmp_path, monkeypatch, clean_registry):
+    """A distribution on sys.path whose entry_points.txt names a sampler in ``diffrecon.samplers``."""
+    (tmp_path / "ep_sampler_mod.py").write_text(PLUGIN.replace('samplers.register("zero-plugin", Zero, '
+                                                               'replace=True)', ""))
+    dist = tmp_path / "ep_sampler-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-sampler\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[diffrecon.samplers]\nzero-ep = ep_sampler_mod:Zero\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(samplers, "_PLUGINS_READ", False)
+    assert "zero-ep" in samplers.available()
+    assert samplers.sampler_class("zero-ep").__name__ == "Zero"
+    sys.modules.pop("ep_sampler_mod", None)
