@@ -61,8 +61,8 @@ def test_resume_reaches_the_same_state(tmp_path):
     train(half, progress=False)
     half.steps = 6
     train(half, progress=False)  # resumes from b/train_state.pt at step 3
-    a = torch.load(tmp_path / "a" / "train_state.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "train_state.pt", weights_only=False)
+    a = torch.load(tmp_path / "a" / "train_state.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)
     assert a["step"] == b["step"] == 6
     for k in a["net"]:
         assert torch.equal(a["net"][k], b["net"][k]), k
@@ -92,7 +92,7 @@ def test_two_process_torchrun(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     meta = json.loads((tmp_path / "run" / "prior.json").read_text())["meta"]
     assert meta["world_size"] == 2 and meta["steps"] == 4
-    st = torch.load(tmp_path / "run" / "train_state.pt", weights_only=False)
+    st = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
     assert len(st["generators"]) == 2
 
 

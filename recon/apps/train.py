@@ -2,7 +2,9 @@
 folder and the number of steps optionally overridden; resumes from the folder's checkpoint unless ``restart``.
 The config is checked field by field (``TrainConfig.check``) and so are the overrides; the output folder must
 not hold the config or the training data (the files written there are the prior, its checkpoint, config.json,
-loss.csv and sample grids)."""
+loss.csv and sample grids). A checkpoint that holds anything but tensors and plain containers, or that does not
+match the config, is refused by name (``recon.training.train.read_state``); ``restart`` ignores it and trains
+over it."""
 from __future__ import annotations
 
 import os

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .format import CheckpointError
+from .format import CheckpointError, file_in_folder
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 # the priors the commands use when none is named (the best bundled one of each modality; see the model cards)
@@ -37,7 +37,8 @@ def available() -> list:
 
 
 def config_path(name: str) -> Path:
-    """The ``prior.json`` of the bundled prior ``name``."""
+    """The ``prior.json`` of the bundled prior ``name``; it must resolve (symlinks included) inside the prior's
+    folder, as the files it names must (``format.file_in_folder``)."""
     if name not in available():
         raise CheckpointError(f"no bundled prior named {name!r}; available: {available()}")
-    return BUNDLED_DIR / name / "prior.json"
+    return file_in_folder(BUNDLED_DIR / name / "prior.json", "prior.json", key="config")

@@ -13,16 +13,24 @@ Loading is strict: every parameter of the network must be present with the right
 be left over; otherwise ``CheckpointError`` names the missing, unexpected and mis-shaped keys. A state dict
 saved from a DataParallel/DDP wrapper has every key prefixed ``module.``; ``strip_module_prefix`` removes it
 when all keys carry it and refuses a dict where only some do.
+
+Nothing a config declares is trusted before it is checked: a network is built first on the meta device
+(``network_on_meta``: no memory), its bytes are checked against the memory budget (``recon.memory``) and the
+weights' keys and shapes against it (the weights file is memory-mapped, so reading it costs nothing), and only
+then is it built for real. The files a prior config names (``weights``) must lie inside the config's folder
+once symlinks are resolved (``file_in_folder``).
 """
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Mapping, Optional
 
 import torch
 from torch import nn
 
+from recon import memory
 from recon.atomic import atomic_path, write_text
 
 from . import networks, parametrizations
@@ -36,7 +44,7 @@ class CheckpointError(ValueError):
 
 
 def _summ(keys, n: int = 8) -> str:
-    keys = sorted(keys)
+    keys = sorted((str(k) for k in keys))
     more = f" ... and {len(keys) - n} more" if len(keys) > n else ""
     return ", ".join(keys[:n]) + more
 
@@ -51,11 +59,14 @@ def _numpy_scalar_globals() -> list:
     return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"), np.dtype, *dtypes]
 
 
-def torch_load(path, map_location="cpu"):
-    """``torch.load(path, weights_only=True)`` that also accepts numpy scalars (see the module docstring)."""
+def torch_load(path, map_location="cpu", mmap: bool = False):
+    """``torch.load(path, weights_only=True)`` that also accepts numpy scalars (see the module docstring).
+    ``mmap``: the tensors of a file in torch's zip format are mapped from the file, not read (their shapes can be
+    checked before anything is allocated); a file in the legacy format is read."""
     try:
+        mapped = bool(mmap) and zipfile.is_zipfile(path)
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mapped)
     except Exception as e:  # unpickling errors come in many types
         msg = str(e)
         if "WeightsUnpickler error:" in msg:  # keep torch's reason, not its advice to unpickle arbitrary code
@@ -77,13 +88,18 @@ def strip_module_prefix(state: Mapping, source: str = "checkpoint") -> dict:
     return {k[len("module."):]: v for k, v in state.items()}
 
 
+def _shape(value):
+    """A tensor's shape as a tuple, or the type name of anything else (which matches no shape)."""
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else f"a {type(value).__name__}, not a tensor"
+
+
 def check_state(expected: Mapping[str, torch.Tensor], state: Mapping, source: str, what: str) -> None:
     """``CheckpointError`` naming every key of ``expected`` missing from ``state``, every key of ``state`` not in
     ``expected`` and every shape that differs; ``what`` names what ``state`` should match."""
     missing = set(expected) - set(state)
     unexpected = set(state) - set(expected)
-    shapes = [f"{k} (checkpoint {tuple(state[k].shape)}, network {tuple(expected[k].shape)})"
-              for k in sorted(set(expected) & set(state)) if tuple(expected[k].shape) != tuple(state[k].shape)]
+    shapes = [f"{k} (checkpoint {_shape(state[k])}, network {tuple(expected[k].shape)})"
+              for k in sorted(set(expected) & set(state), key=str) if tuple(expected[k].shape) != _shape(state[k])]
     problems = []
     if missing:
         problems.append(f"missing keys: {_summ(missing)}")
@@ -115,11 +131,44 @@ def save(prior: DiffusionPrior, stem, half: bool = True, meta: Optional[dict] = 
     return write_text(stem.with_suffix(".json"), json.dumps(cfg, indent=2))
 
 
-def from_config(cfg: dict, state: Optional[Mapping] = None, source: str = "checkpoint") -> DiffusionPrior:
-    """Build a prior from a config dict (as written by ``save``), loading ``state`` strictly if given."""
-    net = networks.build(cfg["network"])
+def network_on_meta(config, source: str, copies: int = 1, holds: str = "") -> nn.Module:
+    """The network of ``config`` built on the meta device (``networks.on_meta``), after checking that the real one
+    fits the memory budget: its parameter and buffer bytes times ``copies`` (``holds`` says what the copies are)
+    go to ``recon.memory.check_allocation``. A config that is not an object naming a network, or whose arguments
+    its class refuses, is a ``CheckpointError`` that starts with ``source``; too large a network a ValueError."""
+    if not isinstance(config, Mapping) or not isinstance(config.get("name"), str):
+        got = repr(config)
+        raise CheckpointError(f"{source} must be an object with a 'name' (one of {networks.available()}) and the "
+                              f"network's options, got {got if len(got) <= 200 else got[:200] + ' ...'}")
+    try:
+        net = networks.on_meta(config)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{source} ({config['name']}): {reason}") from None
+    memory.check_allocation(networks.nbytes(net) * copies,
+                            f"{source} ({config['name']}, {networks.n_parameters(net):,} parameters{holds})")
+    return net
+
+
+def build_network(config, state: Optional[Mapping] = None, source: str = "checkpoint",
+                  config_source: Optional[str] = None) -> nn.Module:
+    """The network of ``config`` with ``state`` loaded strictly, checked before it is allocated: on the meta
+    device first, against the memory budget (errors start with ``config_source``, default ``source: network``)
+    and, ``state`` given, key by key and shape by shape (``check_state``; errors start with ``source``)."""
+    meta = network_on_meta(config, config_source or f"{source}: network")
+    if state is not None:
+        check_state(meta.state_dict(), state, source, f"the {type(meta).__name__} network")
+    net = networks.build(config)
     if state is not None:
         load_state_strict(net, state, source)
+    return net
+
+
+def from_config(cfg: dict, state: Optional[Mapping] = None, source: str = "checkpoint",
+                config_source: Optional[str] = None) -> DiffusionPrior:
+    """Build a prior from a config dict (as written by ``save``), loading ``state`` strictly if given; the network
+    is checked against the memory budget and ``state`` before it is built (``build_network``)."""
+    net = build_network(cfg.get("network"), state, source, config_source)
     den = parametrizations.build(net, cfg["parametrization"])
     norm = Normalization(**cfg.get("normalization", {"kind": "none"}))
     return DiffusionPrior(den, channels=cfg.get("channels", "complex"), image_size=cfg.get("image_size"),
@@ -139,26 +188,55 @@ def is_config_of(json_path, weights) -> bool:
             and cfg.get("weights", Path(json_path).stem + ".pt") == Path(weights).name)
 
 
+def file_in_folder(json_path, name, key: str = "weights") -> Path:
+    """The file ``name`` that the prior config ``json_path`` names in its entry ``key``, resolved (symlinks
+    included): it must lie inside the config's folder; anything else (``..``, an absolute path elsewhere, a
+    symlink out) is a ``CheckpointError`` naming the config, the entry and the folder."""
+    json_path = Path(json_path)
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"prior config {json_path}: {key} must name a file in the prior's folder, got {name!r}")
+    try:
+        folder = json_path.parent.resolve()
+        target = (folder / name).resolve()
+    except (OSError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"prior config {json_path}: {key} {name!r} cannot be resolved ({e})") from None
+    if folder not in target.parents:
+        raise CheckpointError(f"prior config {json_path}: {key} {name!r} resolves outside the prior's folder "
+                              f"{folder} (to {target}); a prior's files must lie in its folder")
+    return target
+
+
 def read(json_path, map_location="cpu", channels: Optional[str] = None,
          normalization: Optional[dict] = None) -> DiffusionPrior:
     """Load the prior saved as ``json_path`` and its weights file, in eval mode.
 
+    The weights file must lie in the config's folder (``file_in_folder``) and hold a state dict of tensors; it is
+    memory-mapped, and its keys and shapes are checked against the network built on the meta device, and the
+    network's size against the memory budget, before the network is built (``build_network``).
     ``channels`` and ``normalization`` (a ``Normalization`` field dict) replace the recorded ones."""
     json_path = Path(json_path)
     try:
         cfg = json.loads(json_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{json_path}: not a readable prior config ({e})") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"prior config {json_path}: expected a JSON object, got {type(cfg).__name__}")
     if cfg.get("format") != FORMAT:
         raise CheckpointError(f"{json_path}: unknown format {cfg.get('format')!r}, expected {FORMAT!r}")
-    weights = json_path.parent / cfg.get("weights", json_path.stem + ".pt")
+    weights = file_in_folder(json_path, cfg.get("weights", json_path.stem + ".pt"))
     if not weights.exists():
         raise CheckpointError(f"{json_path}: weights file {weights} is missing")
+    if not weights.is_file():
+        raise CheckpointError(f"{json_path}: weights {weights} is not a file")
     if channels is not None:
         cfg["channels"] = channels
     if normalization is not None:
         cfg["normalization"] = dict(normalization)
-    state = torch_load(weights, map_location)
-    prior = from_config(cfg, state, source=str(weights))
+    state = torch_load(weights, map_location, mmap=True)
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{weights}: expected a state dict (names to tensors) for the prior config "
+                              f"{json_path}, got {type(state).__name__}" +
+                              (" with values that are not tensors" if isinstance(state, Mapping) else ""))
+    prior = from_config(cfg, state, source=str(weights), config_source=f"prior config {json_path}: network")
     prior.eval()
     return prior

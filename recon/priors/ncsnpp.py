@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from operators.checks import check_int
+
 from .format import CheckpointError, check_state, strip_module_prefix, torch_load
 
 # Score-MRI's configs/ve/fastmri_knee_320_ncsnpp_continuous.py on top of configs/default_lsun_configs.py
@@ -315,6 +317,7 @@ class NCSNpp(nn.Module):
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if conv_size != 3:
             raise ValueError("NCSN++ uses 3x3 convolutions (score_sde ignores conv_size); conv_size must be 3")
+        check_int("num_scales", num_scales, 1, 1_000_000)  # the noise levels are computed here, before any check
         if image_size % 2 ** (len(ch_mult) - 1):
             raise ValueError(f"image_size {image_size} is not divisible by 2^{len(ch_mult) - 1}")
         self.config = dict(

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from operators.checks import check_int
+
 from .format import CheckpointError, check_state, load_state_strict, strip_module_prefix, torch_load
 
 # The network of the csgm-mri-langevin checkpoint ``ncsnv2-mri-mvue/logs/mri-mvue/checkpoint_100000.pth``
@@ -259,6 +261,7 @@ class NCSNv2(nn.Module):
             raise ValueError(f"unknown NCSNv2 variant {variant!r}; expected one of {sorted(_STAGES)}")
         if nonlinearity.lower() not in _ACTS:
             raise ValueError(f"unknown nonlinearity {nonlinearity!r}; expected one of {sorted(_ACTS)}")
+        check_int("num_classes", num_classes, 1, 1_000_000)  # the noise levels are computed here, before any check
         self.config = dict(image_size=int(image_size), channels=int(channels), ngf=int(ngf),
                            num_classes=int(num_classes), sigma_begin=float(sigma_begin), sigma_end=float(sigma_end),
                            sigma_dist=sigma_dist, normalization=normalization, nonlinearity=nonlinearity,

@@ -3,13 +3,19 @@
 A network is its module plus one line in ``NETWORKS`` (registry name -> ``"module:Class"``, imported on first
 use). The class records its constructor arguments in ``self.config`` and its registry name in ``registry_name``;
 published configurations are named entries of its ``PRESETS`` (constructor arguments).
+
+A config comes from a file (a prior's JSON, a train config), so its sizes are not trusted: ``on_meta`` builds the
+network on the meta device (names, shapes and dtypes, no memory) and stops a config that asks for more than
+``MAX_MODULES`` modules while it is being built; ``nbytes`` is then what the real network would allocate.
 """
 from __future__ import annotations
 
 import importlib
+from typing import Mapping
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_module_registration_hook
 
 NETWORKS = {
     "unet": "recon.priors.unet:UNet",
@@ -17,6 +23,11 @@ NETWORKS = {
     "adm": "recon.priors.adm:ADMUNet",
     "ncsnv2": "recon.priors.ncsnv2:NCSNv2",
 }
+
+
+# the published networks have at most 763 modules (ADM on ImageNet); a config asking for many more is refused as
+# it is built (building 10000 modules on the meta device takes about a second)
+MAX_MODULES = 10_000
 
 
 def available() -> list:
@@ -36,8 +47,42 @@ def network_class(name: str) -> type:
 
 
 def build(config: dict) -> nn.Module:
+    """The network of ``config`` (``{"name": <registry name>, **constructor arguments}``) on the default device."""
     cfg = dict(config)
     return network_class(cfg.pop("name", None))(**cfg)
+
+
+def on_meta(config: Mapping) -> nn.Module:
+    """``build(config)`` on the meta device: the network's parameter and buffer names, shapes and dtypes without
+    allocating them. Modules are counted as they are registered, and a config that asks for more than
+    ``MAX_MODULES`` (blocks per level, levels) is refused then with a ValueError, before the constructor has run
+    for long."""
+    count = 0
+
+    def counted(module, name, submodule):
+        nonlocal count
+        count += 1
+        if count > MAX_MODULES:
+            raise ValueError(f"network {config.get('name')!r} would have more than {MAX_MODULES} modules; "
+                             f"check its block and level counts")
+
+    handle = register_module_module_registration_hook(counted)
+    try:
+        with torch.device("meta"):
+            return build(dict(config))
+    finally:
+        handle.remove()
+
+
+def nbytes(net: nn.Module) -> int:
+    """Bytes of ``net``'s parameters and buffers, each counted once (exact on the meta device too)."""
+    tensors = {id(t): t for t in (*net.parameters(), *net.buffers())}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def n_parameters(net: nn.Module) -> int:
+    """The number of parameter elements of ``net``."""
+    return sum(p.numel() for p in net.parameters())
 
 
 def config_of(net: nn.Module) -> dict:

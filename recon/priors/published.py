@@ -16,6 +16,10 @@
 The conversion to the network's state dict is the network module's (``ncsnpp.state_from_score_sde_checkpoint``,
 ``ncsnv2.state_from_csgm_checkpoint``); a ``module.`` prefix is stripped when every key carries it and is an error
 when only some do; loading is ``load_state_strict``. The prior gets the settings in ``PUBLISHED``.
+
+The file is memory-mapped (``torch_load(mmap=True)``), and the network is first built on the meta device
+(``format.network_on_meta``: its size checked against the memory budget), where the conversion checks the
+checkpoint's keys and shapes; only then is the network built and the weights copied into it.
 """
 from __future__ import annotations
 
@@ -26,7 +30,8 @@ from typing import Optional
 import torch
 
 from . import networks, parametrizations
-from .format import CheckpointError, load_state_strict, strip_module_prefix, torch_load
+from .format import (CheckpointError, check_state, load_state_strict, network_on_meta, strip_module_prefix,
+                     torch_load)
 from .prior import DiffusionPrior, Normalization
 
 # What each published checkpoint was trained with: the network as (registry name, preset in its ``PRESETS``),
@@ -139,7 +144,7 @@ def load_published(path, kind: Optional[str] = None, network: Optional[dict] = N
     if ema not in (None, True, False):
         raise ValueError(f"ema must be True (EMA weights), False (raw weights) or None (the file's default), got {ema!r}")
     p = Path(path)
-    obj = torch_load(p, map_location)
+    obj = torch_load(p, map_location, mmap=True)
     fmt = detect_format(obj)
     if fmt == "state-dict":
         _check_single_file_ema(p, ema)
@@ -153,16 +158,18 @@ def load_published(path, kind: Optional[str] = None, network: Optional[dict] = N
     for key, val in (("parametrization", parametrization), ("channels", channels), ("normalization", normalization)):
         if val is not None:
             cfg[key] = val
-    net = networks.build(cfg["network"])
+    meta = network_on_meta(cfg["network"], f"{p}: network {kind}")
     use_ema = True if ema is None else bool(ema)
     if fmt == "score-sde":
         from .ncsnpp import state_from_score_sde_checkpoint
-        state = state_from_score_sde_checkpoint(obj, net, ema=use_ema, source=str(p))
+        state = state_from_score_sde_checkpoint(obj, meta, ema=use_ema, source=str(p))
     elif fmt == "csgm":
         from .ncsnv2 import state_from_csgm_checkpoint
-        state = state_from_csgm_checkpoint(obj, net, ema=use_ema, source=str(p))
+        state = state_from_csgm_checkpoint(obj, meta, ema=use_ema, source=str(p))
     else:
         state = obj
+    check_state(meta.state_dict(), state, str(p), f"the {type(meta).__name__} network")
+    net = networks.build(cfg["network"])
     load_state_strict(net, state, source=str(p))
     size = cfg["network"].get("image_size")
     prior = DiffusionPrior(parametrizations.build(net, cfg["parametrization"]), channels=cfg["channels"],

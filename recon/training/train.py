@@ -13,6 +13,12 @@ gradient clipping, bf16 autocast (on CUDA, and on CPUs with native bf16), period
 optimiser, step and every random generator), a progress bar with the loss, periodic sample grids, and data
 parallelism through torch.distributed (launch with ``torchrun``; gloo on CPU, NCCL on GPU).
 All randomness comes from one ``torch.Generator`` per process, seeded by ``seed`` and the rank.
+
+The network a config asks for is built on the meta device first and its weights, gradients, EMA and Adam's two
+moments are checked against the memory budget (``recon.memory``) before anything is allocated. The checkpoint
+``train_state.pt`` holds tensors and plain containers only (state dicts, lists, numbers, strings) and is read
+back with ``torch.load(weights_only=True)``: a file holding anything else (a pickled object, whose unpickling
+could run code) is refused by name and never unpickled, as is one that does not match the run it resumes.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import csv
 import json
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -34,6 +41,10 @@ from recon import priors
 from recon.atomic import atomic_path, write_text
 from recon.data.sources import open_source, to_channels
 from recon.priors import DiffusionPrior, networks, parametrizations
+from recon.priors.format import CheckpointError, check_state, load_state_strict, network_on_meta
+
+# copies of the network's parameters that training holds: weights, gradients, EMA, Adam's two moments
+TRAINING_COPIES = 5
 
 
 @dataclass
@@ -94,7 +105,8 @@ class TrainConfig:
         return cfg
 
     def check(self) -> None:
-        """Type and range of every field (errors name the field, the value and what is allowed)."""
+        """Type and range of every field (errors name the field, the value and what is allowed), and the network's
+        size: built on the meta device, its training copies must fit the memory budget (``network_config``)."""
         for name in ("out", "data", "channels", "loss", "betas", "name", "init", "lr_schedule"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
@@ -130,6 +142,17 @@ class TrainConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         check_real("phase_smooth", self.phase_smooth, minimum=0.0)
+        network_config(self)
+
+
+def network_config(cfg: TrainConfig) -> dict:
+    """The network config of ``cfg`` with its input and output channels, after building it on the meta device and
+    checking its ``TRAINING_COPIES`` copies against the memory budget (ValueError naming the network otherwise)."""
+    n_in = 2 if cfg.channels == "complex" else 1
+    net_cfg = {"name": "unet", **cfg.network, "in_channels": n_in, "out_channels": n_in}
+    network_on_meta(net_cfg, "network", copies=TRAINING_COPIES,
+                    holds=f", held {TRAINING_COPIES} times in training: weights, gradients, EMA and Adam's moments")
+    return net_cfg
 
 
 def _cpu_has_bf16() -> bool:
@@ -150,10 +173,12 @@ def _dist_info():
 
 
 def build_prior(cfg: TrainConfig, normalization) -> DiffusionPrior:
-    n_in = 2 if cfg.channels == "complex" else 1
+    """The prior ``cfg`` trains, with initial weights drawn from ``cfg.seed``; its network is checked against the
+    memory budget before it is built (``network_config``)."""
+    net_cfg = network_config(cfg)
     with torch.random.fork_rng(devices=[]):  # initial weights from the seed, global RNG state left untouched
         torch.manual_seed(cfg.seed)
-        net = networks.build({**cfg.network, "in_channels": n_in, "out_channels": n_in})
+        net = networks.build(net_cfg)
     if cfg.loss == "edm":
         den = parametrizations.EDM(net, cfg.sigma_data, cfg.sigma_min, cfg.sigma_max)
     elif cfg.loss == "ve":
@@ -241,13 +266,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, device: 
     step, history = 0, []
     state_path = out / "train_state.pt"
     if resume and state_path.exists():
-        st = torch.load(state_path, map_location=dev, weights_only=False)
-        net.load_state_dict(st["net"])
-        for e, v in zip(ema, st["ema"]):
-            e.copy_(v)
-        opt.load_state_dict(st["opt"])
-        g.set_state(st["generators"][rank])
-        step, history = st["step"], st["history"]
+        step, history = _resume(state_path, net, ema, opt, g, rank, world)
     loss_fn = DSMLoss(den, cfg)
     model = torch.nn.parallel.DistributedDataParallel(loss_fn) if world > 1 else loss_fn
     if rank == 0:
@@ -310,6 +329,76 @@ def _init_from(net: torch.nn.Module, spec: str, dev) -> None:
     except priors.CheckpointError as e:
         raise priors.CheckpointError(f"init: the prior {spec!r} does not match the network in this config: {e}") \
             from None
+
+
+def read_state(path: Path) -> dict:
+    """The training checkpoint ``path`` read with ``torch.load(weights_only=True)`` onto the CPU: tensors and plain
+    containers only. Anything else is refused, unpickled by nothing, with a ``CheckpointError`` naming the file,
+    the object it holds and the way out (delete it or ``--restart``)."""
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unpickling fails in many types; each is reported as one line
+        msg = str(e)
+        if "WeightsUnpickler error" in msg:
+            found = re.search(r"GLOBAL (\S+)", msg)
+            what = f" (a pickled {found.group(1)})" if found else ""
+            raise CheckpointError(f"{path} holds objects that are not tensors or plain containers{what}; refusing "
+                                  f"to load it (delete it or use --restart)") from None
+        reason = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
+        raise CheckpointError(f"{path} cannot be read as a training checkpoint ({type(e).__name__}: {reason}); "
+                              f"delete it or use --restart") from None
+    keys = ("net", "ema", "opt", "generators", "step", "history")
+    if not isinstance(st, dict) or not all(k in st for k in keys):
+        raise CheckpointError(f"{path} is not a training checkpoint: expected a dict with {', '.join(keys)}; "
+                              f"delete it or use --restart")
+    return st
+
+
+def _resume(path: Path, net, ema: list, opt, g: torch.Generator, rank: int, world: int):
+    """Restore the weights, EMA, optimiser and this rank's generator from ``path`` (``read_state``), each checked
+    against this run first; returns ``(step, history)``. A mismatch is a ``CheckpointError`` naming the file."""
+    st = read_state(path)
+    fix = "; delete it or use --restart"
+    if not isinstance(st["net"], dict):
+        raise CheckpointError(f"{path}: 'net' is not a state dict{fix}")
+    names = [n for n, _ in net.named_parameters()]
+    if not isinstance(st["ema"], list) or len(st["ema"]) != len(names):
+        raise CheckpointError(f"{path}: 'ema' must be a list of {len(names)} tensors, one per parameter{fix}")
+    try:
+        check_state(net.state_dict(), st["net"], str(path), f"the {type(net).__name__} network")
+        check_state(dict(net.named_parameters()), dict(zip(names, st["ema"])), f"{path}: 'ema'",
+                    f"the parameters of the {type(net).__name__} network")
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}{fix}") from None
+    gens, step, history = st["generators"], st["step"], st["history"]
+    if not isinstance(gens, list) or len(gens) < world or not all(isinstance(s, torch.Tensor) for s in gens):
+        n = len(gens) if isinstance(gens, list) else type(gens).__name__
+        raise CheckpointError(f"{path} holds the random state of {n} processes, this run has {world}; resume "
+                              f"with at most {n} processes{fix}")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0 or not isinstance(history, list) \
+            or len(history) != step or not all(isinstance(h, (tuple, list)) and len(h) == 2 for h in history):
+        raise CheckpointError(f"{path}: 'step' must be the number of steps taken and 'history' one (step, loss) "
+                              f"per step, got step {step!r} and {type(history).__name__} history{fix}")
+    try:
+        opt.load_state_dict(st["opt"])
+        g.set_state(gens[rank])
+    except (ValueError, TypeError, KeyError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} does not match this run's optimiser or generator ({reason}){fix}") from None
+    for p in net.parameters():
+        for key, v in opt.state.get(p, {}).items():
+            if key in ("exp_avg", "exp_avg_sq") and (not isinstance(v, torch.Tensor) or v.shape != p.shape):
+                raise CheckpointError(f"{path}: the optimiser's {key} of a parameter of shape {tuple(p.shape)} has "
+                                      f"shape {_shape_of(v)}{fix}")
+    load_state_strict(net, st["net"], source=str(path))
+    with torch.no_grad():
+        for e, v in zip(ema, st["ema"]):
+            e.copy_(v)
+    return step, [tuple(h) for h in history]
+
+
+def _shape_of(v):
+    return tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
 
 
 def _with_ema(prior, net, ema, fn):
