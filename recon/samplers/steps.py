@@ -6,7 +6,9 @@
 - ``reverse_diffusion`` predictor (Euler-Maruyama of the reverse VE SDE, Eq. 7.26):
       x' = x + (sigma^2 - sigma'^2) score + sqrt(sigma^2 - sigma'^2) z.
 - ``langevin`` corrector (Song et al. 2021, Alg. 4): eps = 2 (snr ||z|| / ||score||)^2 per image,
-      x' = x + eps score + sqrt(2 eps) z.
+      x' = x + eps score + sqrt(2 eps) z;
+  with ``split_complex`` a complex image is two real streams, Re and Im, each with its own eps from its own
+  score and noise norms (a magnitude prior applied to Re and Im, Score-MRI / chapter 7 Alg. 7.1).
 Each returns (x', x'_mean), the mean being the step without the injected noise.
 """
 from __future__ import annotations
@@ -36,7 +38,11 @@ def _norm(v: torch.Tensor) -> torch.Tensor:
     return v.abs().square().sum(dim=(-2, -1), keepdim=True).sqrt()
 
 
-def langevin(x: torch.Tensor, score: torch.Tensor, snr: float, z: torch.Tensor):
+def langevin(x: torch.Tensor, score: torch.Tensor, snr: float, z: torch.Tensor, split_complex: bool = False):
+    if split_complex and x.is_complex():
+        re = langevin(x.real, score.real, snr, z.real)
+        im = langevin(x.imag, score.imag, snr, z.imag)
+        return torch.complex(re[0], im[0]), torch.complex(re[1], im[1])
     step = 2 * (snr * _norm(z) / _norm(score).clamp_min(1e-12)) ** 2
     mean = x + step * score
     return mean + (2 * step).sqrt() * z, mean
