@@ -8,7 +8,9 @@ Every class here is an ``nn.Module`` taking ``x`` of shape (B, C, H, W) in the n
   D = x + sigma^2 s. Conditioning by sigma itself ("sigma", score_sde continuous VE), by log sigma
   ("log_sigma"), or by the index of the nearest level of a discrete geometric ladder ("index", NCSNv2).
 - ``VPModel``: a DDPM/ADM network on x_vp = sqrt(abar) x_ve at timestep t(sigma), predicting eps, x0 or v.
-  With a learned variance (2C output channels) the first C channels are the prediction.
+  With a learned variance (2C output channels) the first C channels are the prediction and the last C the
+  interpolation coefficient of Nichol & Dhariwal's "learned_range" variance (``forward_variance``,
+  ``learned_range_std``).
   eps:  D = x - sigma eps;   x0: D = x0;   v: x0 = sqrt(abar) x_vp - sqrt(1 - abar) v.
   t(sigma) is the fractional timestep, log-linear between the discrete levels (``timesteps="interp"``),
   or the nearest integer timestep (``"round"``).
@@ -24,6 +26,8 @@ Every class here is an ``nn.Module`` taking ``x`` of shape (B, C, H, W) in the n
   building it in lets the network spend its capacity on anatomy instead of on phase.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -44,6 +48,11 @@ class Denoiser(nn.Module):
 
     def config(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def forward_variance(self, x, sigma):
+        """(B, 2C, H, W): the Tweedie estimate stacked with the network's learned-variance output, for
+        parametrisations that have one (``VPModel`` with ``learned_sigma``); refused otherwise."""
+        raise ValueError(f"the parametrisation {type(self).__name__} has no learned variance")
 
 
 class VEScore(Denoiser):
@@ -99,18 +108,30 @@ class VPModel(Denoiser):
         return t.round() if self.timesteps == "round" else t
 
     def forward(self, x, sigma):
+        return self._predict(x, sigma)[0]
+
+    def forward_variance(self, x, sigma):
+        """The Tweedie estimate (C channels) stacked with the raw variance channels v (C channels) of a network
+        with a learned variance: log var_t = (v + 1)/2 log beta_t + (1 - v)/2 log beta~_t (``learned_range_std``)."""
+        if not self.learned_sigma:
+            return super().forward_variance(x, sigma)
+        d, v = self._predict(x, sigma)
+        return torch.cat([d, v.to(d.dtype)], dim=1)
+
+    def _predict(self, x, sigma):
         s = sigma.reshape(-1, 1, 1, 1).to(torch.float64)
         abar = schedules.sigma_to_abar(s)
         x_vp = (abar.sqrt() * x).to(x.dtype)
         out = self.net(x_vp, self.t_of_sigma(sigma).to(x.dtype))
+        var = None
         if self.learned_sigma:
-            out = out[:, : x.shape[1]]
+            out, var = out[:, : x.shape[1]], out[:, x.shape[1]:]
         s, abar = s.to(x.dtype), abar.to(x.dtype)
         if self.prediction == "eps":
-            return x - s * out
+            return x - s * out, var
         if self.prediction == "x0":
-            return out
-        return abar.sqrt() * x_vp - (1 - abar).sqrt() * out
+            return out, var
+        return abar.sqrt() * x_vp - (1 - abar).sqrt() * out, var
 
     def config(self) -> dict:
         return {"type": "vp", "betas": self.schedule, "n_timesteps": len(self.sigmas), "prediction": self.prediction,
@@ -221,9 +242,32 @@ def build(net: nn.Module, config: dict) -> Denoiser:
     raise ValueError(f"unknown parametrisation {kind!r}; expected 've_score', 'vp', 'edm' or 'phase_equivariant'")
 
 
+def learned_range_std(v: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
+    """The noise std, in VE units, of the ancestral step from level ``sigma`` to ``sigma_next`` under a learned
+    "learned_range" variance (Nichol & Dhariwal 2021, Eq. 15): with abar = 1/(1 + sigma^2), abar' = 1/(1 + sigma'^2)
+    and the step's beta = 1 - abar/abar', beta~ = beta (1 - abar')/(1 - abar) (guided-diffusion's respaced
+    process: the step from one kept timestep to the next),
+
+        log var = (v + 1)/2 log beta + (1 - v)/2 log beta~,
+
+    the variance of x_vp'; x_ve' = x_vp' / sqrt(abar') has std sqrt(var (1 + sigma'^2)). For sigma' = 0 (the last
+    step, which adds no noise) the std is 0. ``v`` is the network's variance output (nominally in [-1, 1])."""
+    s2, n2 = float(sigma) ** 2, float(sigma_next) ** 2
+    if not 0 <= n2 < s2:
+        raise ValueError(f"an ancestral step needs 0 <= sigma_next < sigma, got {sigma_next}, {sigma}")
+    if n2 == 0:
+        return torch.zeros_like(v)
+    log_beta = math.log((s2 - n2) / (1 + s2))
+    log_tilde = math.log((s2 - n2) * n2 / (s2 * (1 + n2)))
+    frac = (v + 1) / 2
+    log_var = frac * log_beta + (1 - frac) * log_tilde
+    return (0.5 * log_var).exp() * math.sqrt(1 + n2)
+
+
 def edm_loss_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
     """EDM's loss weight lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 (unit effective weight)."""
     return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
 
 
-__all__ = ["Denoiser", "VEScore", "VPModel", "EDM", "PhaseEquivariant", "build", "edm_loss_weight"]
+__all__ = ["Denoiser", "VEScore", "VPModel", "EDM", "PhaseEquivariant", "build", "edm_loss_weight",
+           "learned_range_std"]

@@ -30,7 +30,7 @@ from torch import nn
 from operators import checks
 
 from . import schedules
-from .parametrizations import Denoiser
+from .parametrizations import Denoiser, learned_range_std
 
 CHANNELS = ("complex", "magnitude", "real", "rgb")
 KINDS = ("percentile", "max", "fixed", "none", "range")
@@ -165,10 +165,18 @@ class DiffusionPrior(nn.Module):
     def sigmas(self, n: int, kind: str = "karras", rho: float = 7.0) -> torch.Tensor:
         """A decreasing schedule of n levels over the prior's trained range: "karras" (EDM's rho-schedule),
         "geometric", or "auto": for a network with discrete timesteps (DDPM/ADM) ``n`` evenly spaced levels of
-        its own ladder (DDIM's spacing), otherwise "karras"."""
+        its own ladder from its last timestep T - 1 to 0 (rounded, as guided-diffusion's ``space_timesteps``),
+        otherwise "karras"; "leading" (discrete ladders only): the timesteps (n - 1) k, ..., k, 0 with the stride
+        k = T // n (DDIM's "uniform" skip, ``range(0, T, k)``, as the DDS code steps)."""
         if n < 1:
             raise ValueError(f"a schedule needs at least 1 level, got {n}")
         ladder = self.denoiser.discrete_sigmas
+        if kind == "leading":
+            if ladder is None or n > len(ladder):
+                raise ValueError(f"a 'leading' schedule needs a network with discrete timesteps and n <= their "
+                                 f"number, got n={n} for prior {self.name!r}")
+            idx = torch.arange(n - 1, -1, -1) * (len(ladder) // n)
+            return ladder[idx].double() / self.normalization.affine[1]
         if kind == "auto" and ladder is not None:
             idx = torch.linspace(len(ladder) - 1, 0, n).round().long()
             return ladder[idx].double() / self.normalization.affine[1]
@@ -176,7 +184,7 @@ class DiffusionPrior(nn.Module):
             return schedules.karras_sigmas(self.sigma_min, self.sigma_max, n, rho)
         if kind == "geometric":
             return schedules.geometric_sigmas(self.sigma_min, self.sigma_max, n)
-        raise ValueError(f"unknown schedule kind {kind!r}; expected 'auto', 'karras' or 'geometric'")
+        raise ValueError(f"unknown schedule kind {kind!r}; expected 'auto', 'leading', 'karras' or 'geometric'")
 
     # --- the three questions -----------------------------------------------------------------------
     @property
@@ -187,6 +195,22 @@ class DiffusionPrior(nn.Module):
     def denoise(self, x: torch.Tensor, sigma: Union[float, torch.Tensor]) -> torch.Tensor:
         """Tweedie estimate E[x_0 | x] for x = x_0 + sigma z, for a batch (..., H, W) ((..., 3, H, W) for rgb).
         ``x`` must be finite and ``sigma`` finite and > 0 (ValueError otherwise; ``score`` and ``eps`` too)."""
+        return self._denoise(x, sigma, False)
+
+    def denoise_with_variance(self, x: torch.Tensor, sigma: float, sigma_next: float):
+        """(denoise(x, sigma), std): std is the per-pixel noise std of the ancestral step from ``sigma`` to
+        ``sigma_next`` (both in the prior's units, as the result) under the variance the network learned
+        (Nichol & Dhariwal's "learned_range", ``parametrizations.learned_range_std``; 0 for sigma_next = 0),
+        from the same network evaluation. For real or rgb priors whose network learned its variance (the ADM
+        checkpoints of guided-diffusion, DPS and DDS); others are refused."""
+        if self.channels not in ("real", "rgb"):
+            raise ValueError(f"the learned variance is available for real or rgb priors, "
+                             f"not channels={self.channels!r}")
+        d, v = self._denoise(x, sigma, True)
+        gain = self.normalization.affine[1]
+        return d, learned_range_std(v, gain * float(sigma), gain * float(sigma_next)) / gain
+
+    def _denoise(self, x, sigma, variance: bool):
         x = checks.as_tensor("denoise: x", x).resolve_conj()
         s_chk = torch.as_tensor(sigma).detach()
         if s_chk.is_complex() or not bool((torch.isfinite(s_chk) & (s_chk > 0)).all()):
@@ -213,13 +237,21 @@ class DiffusionPrior(nn.Module):
         else:
             if x.is_complex():
                 raise ValueError("a real-valued prior cannot denoise a complex image; pass a real image")
+            if variance:
+                d, v = self._net(xb if nd == 3 else xb[:, None], sig, True)
+                return tuple(t.reshape(x.shape).to(x.dtype) for t in (d, v))
             d = self._net(xb, sig) if nd == 3 else self._net(xb[:, None], sig)[:, 0]
         return d.reshape(x.shape).to(x.dtype)
 
-    def _net(self, u: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
+    def _net(self, u: torch.Tensor, sig: torch.Tensor, variance: bool = False):
         """The denoiser on network channels, through the normalisation's affine map (identity unless "range"),
-        pooled at high noise (``set_coarse``), on the grid the network needs (``_padded``)."""
+        pooled at high noise (``set_coarse``), on the grid the network needs (``_padded``). With ``variance``:
+        (estimate, the network's variance channels)."""
         off, gain = self.normalization.affine
+        if variance:
+            out = self._scaled(off + gain * u, gain * sig, True)
+            c = u.shape[1]
+            return (out[:, :c] - off) / gain, out[:, c:]
         if (off, gain) == (0.0, 1.0):
             return self._scaled(u, sig)
         return (self._scaled(off + gain * u, gain * sig) - off) / gain
@@ -234,32 +266,35 @@ class DiffusionPrior(nn.Module):
                 f[s > above] = factor
         return f
 
-    def _scaled(self, u: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
+    def _scaled(self, u: torch.Tensor, sig: torch.Tensor, variance: bool = False) -> torch.Tensor:
         if not self.coarse:
-            return self._padded(u, sig)
+            return self._padded(u, sig, variance)
         f = self._factors(sig)
         if bool((f == f[0]).all()):  # one factor for the whole batch (a sampler's step): no regrouping
             factor = int(f[0])
-            return self._padded(u, sig) if factor == 1 else self._pooled(u, sig, factor)
-        out = torch.empty_like(u)
+            return self._padded(u, sig, variance) if factor == 1 else self._pooled(u, sig, factor, variance)
+        out = None
         for factor in f.unique().tolist():
             idx = (f == factor).nonzero()[:, 0].to(u.device)
             ub, sb = u.index_select(0, idx), sig.index_select(0, idx)
-            out[idx] = self._padded(ub, sb) if factor == 1 else self._pooled(ub, sb, factor)
+            part = self._padded(ub, sb, variance) if factor == 1 else self._pooled(ub, sb, factor, variance)
+            if out is None:
+                out = part.new_empty((u.shape[0],) + tuple(part.shape[1:]))
+            out[idx] = part
         return out
 
-    def _pooled(self, u: torch.Tensor, sig: torch.Tensor, factor: int) -> torch.Tensor:
+    def _pooled(self, u: torch.Tensor, sig: torch.Tensor, factor: int, variance: bool = False) -> torch.Tensor:
         """Denoise (B, C, H, W) at noise ``sig`` on the image average-pooled by ``factor`` (noise sig / factor),
         then upsample the estimate bilinearly to the image's grid. A side that is not a multiple of the factor is
         padded by replication first; a grid that pooling would shrink below one pixel is denoised as it is."""
         F = torch.nn.functional
         h, w = u.shape[-2:]
         if h < factor or w < factor:
-            return self._padded(u, sig)
+            return self._padded(u, sig, variance)
         ph, pw = -h % factor, -w % factor
         up = F.pad(u, (0, pw, 0, ph), mode="replicate") if ph or pw else u
         small = F.avg_pool2d(up, factor)
-        d = self._padded(small, sig / factor)
+        d = self._padded(small, sig / factor, variance)
         big = F.interpolate(d, scale_factor=factor, mode="bilinear", align_corners=False)
         return big[..., :h, :w]
 
@@ -284,18 +319,19 @@ class DiffusionPrior(nn.Module):
                              f"training grid {tuple(self.image_size)}, not on {(h, w)}; use a protocol that crops "
                              f"to it (--protocol image-crop or kspace-crop)")
 
-    def _padded(self, u: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
+    def _padded(self, u: torch.Tensor, sig: torch.Tensor, variance: bool = False) -> torch.Tensor:
         """Pad (B, C, H, W) by reflection to the network's multiple, denoise, crop back. Reflection keeps the
         noise statistics at the border (zeros would be a noise-free region the network never saw)."""
+        net = self.denoiser.forward_variance if variance else self.denoiser
         m = self.size_multiple
         h, w = u.shape[-2:]
         ph, pw = -h % m, -w % m
         if ph == 0 and pw == 0:
-            return self.denoiser(u, sig)
+            return net(u, sig)
         self.check_grid((h, w))
         pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
         mode = "reflect" if ph < h and pw < w else "replicate"
-        out = self.denoiser(torch.nn.functional.pad(u, pad, mode=mode), sig)
+        out = net(torch.nn.functional.pad(u, pad, mode=mode), sig)
         return out[..., pad[2]:pad[2] + h, pad[0]:pad[0] + w]
 
     def score(self, x: torch.Tensor, sigma) -> torch.Tensor:

@@ -4,15 +4,40 @@ At each of ``steps`` DDIM steps: the Tweedie estimate x0 = D(x, sigma) is moved 
 iterations on (I + gamma A^H A) x = x0 + gamma A^H y (or A^H A x = A^H y when ``gamma`` is None),
 warm-started at x0; then x' = x0' + sqrt(sigma'^2 - s~^2) eps + s~ z with eps = (x - x0)/sigma the network's
 noise estimate (DDIM with stochasticity ``eta``). The last step returns the data-consistent x0'.
-Defaults: 50 steps, eta = 1 (the paper uses 0.85; at the same cost eta = 1 gave a higher PSNR on every MRI
-test set and on sparse-view CT, and -0.1 to 0 dB at CT 0-120 degrees), and the data weighed by the measurement's
+``eta_convention`` says how eta scales the injected noise: "ddim" (default) s~ = eta sigma' sqrt(sigma^2 -
+sigma'^2)/sigma, DDIM's (Song et al. 2021, Eq. 16; eta = 1 is ancestral DDPM sampling); "dds" s~ = eta sigma',
+the DDS code's, which in its VP coordinates reads x_vp' = sqrt(abar') x0' + sqrt(1 - abar') (eta z +
+sqrt(1 - eta^2) eps). The two agree at eta = 0 only; the DDS code's eta = 0.85 (main.py's default and its
+evaluation scripts) is in the "dds" convention, the chapter's DDIM formula (Eq. 7.21) in the "ddim" one.
+Defaults: 50 steps, eta = 1 in the DDIM convention, and the data weighed by the measurement's
 noise (``sigma_y="auto"``, ``lam`` = 0.5, 10 CG iterations; below), with an in-plane TV of weight 3e-4 in the
 data-consistency step (``tv_xy``, below). Where the operator cannot estimate its noise (CT, image-domain
 operators) or ``gamma`` or ``tv_z`` is given, the CG is the paper's: 5 iterations, noiseless unless ``gamma``
-(``gamma`` and ``tv_z`` turn the TV off). ``DDS(eta=0.85, sigma_y=None, cg_iter=5, tv_xy=0)`` reproduces the
-paper. The sample spread: on an exact
+(``gamma`` and ``tv_z`` turn the TV off). The sample spread: on an exact
 Gaussian posterior 0.8-1.0 of the true variance, on real data too narrow at every setting (see
 ``recon.uncertainty`` and the calibration study). The CG uses the Hermitian inner product.
+
+**Preset "reference"** (``DDS.from_preset("reference")``), the DDS code (``solver_2d.py``, main.py's defaults)
+step for step: 50 steps at the timesteps 980, 960, ..., 20, 0 (``schedule="leading"``: ``range(0, 1000, 20)``),
+eta = 0.85 in the "dds" convention, noiseless data consistency (main.py's ``sigma_y`` 0: 5 CG iterations on
+A^H A x = A^H y warm-started at x0; its evaluation scripts' ``sigma_y`` 0.01 selects the weighted CG with the
+code's ``gamma`` 1.0: pass ``gamma=...``, in the units of the unit-norm operator), no TV, no clipping of x0 and the
+fixed DDIM variance (the code uses neither a clip nor the learned variance), the start x_T ~ N(0, I) in the
+network's VP coordinates (``start="vp"``), and the last step, at t = 0, returning the data-consistent x0'.
+Not reproduced, because they are errors of the code: its CG for complex data uses sum r^2 instead of
+sum |r|^2 (not the Hermitian inner product); its noisy MRI branch builds the right-hand side as
+x0 + gamma (1 + i) A^H y (A^H y, already complex, is added to both the real and imaginary channels); its
+noiseless MRI branch converts A^H y to complex a second time, which leaves an empty tensor and fails; and its loop
+``if j != 0`` is off by one: the step from t = 20 to t = 0 returns the clean estimate instead of a DDIM step, and
+the last network evaluation, at t = 0, is spent on that clean image. The code's CG also runs over the whole
+batch with one step size (per sample here; the same for its batch of 1) and stops at an absolute residual of
+1e-5 (here all ``cg_iter`` iterations run unless the residual reaches rounding level).
+
+**Defaults, deliberately different from the paper and code**: the schedule "auto" (timesteps 999, 979, ..., 0,
+evenly spaced over the whole ladder), eta = 1 in the DDIM convention (the paper: 0.85 in its own; at the same cost
+eta = 1 gave a higher PSNR on every MRI test set and on sparse-view CT, and -0.1 to 0 dB at CT 0-120 degrees),
+the noise-weighted CG with 10 iterations and the in-plane TV (below), and the start sigma_T z in VE coordinates
+(``start="sigma"``).
 Like every sampler, DDS works with the unit-norm operator and data in the prior's range (``base``), so
 ``gamma`` weighs the data against the Tweedie estimate independently of the operator's scale.
 
@@ -60,6 +85,7 @@ import torch
 from .base import Sampler, check_int, noise_like
 from .dc import TVConsistency, TVzConsistency, cg_consistency
 from .loop import ddim_step, run
+from .steps import CONVENTIONS, vp_start
 
 
 CG_ITER = 5          # the paper's CG iterations per step (noiseless CG, fixed gamma, TV-z)
@@ -92,16 +118,24 @@ def _warn_no_estimate(name: str) -> None:
 
 class DDS(Sampler):
     name = "dds"
+    PRESETS = {"reference": {"steps": 50, "schedule": "leading", "eta": 0.85, "eta_convention": "dds",
+                             "cg_iter": 5, "sigma_y": None, "tv_xy": 0.0, "start": "vp"}}
 
     def __init__(self, steps: int = 50, eta: float = 1.0, cg_iter: Optional[int] = None, gamma: Optional[float] = None,
                  schedule: str = "auto", tv_z: float = 0.0, tv_rho: float = 0.01,
-                 sigma_y: Union[None, float, str] = _AUTO, lam: float = 0.5, tv_xy: float = _AUTO_TV, **kw):
+                 sigma_y: Union[None, float, str] = _AUTO, lam: float = 0.5, tv_xy: float = _AUTO_TV,
+                 eta_convention: str = "ddim", start: str = "sigma", **kw):
         super().__init__(**kw)
         check_int("steps", steps, 1)
         if cg_iter is not None:
             check_int("cg_iter", cg_iter, 0)
         if not 0 <= eta <= 1:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
+        if eta_convention not in CONVENTIONS:
+            raise ValueError(f"eta_convention must be one of {CONVENTIONS}, got {eta_convention!r}")
+        if start not in ("sigma", "vp"):
+            raise ValueError(f"start must be 'sigma' or 'vp', got {start!r}")
+        self.eta_convention, self.start = eta_convention, start
         if gamma is not None and not (math.isfinite(gamma) and gamma > 0):
             raise ValueError(f"gamma must be > 0 (or None for the noiseless normal equations), got {gamma}")
         if not (math.isfinite(tv_z) and tv_z >= 0):
@@ -161,8 +195,9 @@ class DDS(Sampler):
             dc = lambda v, s: tv(v, y, A)  # noqa: E731
         else:
             dc = lambda v, s: cg_consistency(v, y, A, cg, self.gamma)  # noqa: E731
-        x = noise_like(x, g) * sig[0]
-        x, _ = run(x, sig, ddim_step(prior.denoise, self.eta, g, dc), self.name, callback, bar)
+        z = noise_like(x, g)
+        x = vp_start(z, sig[0], prior.normalization.affine) if self.start == "vp" else z * sig[0]
+        x, _ = run(x, sig, ddim_step(prior.denoise, self.eta, g, dc, self.eta_convention), self.name, callback, bar)
         return x
 
     def _noise(self, data, x):

@@ -12,7 +12,8 @@ schedule may also increase (DDIM inversion). Returns the last iterate and the la
 The steps themselves:
 - ``ddim_step``: x0 = D(x, sigma) (the prior's denoiser, or any function), an optional data-consistency hook on
   x0 (DDS's CG, SDEdit's held pixels), then the DDIM update with stochasticity ``eta``
-  (``steps.ddim_update``; eta = 0: deterministic DDIM = probability-flow Euler, eta = 1: ancestral DDPM).
+  (``steps.ddim_update``; eta = 0: deterministic DDIM = probability-flow Euler, eta = 1: ancestral DDPM;
+  ``convention="dds"``: DDS's scaling of eta).
 The predictor-corrector and Langevin samplers write their step next to their class.
 """
 from __future__ import annotations
@@ -44,12 +45,12 @@ def run(x: torch.Tensor, sigmas: Sequence[float], step: Callable, name: str, cal
 
 
 def ddim_step(denoise: Callable, eta: float, generator: Optional[torch.Generator],
-              dc: Optional[Callable] = None) -> Callable:
+              dc: Optional[Callable] = None, convention: str = "ddim") -> Callable:
     """A DDIM step: x0 = denoise(x, sigma); x0' = dc(x0, sigma) (if given); x' = DDIM(x0', eps = (x - x0) / sigma).
     Noise is drawn from ``generator`` only where the step injects some (eta > 0, sigma' > 0)."""
     def step(x, s, sn, i):
         x0 = denoise(x, s)
         x0c = x0 if dc is None else dc(x0, s)
         z = noise_like(x, generator) if eta > 0 and sn > 0 else None
-        return ddim_update(x0c, (x - x0) / s, s, sn, eta, z), {"denoised": x0c}
+        return ddim_update(x0c, (x - x0) / s, s, sn, eta, z, convention), {"denoised": x0c}
     return step

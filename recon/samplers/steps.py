@@ -2,7 +2,10 @@
 
 - ``ddim_update`` (Song, Meng & Ermon 2021; chapter 7 Eq. 7.21 with x_vp = sqrt(abar) x_ve):
       x' = x0 + sqrt(sigma'^2 - s~^2) eps + s~ z,   s~ = eta sigma' sqrt(sigma^2 - sigma'^2) / sigma,
-  eta = 0 deterministic DDIM, eta = 1 ancestral DDPM sampling.
+  eta = 0 deterministic DDIM, eta = 1 ancestral DDPM sampling (``convention="ddim"``). DDS's code
+  (Chung, Lee & Ye 2024) scales its eta differently: x_vp' = sqrt(abar') x0 + sqrt(1 - abar') (eta z +
+  sqrt(1 - eta^2) eps), i.e. s~ = eta sigma' (``convention="dds"``; eta = 1 then re-noises x0 with fresh noise).
+- ``vp_start``: the start x_T ~ N(0, I) of a VP sampler, drawn in the network's VP coordinates.
 - ``reverse_diffusion`` predictor (Euler-Maruyama of the reverse VE SDE, Eq. 7.26):
       x' = x + (sigma^2 - sigma'^2) score + sqrt(sigma^2 - sigma'^2) z.
 - ``langevin`` corrector (Song et al. 2021, Alg. 4): eps = 2 (snr ||z|| / ||score||)^2 per image,
@@ -16,13 +19,32 @@ from __future__ import annotations
 import torch
 
 
-def ddim_noise(sigma: float, sigma_next: float, eta: float) -> float:
+CONVENTIONS = ("ddim", "dds")
+
+
+def ddim_noise(sigma: float, sigma_next: float, eta: float, convention: str = "ddim") -> float:
+    """The std s~ of the noise a DDIM step injects: eta sigma' sqrt(sigma^2 - sigma'^2) / sigma ("ddim"), or
+    eta sigma' ("dds")."""
+    if convention == "dds":
+        return eta * sigma_next
+    if convention != "ddim":
+        raise ValueError(f"unknown eta convention {convention!r}; expected one of {CONVENTIONS}")
     return eta * sigma_next * max(sigma ** 2 - sigma_next ** 2, 0.0) ** 0.5 / sigma
 
 
+def vp_start(z: torch.Tensor, sigma: float, affine: tuple = (0.0, 1.0)) -> torch.Tensor:
+    """The start of a VP sampler at level ``sigma`` (prior's units) from the draw z: x_T = z in the network's VP
+    coordinates, i.e. the network's VE image sqrt(1 + S^2) z with S = g sigma, in the prior's coordinates
+    u = (sqrt(1 + S^2) z - lo) / g (``affine`` = (lo, g), ``Normalization.affine``). The VE start sigma z
+    differs from it by the offset and a factor sqrt(1 + 1/S^2)."""
+    lo, g = affine
+    big = g * float(sigma)
+    return ((1 + big * big) ** 0.5 * z - lo) / g
+
+
 def ddim_update(x0: torch.Tensor, eps: torch.Tensor, sigma: float, sigma_next: float, eta: float,
-                z: torch.Tensor | None) -> torch.Tensor:
-    s_tilde = ddim_noise(sigma, sigma_next, eta)
+                z: torch.Tensor | None, convention: str = "ddim") -> torch.Tensor:
+    s_tilde = ddim_noise(sigma, sigma_next, eta, convention)
     out = x0 + max(sigma_next ** 2 - s_tilde ** 2, 0.0) ** 0.5 * eps
     return out + s_tilde * z if (s_tilde > 0 and z is not None) else out
 
