@@ -109,14 +109,15 @@ def _check_samples(samples, name="samples") -> torch.Tensor:
 def local_rms(w: torch.Tensor, sigma: float) -> torch.Tensor:
     """sqrt(G_sigma * w^2) of an (H, W) map: its squares (variances, squared errors) averaged over a Gaussian
     window of ``sigma`` pixels (separable, reflected at the border)."""
-    r = max(1, int(_math.ceil(3 * sigma)))
+    h, wd = w.shape[-2:]
+    r = max(1, _math.ceil(3 * sigma))
+    if min(h, wd) <= r:  # before the window of 2r + 1 taps is allocated
+        raise ValueError(f"smooth={sigma:g} pixels is too wide for images of shape {(h, wd)}: its window reaches "
+                         f"3 x smooth = {r} pixels; expected smooth < {min(h, wd) / 3:g}")
     t = torch.arange(-r, r + 1, dtype=torch.float32)
     k = torch.exp(-t * t / (2 * sigma * sigma))
     k = k / k.sum()
     v = w.square()[None, None]
-    h, wd = v.shape[-2:]
-    if min(h, wd) <= r:
-        raise ValueError(f"smooth={sigma:g} pixels is too wide for images of shape {(h, wd)}")
     v = torch.nn.functional.pad(v, (r, r, r, r), mode="reflect")
     v = torch.nn.functional.conv2d(v, k.reshape(1, 1, 1, -1))
     v = torch.nn.functional.conv2d(v, k.reshape(1, 1, -1, 1))

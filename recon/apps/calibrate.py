@@ -7,9 +7,14 @@ estimate: the MVUE (SENSE combination with the slice's ESPIRiT maps) of the full
 grid, cropped like the samples. Retrospective data only: a file with its own (prospective) mask has no fully
 sampled reference and is refused. The calibration file (JSON, atomic) records the sampler, mask, acceleration,
 steps, prior and level it was made for; ``recon uncertainty --calibration`` refuses it for other settings.
+
+Everything that can be refused is refused before the first sample is drawn: the files' slices against the memory
+budget (``FastMRIVolume.check_memory``), and ``--smooth`` against the images it pools over (a window of 3 x smooth
+pixels must fit inside them: 1e9 pixels would be a 24 GB kernel).
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -17,7 +22,8 @@ import torch
 from operators import ifft2c
 from operators.checks import check_real
 from recon.apps import io
-from recon.apps.reconstruct import MRISettings, for_uncertainty, require_posterior, reconstruct_slice, resolve_protocol
+from recon.apps.reconstruct import (MRISettings, for_uncertainty, refuse_noncartesian, require_posterior,
+                                    reconstruct_slice, resolve_protocol)
 from recon.apps.settings import select_slices
 from recon.data import center_crop, geometry, load_fastmri, sense_combine
 from recon.uncertainty import HEURISTICS, METHODS, Calibration, calibrate, guaranteed_miscoverage, min_slices
@@ -41,6 +47,16 @@ def check_retrospective(path, vol) -> None:
                          f"fully sampled k-space to compute the reference (the MVUE)")
 
 
+def check_smooth(smooth: float, path, vol) -> None:
+    """The samples of every protocol are at most as high as the file's k-space (H), so a Gaussian window that
+    reaches 3 x smooth >= H pixels can fit none of its slices (``recon.uncertainty.local_rms``)."""
+    height = vol.shape[-2]
+    if smooth > 0 and max(1, math.ceil(3 * smooth)) >= height:
+        raise ValueError(f"--smooth {smooth:g}: the window reaches 3 x smooth = {math.ceil(3 * smooth)} pixels, more "
+                         f"than the images of {path} ({height} pixels high at most); expected --smooth < "
+                         f"{height / 3:g}")
+
+
 def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None, slices=None, level: float = 0.9,
                     kind: str = "learned", progress: bool = False, method: str = "empirical", offset="auto",
                     smooth: float = 0.0) -> Calibration:
@@ -60,9 +76,13 @@ def calibrate_files(paths: Sequence, out, settings: Optional[MRISettings] = None
     if not paths:
         raise ValueError("give at least one fastMRI file to calibrate on")
     out = io.check_output(out, sources=paths, suffixes=(".json",), option="--out")
+    for p in paths:
+        refuse_noncartesian(p, "recon calibrate")
     vols = [(p, load_fastmri(p)) for p in paths]
     for p, vol in vols:
         check_retrospective(p, vol)
+        vol.check_memory()
+        check_smooth(smooth, p, vol)
     plan = [(p, vol, i) for p, vol in vols for i in select_slices(slices, vol.num_slices)]
     if len(plan) < min_slices(level, method):
         raise ValueError(f"calibration ({method}) at level {level:g} needs at least {min_slices(level, method)} "

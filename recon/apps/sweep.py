@@ -11,6 +11,7 @@ Config (TOML)::
     center_fraction = 0.12
     files = []              # fastMRI files; empty: the bundled held-out brain slices (simulated 8-coil data)
     slices = "0:3"
+    max_runs = 100000       # the most runs the config may expand to (optional; default 100000, at most 10^7)
     [steps]                 # per-method step counts (optional)
     dds = 50
 
@@ -27,10 +28,17 @@ in the file (nothing is lost) but are not plotted. A torn last line (a power cut
 duplicated row is detected when the sweep starts, reported on stderr, moved to ``<out>.rejected`` and
 recomputed. Config keys are checked: a misspelled key is refused with the closest valid name, every value has
 its type and range checked.
+
+The number of runs is the product of the list lengths (files x slices x masks x accelerations x methods x seeds);
+it is counted from the config before anything is expanded, and a config that asks for more than ``max_runs``
+(default ``MAX_RUNS`` = 100000: at a second a run, more than a day) is refused in one line naming the count and the
+cap. ``max_runs`` raises the cap up to ``MAX_RUNS_LIMIT`` (10^7), and the expanded rows must fit the memory budget
+(``recon.memory``). A sweep states its count when it starts (runs in all, already in the CSV, to run).
 """
 from __future__ import annotations
 
 import csv
+import collections
 import hashlib
 import itertools
 import json
@@ -43,6 +51,7 @@ from pathlib import Path
 import torch
 
 from operators.checks import check_choice, check_int, check_keys, check_real, closest
+from recon import memory
 from recon.apps import io
 from recon.apps.settings import MAX_SEED, check_prior, check_steps
 from recon.atomic import protected
@@ -57,8 +66,14 @@ KEYS = {"out": "a path ending in .csv", "prior": "a prior name or checkpoint pat
         "masks": "a list of mask names", "accelerations": "a list of numbers >= 1",
         "methods": "a list of method names", "seeds": "a list of integers >= 0",
         "center_fraction": "a number in (0, 1)", "files": "a list of fastMRI files",
-        "slices": "a range 'a:b' (or one index)", "steps": "a table method = steps"}
+        "slices": "a range 'a:b' (or one index)", "steps": "a table method = steps",
+        "max_runs": "an integer >= 1, the most runs the config may expand to"}
 HELDOUT_SLICES = 10
+MAX_RUNS = 100_000
+MAX_RUNS_LIMIT = 10_000_000
+# memory one expanded run holds while the sweep runs: its row and its settings hash measured 360 B a run with
+# tracemalloc on 10^4 runs; 1 kB leaves room for the list of runs to do and the rows read back from the CSV
+RUN_BYTES = 1024
 DEFAULT_PRIOR = bundled.DEFAULT_MRI
 
 
@@ -75,7 +90,7 @@ def _names(p, key, value, choices) -> list:
 
 
 def _unique(p, key, values) -> None:
-    dup = sorted({str(v) for v in values if sum(1 for w in values if w == v) > 1})
+    dup = sorted({str(v) for v, n in collections.Counter(values).items() if n > 1})
     if dup:
         raise ValueError(f"sweep config {p}: {key} lists {', '.join(dup)} more than once")
 
@@ -153,6 +168,11 @@ def load_config(path) -> dict:
         if not Path(f).is_file():
             raise FileNotFoundError(f"sweep config {p}: files: {f}: no such file")
     cfg["slice_range"] = _slices(p, cfg.get("slices", "0:1"))
+    try:
+        check_int("max_runs", cfg.setdefault("max_runs", MAX_RUNS), 1, MAX_RUNS_LIMIT)
+    except ValueError as e:
+        raise ValueError(f"sweep config {p}: {e}") from None
+    check_runs(cfg, p)
     steps = cfg.setdefault("steps", {})
     if not isinstance(steps, dict):
         raise ValueError(f"sweep config {p}: steps must be {KEYS['steps']} (a [steps] table), got {steps!r}")
@@ -170,16 +190,48 @@ def load_config(path) -> dict:
     return cfg
 
 
+def count_runs(cfg: dict) -> int:
+    """The number of runs of the config, counted without expanding it: files x slices x masks x accelerations x
+    methods x seeds."""
+    a, b = cfg.get("slice_range") or _slices("", cfg.get("slices", "0:1"))
+    return math.prod((len(cfg.get("files") or ["heldout"]), b - a, len(cfg["masks"]), len(cfg["accelerations"]),
+                      len(cfg["methods"]), len(cfg.get("seeds", [0]))))
+
+
+def check_runs(cfg: dict, p="") -> int:
+    """The number of runs; refused (one line naming the count and the cap) above ``max_runs`` or the memory
+    budget."""
+    n, cap = count_runs(cfg), cfg.get("max_runs", MAX_RUNS)
+    if n > cap:
+        a, b = cfg.get("slice_range") or _slices(p, cfg.get("slices", "0:1"))
+        factors = (f"{len(cfg.get('files') or ['heldout'])} source(s) x {b - a} slice(s) x {len(cfg['masks'])} "
+                   f"mask(s) x {len(cfg['accelerations'])} acceleration(s) x {len(cfg['methods'])} method(s) x "
+                   f"{len(cfg.get('seeds', [0]))} seed(s)")
+        raise ValueError(f"sweep config {p}: expands to {n:,} runs ({factors}), more than max_runs = {cap:,}; narrow "
+                         f"the lists, or raise max_runs (at most {MAX_RUNS_LIMIT:,})")
+    memory.check_allocation(n * RUN_BYTES, f"sweep config {p}: {n:,} runs")
+    return n
+
+
 def rows_of(cfg: dict) -> list:
-    """The runs of the config (source, slice, mask, acceleration, method, seed); slices checked per source."""
+    """The runs of the config (source, slice, mask, acceleration, method, seed); their number checked
+    (``check_runs``) before they are expanded, slices checked per source and each file's slice against the memory
+    budget."""
+    from recon.apps.reconstruct import refuse_noncartesian
     from recon.data import load_fastmri
 
+    check_runs(cfg)
     a, b = cfg.get("slice_range") or _slices("", cfg.get("slices", "0:1"))
     sources = cfg.get("files") or ["heldout"]
     for src in sources:
-        n = HELDOUT_SLICES if src == "heldout" else load_fastmri(src).num_slices
+        if src != "heldout":
+            refuse_noncartesian(src, "recon sweep")
+        vol = None if src == "heldout" else load_fastmri(src)
+        n = HELDOUT_SLICES if vol is None else vol.num_slices
         if b > n:
             raise IndexError(f"sweep slices {a}:{b} reach outside {src} ({n} slices, valid 0..{n - 1})")
+        if vol is not None:
+            vol.check_memory()
     return [dict(source=str(src), slice=s, mask=m, acceleration=float(acc), method=meth, seed=int(seed))
             for src, s, m, acc, meth, seed in itertools.product(
                 sources, range(a, b), cfg["masks"], cfg["accelerations"], cfg["methods"], cfg.get("seeds", [0]))]
@@ -409,6 +461,10 @@ def _run(config_path, cfg: dict, progress: bool) -> Path:
     if part != out:
         done |= {r["settings_hash"] for r in repair(part)}
     rows = [r for i, (r, h) in enumerate(zip(all_rows, hashes)) if i % world == rank and h not in done]
+    if progress and rank == 0:
+        todo = sum(h not in done for h in hashes)
+        print(f"sweep: {len(all_rows)} run{'s' if len(all_rows) != 1 else ''}, {len(all_rows) - todo} already in "
+              f"{out}, {todo} to run", flush=True)
     needs_prior = any(r["method"] not in CLASSICAL for r in rows)
     prior = priors.load(cfg["prior"]) if needs_prior else None
     if not part.exists() or part.stat().st_size == 0:

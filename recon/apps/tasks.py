@@ -4,14 +4,21 @@ each reads an image, runs the task of the library ``recon.tasks`` with the prior
 Every option is checked before the prior is loaded, and an option the task does not use is refused (``--n`` is
 for ``synthesize``, ``--factor`` for ``super-resolve``, ...) instead of being ignored. The input image must be a
 finite, non-zero 2-D array of at least 8 x 8 pixels.
+
+An image's shape is its file's word: the .npy header, the .pt tensor (loaded memory-mapped) and the PNG header are
+checked (2-D, sides 8..``MAX_IMAGE_SIDE``, the memory budget of ``recon.memory``) before any pixel is read, so a
+header declaring 100000 x 100000 pixels is refused at once.
 """
 from __future__ import annotations
 
+import struct
+import zipfile
 from pathlib import Path
 
 import torch
 
 from operators.checks import check_choice, check_int, check_real, is_finite
+from recon import memory
 from recon.apps import io
 from recon.apps.settings import check_prior, check_seed, check_steps
 from recon.priors import bundled
@@ -42,9 +49,53 @@ OPTIONS = {  # the options each task uses
 }
 
 
+def _check_shape(p: Path, shape: tuple, itemsize: int = 8) -> None:
+    """An image of ``shape`` is 2-D with sides 8..MAX_IMAGE_SIDE, and it and its complex64 copy fit the memory
+    budget; checked on the declared shape, before the pixels are read."""
+    if len(shape) != 2:
+        raise ValueError(f"{p}: expected a 2-D image, got shape {tuple(shape)}")
+    if min(shape) < 8 or max(shape) > MAX_IMAGE_SIDE:
+        raise ValueError(f"{p}: image sides must be 8..{MAX_IMAGE_SIDE} pixels, got {tuple(shape)}")
+    memory.check_allocation(memory.nbytes(shape, itemsize + 8), f"{p}: an image of {shape[0]} x {shape[1]} pixels")
+
+
+def _npy_header(p: Path):
+    """(shape, dtype) from a .npy file's header, without reading its data."""
+    import numpy as np
+    from numpy.lib import format as npy
+
+    try:
+        with open(p, "rb") as f:
+            version = npy.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = npy.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = npy.read_array_header_2_0(f)
+            else:  # 3.0 (utf-8 field names): numpy reads only the header when memory-mapping
+                a = np.load(p, mmap_mode="r", allow_pickle=False)
+                shape, dtype = a.shape, a.dtype
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{p}: not a readable .npy array ({str(e).splitlines()[0]})") from None
+    return tuple(int(n) for n in shape), np.dtype(dtype)
+
+
+def _png_size(p: Path) -> tuple:
+    """(height, width) from a PNG's IHDR chunk, without decoding it."""
+    with open(p, "rb") as f:
+        head = f.read(24)
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        raise ValueError(f"{p}: not a readable PNG image (no PNG signature and IHDR header)")
+    width, height = struct.unpack(">II", head[16:24])
+    return height, width
+
+
 def _load_image(p: Path) -> torch.Tensor:
     if p.suffix == ".npy":
         import numpy as np
+        shape, dtype = _npy_header(p)
+        if dtype.kind not in "biufc":
+            raise ValueError(f"{p}: expected a numeric array, got {dtype}")
+        _check_shape(p, shape, dtype.itemsize)
         try:
             a = np.load(p, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
@@ -53,13 +104,19 @@ def _load_image(p: Path) -> torch.Tensor:
             raise ValueError(f"{p}: expected a numeric array, got {getattr(a, 'dtype', type(a).__name__)}")
         return torch.as_tensor(a)
     if p.suffix == ".pt":
+        # the zip format loads memory-mapped: a tensor's declared shape costs nothing until it is checked
+        mapped = zipfile.is_zipfile(p)
+        if not mapped:  # the legacy format reads everything: at most what the file holds
+            memory.check_allocation(p.stat().st_size, f"{p}: a torch file of the legacy (non-zip) format")
         try:
-            x = torch.load(p, weights_only=True)
+            x = torch.load(p, weights_only=True, mmap=mapped)
         except Exception as e:  # noqa: BLE001 - any unreadable file is one error
             raise ValueError(f"{p}: not a readable torch tensor file ({type(e).__name__})") from None
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{p}: expected a tensor, got {type(x).__name__}")
+        _check_shape(p, tuple(x.shape), x.element_size())
         return x
+    _check_shape(p, _png_size(p), 16)  # RGBA float32 as decoded
     import matplotlib.image as mpimg
     try:
         a = torch.as_tensor(mpimg.imread(str(p))).float()

@@ -11,6 +11,12 @@ The layout of the fastMRI files (Zbontar et al. 2018, https://github.com/faceboo
     attributes           acquisition, max, norm, patient_id, acceleration, num_low_frequencies, ...
 
 Single-coil k-space is presented with one coil, so every k-space read is (..., C, H, W).
+
+Sizes are the file's word, and a header can declare any (k-space of 100000 x 100000, 10^6 coils) at no cost to the
+file. Nothing is read before what it will take is checked against the memory budget (``recon.memory``): every
+k-space read is checked with the working copies reconstructing a slice needs (``WORKING_COPIES``), every target,
+mask and header read with its own size. A volume declaring more than ``MAX_SLICES`` slices is refused when it is
+opened.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import h5py
 import numpy as np
 import torch
 
+from recon import memory
 from recon.atomic import atomic_path
 
 from .errors import DataError
@@ -35,6 +42,16 @@ _REC = ("encoding", "reconSpace", "matrixSize")
 _LIM = ("encoding", "encodingLimits", "kspace_encoding_step_1")
 # target dataset by preference: the challenge's own key first, the other one if that is all the file has
 _TARGET_KEYS = {True: ("reconstruction_rss", "reconstruction_esc"), False: ("reconstruction_esc", "reconstruction_rss")}
+# What reconstructing one slice holds at its peak, in units of the slice's complex64 k-space: the peak resident
+# memory of ``recon reconstruct`` on one 8-coil slice, less that of the same command on a 32 x 32 file, was 26x
+# the slice for zero-filled and cg-sense (512^2 and 768^2: ESPIRiT's calibration and maps, coil images, the
+# operator's copies) and 42x for dds (2 steps, 512^2); 48 leaves a margin above the largest.
+WORKING_COPIES = 48
+# an ISMRMRD XML header is a few kB; a declared header dataset larger than this is not one
+MAX_HEADER_BYTES = 64 << 20
+# the commands list a volume's slices and hold a result per slice; an MRI volume has tens to hundreds (fastMRI: at
+# most 50, a 3-D acquisition's partitions a few hundred), so a declared count above this is not a volume
+MAX_SLICES = 100_000
 
 
 def _element(root: ET.Element, path: tuple[str, ...], create: bool = False) -> ET.Element | None:
@@ -56,6 +73,14 @@ def _find_int(root: ET.Element, path: tuple[str, ...]) -> int | None:
         return int(el.text)
     except (AttributeError, TypeError, ValueError):
         return None
+
+
+def check_header_dataset(ds: h5py.Dataset, path) -> None:
+    """Refuse, before reading it, an ``ismrmrd_header`` dataset whose declared size is not that of an XML text."""
+    size = memory.nbytes(ds.shape, ds.dtype.itemsize)
+    if size > MAX_HEADER_BYTES:
+        raise DataError(f"{path}: ismrmrd_header declares {memory.describe(size)} (shape {ds.shape}, dtype "
+                        f"{ds.dtype}); an ISMRMRD XML header is at most {memory.describe(MAX_HEADER_BYTES)}")
 
 
 @contextmanager
@@ -167,8 +192,12 @@ class FastMRIVolume:
                 raise DataError(f"{self.path}: k-space is not complex (dtype {ks.dtype})")
             if 0 in ks.shape:
                 raise DataError(f"{self.path}: k-space has shape {ks.shape}; expected no empty dimension")
+            if ks.shape[0] > MAX_SLICES:
+                raise DataError(f"{self.path}: k-space declares {ks.shape[0]} slices (shape {ks.shape}); expected at "
+                                f"most {MAX_SLICES}")
             self.is_multicoil = ks.ndim == 4
             self.shape = ks.shape if self.is_multicoil else (ks.shape[0], 1, *ks.shape[1:])
+            self._itemsize = ks.dtype.itemsize
             self.target_key = next((k for k in _TARGET_KEYS[self.is_multicoil] if k in f), None)
             self._check_target(f)
             self.mask = self._read_mask(f)
@@ -200,9 +229,11 @@ class FastMRIVolume:
             return None
         if not isinstance(f["mask"], h5py.Dataset) or f["mask"].dtype.kind not in "biuf":
             raise DataError(f"{self.path}: mask must be a real array of {self.shape[-1]} entries (k-space W)")
+        if f["mask"].size != self.shape[-1]:
+            raise DataError(f"{self.path}: mask has shape {f['mask'].shape}, expected {self.shape[-1]} entries "
+                            f"(k-space W)")
+        memory.check_allocation(f["mask"].size * (f["mask"].dtype.itemsize + 4), f"{self.path}: the mask")
         m = np.asarray(f["mask"], dtype=np.float32)
-        if m.size != self.shape[-1]:
-            raise DataError(f"{self.path}: mask has shape {m.shape}, expected {self.shape[-1]} entries (k-space W)")
         if not np.isfinite(m).all() or (m < 0).any() or not (m > 0).any():
             raise DataError(f"{self.path}: mask must be finite, non-negative and sample at least one line")
         return torch.from_numpy(m.reshape(1, -1))
@@ -210,6 +241,7 @@ class FastMRIVolume:
     def _read_header(self, f: h5py.File, encoding, recon) -> FastMRIHeader | None:
         if "ismrmrd_header" not in f:
             return None
+        check_header_dataset(f["ismrmrd_header"], self.path)
         try:
             return FastMRIHeader.from_xml(f["ismrmrd_header"][()], encoding, recon)
         except (ET.ParseError, TypeError, ValueError) as e:
@@ -228,6 +260,27 @@ class FastMRIVolume:
     @property
     def has_target(self) -> bool:
         return self.target_key is not None
+
+    @property
+    def slice_nbytes(self) -> int:
+        """Bytes of one slice of k-space as it is returned (complex64, coils x H x W)."""
+        return memory.nbytes(self.shape[1:], 8)
+
+    def memory_needed(self, slices: int = 1) -> int:
+        """Bytes to read ``slices`` slices of k-space (as stored, then as complex64) and reconstruct one of them
+        (``WORKING_COPIES`` of a slice): what a command asks for before it reads anything."""
+        elements = memory.nbytes(self.shape[1:], 1)
+        read = slices * elements * (self._itemsize + (0 if self._itemsize == 8 else 8))
+        return read + WORKING_COPIES * elements * 8
+
+    def check_memory(self, slices: int = 1) -> None:
+        """Refuse (one line naming the file, the sizes and the budget) when ``memory_needed(slices)`` is above
+        the memory budget (``recon.memory``)."""
+        c, h, w = self.shape[1:]
+        memory.check_allocation(self.memory_needed(slices),
+                                f"{self.path}: reading {slices} k-space slice{'s' if slices != 1 else ''} of "
+                                f"{c} coil{'s' if c != 1 else ''} x {h} x {w} and reconstructing "
+                                f"{'one' if slices != 1 else 'it'} (about {WORKING_COPIES} copies of a slice)")
 
     def __len__(self) -> int:
         return self.num_slices
@@ -261,6 +314,7 @@ class FastMRIVolume:
         Raises DataError if a selected slice contains NaN or Inf.
         """
         rows, single = self._rows(idx)
+        self.check_memory(len(rows))
         with self._open() as f:
             k = _read(f["kspace"], rows)
         if not self.is_multicoil:
@@ -277,7 +331,13 @@ class FastMRIVolume:
         if not self.has_target:
             return None
         with self._open() as f:
-            t = _read(f[self.target_key], rows)
+            ds = f[self.target_key]
+            h, w = ds.shape[1:]
+            # as stored, as float32, and the finiteness test's booleans
+            memory.check_allocation(memory.nbytes((len(rows), h, w), ds.dtype.itemsize + 4 + 1),
+                                    f"{self.path}: {self.target_key} of {len(rows)} slice"
+                                    f"{'s' if len(rows) != 1 else ''} of {h} x {w}")
+            t = _read(ds, rows)
         bad = _nonfinite_slices(t, rows)
         if bad:
             raise DataError(f"{self.path}: {self.target_key} slice(s) {bad} contain NaN or Inf")

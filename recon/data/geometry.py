@@ -19,6 +19,10 @@ header's ``kspace_encoding_step_1`` limits, or never acquired), and a header nam
   is the root-sum-of-squares of the same cropped, fully sampled k-space.
 
 Centring follows the centred FFT (and sigpy's ``resize``): a crop of n to m starts at n // 2 - m // 2.
+
+The recon matrix is the header's word: one larger than the k-space is refused before anything is allocated (no
+protocol pads up to it), and a grid the prior asks for that zero-pads the k-space is checked against the memory
+budget (``recon.memory``) first.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from typing import Optional
 import torch
 
 from operators.fft import fft2c, ifft2c
+from recon import memory
 
 PROTOCOLS = ("full-fov", "image-crop", "kspace-crop")
 PROSPECTIVE = {"full-fov": True, "image-crop": False, "kspace-crop": True}
@@ -138,7 +143,8 @@ def prepare(k: torch.Tensor, protocol: str, recon_size: tuple, size: Optional[tu
     if rh < 1 or rw < 1:
         raise ValueError(f"the recon matrix {tuple(recon_size)} is empty; the header names no usable size")
     if rh > H or rw > W:
-        raise ValueError(f"the recon matrix {(rh, rw)} is larger than the encoded k-space {(H, W)}")
+        raise ValueError(f"the recon matrix {(rh, rw)} (the header's reconSpace matrixSize) is larger than the "
+                         f"encoded k-space {(H, W)}; expected at most {(H, W)}")
     if file_mask is None:
         alive = alive_lines(k, limits, encoded_width)
         mask = None
@@ -149,6 +155,9 @@ def prepare(k: torch.Tensor, protocol: str, recon_size: tuple, size: Optional[tu
         kk = crop_readout(k, rh) if H > rh else k
         return SliceGrid(kk * alive, mask, alive, (rh, rw))
     grid = tuple(size) if size is not None else (rh, rw)
+    if grid[0] * grid[1] > H * W:  # zero-padded: the grid's coil images, k-space and their FFTs' copies
+        memory.check_allocation(4 * memory.nbytes((k.shape[-3], *grid), 8),
+                                f"the {protocol} grid of {k.shape[-3]} coils x {grid[0]} x {grid[1]}")
     if protocol == "image-crop":
         kk = crop_image(k * alive, grid)
         return SliceGrid(kk, None, torch.ones(1, grid[1]), (min(rh, grid[0]), min(rw, grid[1])))

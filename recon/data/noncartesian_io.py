@@ -18,6 +18,11 @@ stacked over readouts, and fastMRI's for the rest:
 
 The samples of a slice are read as ``(coils, K)`` with K = readouts * samples, readout by readout: the shape
 ``operators.NonCartesianMRI`` takes with the trajectory ``(readouts, samples, 2)``.
+
+Sizes are the file's word: a volume of more than ``fastmri.MAX_SLICES`` slices is refused, the declared shapes of
+``traj`` and ``density_weights`` are checked against ``data`` and the memory budget (``recon.memory``) before they
+are read, and a slice's samples are read only after what reconstructing it needs (``IMAGE_COPIES`` coil images of
+the header's matrix, ``SAMPLE_COPIES`` copies of its samples) is within the budget.
 """
 from __future__ import annotations
 
@@ -32,13 +37,20 @@ import numpy as np
 import torch
 
 from operators import trajectories
+from recon import memory
 from recon.atomic import atomic_path
 
 from .errors import DataError
-from .fastmri import ISMRMRD_NS, open_readonly
+from .fastmri import ISMRMRD_NS, MAX_SLICES, check_header_dataset, open_readonly
 
 LAYOUT = "noncartesian-v1"
 KINDS = {"radial": "radial", "golden-angle": "radial", "spiral": "spiral"}  # family -> ISMRMRD trajectory type
+# What reconstructing one slice holds at its peak: the peak resident memory of ``recon reconstruct`` (zero-filled,
+# 8 coils, radial on 384 x 384 with 96 and 576 spokes of 768 samples), less that of a 32 x 32 file, grew by 26
+# complex64 coil images (calibration maps, density compensation, the NUFFT's oversampled grids) plus 4.3 copies of
+# the slice's samples; rounded up to 32 and 8 for a margin (cg-sense peaked lower).
+IMAGE_COPIES = 32
+SAMPLE_COPIES = 8
 
 
 def is_noncartesian(path) -> bool:
@@ -147,19 +159,32 @@ class NonCartesianVolume:
                 raise DataError(f"{self.path}: 'data' has shape {d.shape} dtype {d.dtype}; expected complex "
                                 f"(slices, coils, readouts, samples)")
             self.shape = tuple(d.shape)
-            traj = np.asarray(f["traj"])
+            if self.shape[0] > MAX_SLICES:
+                raise DataError(f"{self.path}: 'data' declares {self.shape[0]} slices (shape {self.shape}); expected "
+                                f"at most {MAX_SLICES}")
+            traj = f["traj"]
             if traj.shape != (*self.shape[2:], 2) or traj.dtype.kind != "f":
                 raise DataError(f"{self.path}: 'traj' has shape {traj.shape} dtype {traj.dtype}; expected float "
                                 f"(readouts, samples, 2) = {(*self.shape[2:], 2)} to match 'data' {self.shape}")
+            # as stored, as float32, and the checks' working copies
+            memory.check_allocation(memory.nbytes(traj.shape, traj.dtype.itemsize + 12),
+                                    f"{self.path}: the trajectory 'traj' of {self.shape[2]} readouts x "
+                                    f"{self.shape[3]} samples")
+            traj = np.asarray(traj)
             try:
                 self.trajectory = trajectories.check_trajectory(torch.from_numpy(traj.astype(np.float32)), "'traj'")
             except ValueError as e:
                 raise DataError(f"{self.path}: {e}") from None
             self.density = None
             if "density_weights" in f:
-                w = np.asarray(f["density_weights"])
-                if w.dtype.kind != "f":
-                    raise DataError(f"{self.path}: 'density_weights' has dtype {w.dtype}; expected float")
+                w = f["density_weights"]
+                if not isinstance(w, h5py.Dataset) or w.dtype.kind != "f":
+                    raise DataError(f"{self.path}: 'density_weights' has dtype {getattr(w, 'dtype', None)}; "
+                                    f"expected float")
+                if w.size != self.shape[2] * self.shape[3]:
+                    raise DataError(f"{self.path}: 'density_weights' has shape {w.shape}; expected (readouts, "
+                                    f"samples) = {self.shape[2:]} to match 'data' {self.shape}")
+                w = np.asarray(w)
                 try:
                     self.density = trajectories.check_density(torch.from_numpy(w.astype(np.float32)),
                                                               self.trajectory, "'density_weights'")
@@ -168,7 +193,10 @@ class NonCartesianVolume:
                 self.density = self.density.reshape(self.shape[2:])
             self.attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v.item() if isinstance(v, np.generic)
                               else v) for k, v in f.attrs.items()}
-            matrix = _matrix_from_xml(f["ismrmrd_header"][()]) if "ismrmrd_header" in f else None
+            matrix = None
+            if isinstance(f.get("ismrmrd_header"), h5py.Dataset):
+                check_header_dataset(f["ismrmrd_header"], self.path)
+                matrix = _matrix_from_xml(f["ismrmrd_header"][()])
             if matrix is None and "matrix_size" in self.attrs:
                 matrix = tuple(int(v) for v in self.attrs["matrix_size"])
             if matrix is None or len(matrix) != 2 or min(matrix) < 1:
@@ -203,6 +231,23 @@ class NonCartesianVolume:
     def __len__(self) -> int:
         return self.num_slices
 
+    def memory_needed(self) -> int:
+        """Bytes to read one slice and reconstruct it: ``IMAGE_COPIES`` complex64 coil images of the matrix and
+        ``SAMPLE_COPIES`` copies of the slice's samples."""
+        coils, readouts, samples = self.shape[1:]
+        return (IMAGE_COPIES * memory.nbytes((coils, *self.matrix), 8)
+                + SAMPLE_COPIES * memory.nbytes((coils, readouts, samples), 8))
+
+    def check_memory(self) -> None:
+        """Refuse (one line naming the file, the sizes and the budget) when ``memory_needed()`` is above the
+        memory budget (``recon.memory``)."""
+        coils, readouts, samples = self.shape[1:]
+        memory.check_allocation(self.memory_needed(),
+                                f"{self.path}: reconstructing a slice of {coils} coil{'s' if coils != 1 else ''} x "
+                                f"{readouts} readouts x {samples} samples on the {self.matrix[0]} x "
+                                f"{self.matrix[1]} matrix (about {IMAGE_COPIES} coil images and {SAMPLE_COPIES} "
+                                f"copies of the samples)")
+
     def _index(self, i) -> int:
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -self.num_slices <= i < self.num_slices:
             raise IndexError(f"{self.path}: slice {i!r} out of range (the file has {self.num_slices})")
@@ -211,6 +256,7 @@ class NonCartesianVolume:
     def samples(self, i) -> torch.Tensor:
         """Slice ``i`` as (C, K) complex64, K = readouts * samples."""
         i = self._index(i)
+        self.check_memory()
         with self._open() as f:
             d = np.asarray(f["data"][i], dtype=np.complex64)
         if not np.isfinite(d).all():
@@ -221,6 +267,8 @@ class NonCartesianVolume:
         if not self.has_target:
             return None
         i = self._index(i)
+        memory.check_allocation(memory.nbytes(self.matrix, 8), f"{self.path}: reconstruction_rss of "
+                                f"{self.matrix[0]} x {self.matrix[1]}")
         with self._open() as f:
             t = np.asarray(f["reconstruction_rss"][i], dtype=np.float32)
         if not np.isfinite(t).all():
