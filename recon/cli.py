@@ -20,13 +20,21 @@ command: it exits 0 with a finite, readable result, or exits 2 with exactly one 
 the option or the file, the value and what is allowed (usage errors included; ``--debug`` shows the traceback),
 and every file it reads is byte-identical afterwards: the inputs are protected against writes
 (``recon.atomic.protected``), results are written atomically and never when not finite (``recon.apps.io``).
-An unexpected exception is reported on the same one line as an internal error.
+An unexpected exception is reported on the same one line as an internal error. The line stays one line
+whatever the message holds: control characters (a newline in a file name, a multi-line library message) are
+escaped (``one_line``); warnings are printed as single ``recon: warning: ...`` lines; Ctrl-C at any time, start-up
+included (the console entry is ``recon.__main__.main``, which imports this module inside its handling), prints
+``recon: interrupted`` and exits 130.
 """
 from __future__ import annotations
 
+import _thread
 import argparse
 import os
+import signal
 import sys
+import unicodedata
+import warnings
 from pathlib import Path
 
 from recon.apps import (calibrate, datasets, demo, evaluate, info, reconstruct, reconstruct_ct, simulate, sweep, tasks,
@@ -127,8 +135,12 @@ def _evaluate(args) -> int:
 
 
 def _reconstruct_ct(args) -> int:
+    given = {opt: v for opt, v in (("--views", args.views), ("--limited", args.limited),
+                                   ("--geometry", args.geometry)) if v is not None}  # before the defaults fill in
+    if args.geometry is None:
+        args.geometry = "parallel"
     return reconstruct_ct.command(args.file, args.out, _ct_settings(args), args.slices or None, png=args.png,
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, given=given)
 
 
 def _uncertainty(args) -> int:
@@ -255,9 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="HDF5 with 'sinogram' (+ 'angles') or 'image' (mu/mu_water), or DICOM file/folder")
     p.add_argument("--slices", help="an index or a range a:b (default: all)")
     p.add_argument("--sampler", default="dds", help=f"one of {', '.join(reconstruct_ct.METHODS)}")
-    p.add_argument("--geometry", default="parallel", choices=["parallel", "fan"])
-    p.add_argument("--views", type=int, help="sparse view: number of angles (when simulating; default 30)")
-    p.add_argument("--limited", help="limited angle: START,STOP in degrees, e.g. 0,120 (when simulating)")
+    p.add_argument("--geometry", choices=["parallel", "fan"], help="default parallel; a sinogram file's "
+                   "'geometry' attribute, when it has one, is its geometry")
+    p.add_argument("--views", type=int, help="sparse view: number of angles (when simulating from an image; "
+                   "default 30; a measured sinogram has its own)")
+    p.add_argument("--limited", help="limited angle: START,STOP in degrees, e.g. 0,120 (when simulating from an "
+                   "image)")
     p.add_argument("--noise", default="none", choices=["none", "gaussian", "poisson"])
     p.add_argument("--noise-level", type=float, default=0.0, help="Gaussian std, or incident photons (Poisson)")
     p.add_argument("--pixel-mm", type=float, default=3.0, help="pixel size for the photon statistics (Poisson)")
@@ -394,13 +409,68 @@ def _inputs(args) -> list:
     return [p for p in paths if p]
 
 
+_LINE_BREAKS = {"\u2028", "\u2029"}  # line and paragraph separators: str.splitlines breaks there too
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: every control character (a newline or escape in a file name, the lines of a library
+    message) written as its Python escape (``\\n``, ``\\x1b``), so nothing splits or rewrites the line."""
+    return "".join(c.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(c) == "Cc" or c in _LINE_BREAKS else c for c in text)
+
+
 def _error(e: BaseException) -> str:
     msg = str(e).strip()
-    return msg.splitlines()[0].strip() if msg else type(e).__name__
+    return one_line(msg) if msg else type(e).__name__
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as one line, ``recon: warning: MESSAGE`` (Python's default is two lines with the source)."""
+    return f"recon: warning: {one_line(str(message).strip())}\n"
 
 
 EXPECTED = (ValueError, OSError, IndexError, KeyError, TypeError, RuntimeError, ImportError, ArithmeticError,
             UsageError)
+INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT)
+
+
+class _Interrupts:
+    """Ctrl-C during a command: raise KeyboardInterrupt (so writers remove their temporary files) and remember
+    it, so that whatever the interrupt breaks on its way out (an import interrupted inside an extension module
+    fails later with another error) is still reported as the interrupt. An interrupt raised inside a callback
+    that Python cannot propagate from (a weakref callback, ``__del__``: it would print "Exception ignored" and
+    carry on) is raised again in the main thread's code."""
+
+    def __init__(self):
+        self.seen = self.closing = self.installed = False
+        self.previous = self.hook = None
+
+    def install(self) -> None:
+        try:
+            if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:  # ignored (a script's background job): stays so
+                self.previous = signal.signal(signal.SIGINT, self._raise)
+                self.hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+                self.installed = True
+        except ValueError:  # not the main thread: the caller owns the signal handling
+            pass
+
+    def _raise(self, signum, frame):
+        if self.closing:  # the command has finished or is reporting: nothing is left to interrupt
+            return
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def _unraisable(self, info) -> None:
+        if isinstance(info.exc_value, KeyboardInterrupt):
+            _thread.interrupt_main(signal.SIGINT)  # the handler runs again at the main thread's next instruction
+            return
+        self.hook(info)
+
+    def restore(self) -> None:
+        self.closing = True
+        if self.installed:  # a handler set outside Python reads as None: the default then
+            signal.signal(signal.SIGINT, signal.SIG_DFL if self.previous is None else self.previous)
+            sys.unraisablehook = self.hook
 
 
 def main(argv=None) -> int:
@@ -408,7 +478,12 @@ def main(argv=None) -> int:
     from recon.atomic import protected
 
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    formatwarning = warnings.formatwarning
+    if not debug:
+        warnings.formatwarning = _format_warning
+    interrupts = _Interrupts()
     try:
+        interrupts.install()
         args = build_parser().parse_args(argv)
         debug = args.debug
         memory.set_budget(args.memory)
@@ -418,19 +493,25 @@ def main(argv=None) -> int:
         with protected(*_inputs(args)):
             return args.func(args)
     except KeyboardInterrupt:
+        interrupts.closing = True
         print("recon: interrupted", file=sys.stderr)
-        return 130
-    except EXPECTED as e:
-        if debug:
-            raise
-        print(f"recon: error: {_error(e)}", file=sys.stderr)
-        return 2
+        return INTERRUPTED
     except Exception as e:  # noqa: BLE001 - the contract: one line, never a traceback
+        interrupts.closing = True
+        if interrupts.seen and not debug:  # an error the interrupt caused on its way out
+            print("recon: interrupted", file=sys.stderr)
+            return INTERRUPTED
         if debug:
             raise
-        print(f"recon: error: internal error ({type(e).__name__}: {_error(e)}); rerun with --debug and report it",
-              file=sys.stderr)
+        if isinstance(e, EXPECTED):
+            print(f"recon: error: {_error(e)}", file=sys.stderr)
+        else:
+            print(f"recon: error: internal error ({type(e).__name__}: {_error(e)}); rerun with --debug and report "
+                  f"it", file=sys.stderr)
         return 2
+    finally:
+        interrupts.restore()
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":  # pragma: no cover

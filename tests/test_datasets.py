@@ -119,7 +119,7 @@ def test_evaluate_equals_fastmri_evaluate(tmp_path, capsys):
         for name in ("NMSE", "PSNR", "SSIM"):
             assert mean[name.lower()] == pytest.approx(np.asarray(ref[name]).item(), rel=1e-6, abs=1e-6), (acq, name)
     lines = (tmp_path / "scores.csv").read_text().splitlines()
-    assert lines[0] == "file,acquisition,slices,nmse,psnr,ssim" and len(lines) == 4
+    assert lines[0] == "file,acquisition,slices,nmse,psnr,ssim,perfect_match" and len(lines) == 4
     # a missing prediction is named and makes the status 1; the others are still scored
     (out / "b.h5").unlink()
     assert main(["--quiet", "evaluate", "--target", str(src), "--predictions", str(out)]) == 1

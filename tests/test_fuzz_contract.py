@@ -45,7 +45,8 @@ def work(tmp_path_factory):
     with h5py.File(d / "sim.h5") as f:
         k, rss = f["kspace"][()], f["reconstruction_rss"][()]
     from recon.data import phantoms
-    img = phantoms.ct_phantom_stack(2, 32, torch.Generator().manual_seed(0)).numpy().astype(np.float32)
+    img = phantoms.hu_to_mu(phantoms.ct_phantom_stack(2, 32, torch.Generator().manual_seed(0)))  # mu/mu_water
+    img = img.numpy().astype(np.float32)
     _h5(d / "ct.h5", image=img)
     from operators.ct import ParallelBeamCT, angles
     th = angles(views=12)

@@ -2,7 +2,12 @@
 PATH... --out DIR``), sharded across torchrun ranks.
 
 Inputs are files, folders (their ``*.h5``, not recursive) and globs, sorted by name; ``--challenge`` keeps the
-single- or multi-coil files, ``--acquisition`` those whose ``acquisition`` attribute matches. Each volume is
+single- or multi-coil files, ``--acquisition`` those whose ``acquisition`` attribute matches. What a folder or a
+glob finds in the output folder, or any file a dataset run wrote (``is_output``: the ``settings_hash`` attribute
+and no ``kspace``), is not an input, so a run whose ``--out`` lies inside its input folder can be run again. A
+non-Cartesian file fails by name (the submission layout is for Cartesian fastMRI files; ``recon reconstruct FILE``
+reconstructs it alone), as does a file whose mask is not 0/1 or whose k-space is all zero
+(``recon.apps.reconstruct.check_cartesian``). Each volume is
 written to ``DIR/<its name>`` atomically (``recon.apps.io``) in the fastMRI submission layout: the dataset
 ``reconstruction``, float32 (slices, h, w), the magnitude of the posterior mean at the header's recon matrix; the
 toolkit's samples, mean, std, mask and maps only with ``extras``; ``slices`` (default all) selects the same
@@ -42,10 +47,10 @@ import torch
 
 from operators.checks import check_int
 from recon.apps import io
-from recon.apps.reconstruct import CLASSICAL, MRISettings, reconstruct_slice
+from recon.apps.reconstruct import CLASSICAL, MRISettings, check_cartesian, check_recon_matrix, reconstruct_slice
 from recon.apps.settings import SliceSpec, select_slices
 from recon.atomic import protected
-from recon.data import load_fastmri
+from recon.data import load_fastmri, noncartesian_io
 
 CHALLENGES = ("singlecoil", "multicoil")
 SUMMARY = "recon_summary.json"
@@ -65,21 +70,40 @@ def is_dataset_run(paths: Sequence[str], out, extra_options: bool = False) -> bo
     return out is not None and str(out).endswith(("/", os.sep))
 
 
-def collect(paths: Sequence[str]) -> list[Path]:
+def is_output(path) -> bool:
+    """Whether ``path`` is a file a dataset run wrote (the ``settings_hash`` attribute, no ``kspace``)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return "settings_hash" in f.attrs and "kspace" not in f
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def collect(paths: Sequence[str], exclude=None) -> list[Path]:
     """The fastMRI files named by ``paths`` (files, folders: their ``*.h5``, globs), sorted by name, each once;
-    a name that matches nothing is an error."""
-    found = []
+    a name that matches nothing is an error. What a folder or a glob finds in the folder ``exclude`` (the output
+    folder) or that a dataset run wrote (``is_output``) is left out; a file named explicitly is kept."""
+    found, left_out = [], 0
+    skip = Path(exclude).resolve() if exclude is not None else None
+
+    def expanded(files):
+        nonlocal left_out
+        kept = [q for q in files if q.resolve().parent != skip and not is_output(q)]
+        left_out += len(files) - len(kept)
+        return kept
+
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            found += sorted(q for q in path.glob("*.h5") if q.is_file())
+            found += expanded(sorted(q for q in path.glob("*.h5") if q.is_file()))
         elif path.exists():
             found.append(path)
         elif glob.has_magic(str(p)):
             hits = sorted(Path(q) for q in glob.glob(str(p)))
             if not hits:
                 raise FileNotFoundError(f"input {p!r} matches no file")
-            found += [q for q in hits if q.is_file()] + [r for q in hits if q.is_dir() for r in sorted(q.glob("*.h5"))]
+            found += expanded([q for q in hits if q.is_file()] +
+                              [r for q in hits if q.is_dir() for r in sorted(q.glob("*.h5"))])
         else:
             raise FileNotFoundError(f"input {p}: no such file or folder")
     out, names, seen = [], {}, set()
@@ -93,7 +117,8 @@ def collect(paths: Sequence[str]) -> list[Path]:
         names[f.name] = f
         out.append(f)
     if not out:
-        raise FileNotFoundError(f"no .h5 files in {', '.join(map(str, paths))}")
+        raise FileNotFoundError(f"no .h5 files in {', '.join(map(str, paths))}" +
+                                (f" ({left_out} outputs of dataset runs left out)" if left_out else ""))
     return sorted(out, key=lambda f: f.name)
 
 
@@ -135,6 +160,10 @@ def _volume(path: Path, slices: SliceSpec, challenge, acquisition) -> dict:
     """What a rank needs to plan a volume: its slices, or why it is filtered out or failed."""
     item = {"name": path.name, "path": str(path), "slices": 0}
     try:
+        if noncartesian_io.is_noncartesian(path):
+            raise ValueError(f"{path.name} holds non-Cartesian samples; a dataset run (the fastMRI submission "
+                             f"layout) supports Cartesian fastMRI files only (recon reconstruct {path} --out FILE.h5 "
+                             f"reconstructs it alone)")
         vol = load_fastmri(path)
         kind = "multicoil" if vol.is_multicoil else "singlecoil"
         acq = vol.attrs.get("acquisition")
@@ -153,9 +182,8 @@ def reconstruct_volume(path: Path, idx: list[int], settings: MRISettings, prior,
     """The arrays (submission layout, plus the extras) and attributes of one volume; ``step(n)`` after every
     batch of n slices."""
     vol = load_fastmri(path)
-    if vol.header is not None and not vol.header.sizes_given and not vol.has_target:
-        raise ValueError(f"{path}: the ismrmrd_header names no encodedSpace/reconSpace matrixSize and the file has "
-                         "no target, so the recon matrix is unknown")
+    check_recon_matrix(path, vol)
+    check_cartesian(path, vol, idx)
     limits = vol.header.encoding_limits if vol.header else None
     samples, masks_, maps, protocol = [], [], [], None
     for b in range(0, len(idx), batch):
@@ -213,8 +241,8 @@ def run(paths: Sequence[str], out_dir, settings: MRISettings, slices: SliceSpec 
         raise ValueError(f"--acquisition must be an acquisition name such as CORPD_FBK or AXT2, got {acquisition!r}")
     check_int("--batch-slices", batch_slices, 1, 10_000)
     settings.check()
-    files = collect(paths)
     out_dir = Path(out_dir)
+    files = collect(paths, exclude=out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} is a file; a dataset run writes one file per volume into a folder")
     rank, world, local = _world(distributed)

@@ -7,7 +7,13 @@ target's width, and NMSE, PSNR and SSIM are computed over the volume with maxval
 (SSIM averaged over slices): fastMRI's ``evaluate.py`` exactly (``recon.metrics`` equals it). The table holds the
 mean over volumes (and, with ``by="acquisition"``, per acquisition). ``--acquisition`` keeps the volumes whose
 ``acquisition`` attribute matches. A target without a prediction, or one that cannot be scored, is listed by name
-and makes the exit status 1; the others are still scored.
+and makes the exit status 1; the others are still scored (a target that is all zero cannot be: every metric
+divides by it).
+
+A prediction equal to its target has PSNR infinity (fastMRI's ``evaluate.py`` reports ``inf``), which neither JSON
+nor a finite-valued CSV holds: such a volume is scored with ``perfect_match`` true, NMSE 0, SSIM 1 and ``psnr``
+null in the JSON (an empty cell in the CSV), and a mean over volumes that includes one has ``psnr`` null too, with
+the count in ``perfect_matches``; the printed table shows ``inf``.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from recon.data import center_crop
 
 KEYS = {"multicoil": "reconstruction_rss", "singlecoil": "reconstruction_esc"}
 NAMES = ("nmse", "psnr", "ssim")
-FIELDS = ("file", "acquisition", "slices", *NAMES)
+FIELDS = ("file", "acquisition", "slices", *NAMES, "perfect_match")
 
 
 def _text(v):
@@ -48,12 +54,19 @@ def score_volume(target_file: Path, prediction_file: Path, challenge: Optional[s
     w = gt.shape[-1]
     gt = center_crop(gt, (w, w))
     pred = center_crop(pred, (w, w))
-    return {"file": target_file.name, "acquisition": acq, "slices": int(gt.shape[0]),
-            **metrics.evaluate(gt, pred)}
+    if not np.any(gt):
+        raise ValueError(f"{target_file.name}: {key} is all zero, so there is nothing to score against")
+    row = {"file": target_file.name, "acquisition": acq, "slices": int(gt.shape[0])}
+    if np.array_equal(gt.astype(np.float64), pred.astype(np.float64)):  # MSE 0: PSNR infinite (module docstring)
+        return {**row, "nmse": 0.0, "psnr": None, "ssim": metrics.ssim(gt, pred), "perfect_match": True}
+    return {**row, **metrics.evaluate(gt, pred), "perfect_match": False}
 
 
 def _means(rows) -> dict:
-    return {"volumes": len(rows), **{k: float(np.mean([r[k] for r in rows])) for k in NAMES}}
+    perfect = sum(r["perfect_match"] for r in rows)
+    means = {"volumes": len(rows), **{k: float(np.mean([r[k] for r in rows])) for k in ("nmse", "ssim")},
+             "psnr": None if perfect else float(np.mean([r["psnr"] for r in rows]))}
+    return {**{k: means[k] for k in ("volumes", *NAMES)}, "perfect_matches": perfect}
 
 
 def evaluate(target, predictions, challenge=None, acquisition=None, by=None) -> dict:
@@ -99,7 +112,10 @@ def table(result: dict) -> str:
     lines = [f"{'':<16} {'volumes':>7} {'NMSE':>9} {'PSNR':>8} {'SSIM':>7}"]
     groups = [(g, m) for by in result.get("by", {}).values() for g, m in by.items()] + [("all", result["mean"])]
     for name, m in groups:
-        lines.append(f"{name or '(none)':<16} {m['volumes']:>7} {m['nmse']:>9.4f} {m['psnr']:>8.2f} {m['ssim']:>7.4f}")
+        psnr = "inf" if m["psnr"] is None else f"{m['psnr']:.2f}"
+        note = f"  ({m['perfect_matches']} perfect match{'es' if m['perfect_matches'] != 1 else ''})" \
+            if m["perfect_matches"] else ""
+        lines.append(f"{name or '(none)':<16} {m['volumes']:>7} {m['nmse']:>9.4f} {psnr:>8} {m['ssim']:>7.4f}{note}")
     return "\n".join(lines)
 
 

@@ -7,7 +7,9 @@ writer that fails leaves the target as it was and no temporary file behind.
 Every writer refuses, before it writes anything, a result that holds NaN or Inf (an array, an attribute, a number
 inside a JSON value, a CSV cell, a figure panel): the error names the file and the entry, so a failed stage is
 an error, never a file. ``check_output`` is the early check a command makes before it computes: the output path
-is writable and is none of the command's inputs (resolved paths and inodes) nor another of its outputs.
+is writable and is none of the command's inputs (resolved paths and inodes) nor another of its outputs. A write
+that the file system refuses (a full disk: ENOSPC) is one error naming the file and the cause
+(``recon.atomic.write_failure``).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import h5py
 import numpy as np
 import torch
 
-from recon.atomic import atomic_path, check_not_input, write_text
+from recon.atomic import atomic_path, check_not_input, write_failure, write_text
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".tif", ".tiff", ".eps", ".webp")
 
@@ -184,12 +186,18 @@ def append_csv_row(path, row: Mapping, fields: Sequence[str]) -> None:
     check_not_input(path)
     _check_row(path, row)
     data = csv_line(row, fields).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        failure = write_failure(path, e)
+        if failure is None:
+            raise
+        raise failure from e
 
 
 def write_png(path, panels: Sequence[tuple], vmax: Optional[float] = None, title: str = "") -> Path:

@@ -19,15 +19,25 @@ its k-space (``operators.noncartesian.calibration_maps``), then the sampler or c
 ``zero-filled`` is the density-compensated gridding image. Cartesian options (a mask, an acceleration, a
 geometry protocol) do not apply and are refused. The result holds the trajectory and density weights in place of
 the mask.
+
+Before any work a Cartesian file's contents are checked for what would otherwise be used silently
+(``check_cartesian``): the file's mask must be a sampling pattern, 0 or 1 per column (a mask of 0.5 is refused);
+the k-space of a selected slice must not be all zero (nothing measured: said as such, not as a missing
+calibration region). A reference that is all zero in a slice (``reconstruction_rss``/``_esc``) cannot score it
+(PSNR and NMSE divide by it): the slice is reconstructed without metrics and one warning names the file and the
+slices (``scorable_slices``); a command that needs no reference should not fail on a broken one. Commands that
+read Cartesian k-space only refuse a non-Cartesian file by name (``refuse_noncartesian``).
 """
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+import h5py
 import numpy as np
 import torch
 
@@ -38,6 +48,7 @@ from recon.apps import io
 from operators.checks import check_choice, check_real
 from recon.apps.settings import BaseSettings, SliceSpec, select_slices
 from recon.data import center_crop, geometry, load_fastmri, noncartesian_io
+from recon.data.errors import DataError
 from recon.priors import bundled
 
 CLASSICAL = {"zero-filled": classical.zero_filled, "cg-sense": classical.cg_sense,
@@ -160,6 +171,70 @@ def _mask_for(settings: MRISettings, shape, seed):
     return masks.get(settings.mask, **params)(tuple(shape), seed=seed)
 
 
+def refuse_noncartesian(path, command: str) -> None:
+    """``command`` reads Cartesian fastMRI k-space only: refuse a non-Cartesian file, saying so."""
+    if noncartesian_io.is_noncartesian(path):
+        raise DataError(f"{path} holds non-Cartesian samples ('traj', 'data'); {command} supports Cartesian fastMRI "
+                        f"files ('kspace') only (recon reconstruct {path} reconstructs it)")
+
+
+def _binary(mask: torch.Tensor) -> bool:
+    return bool(((mask == 0) | (mask == 1)).all())
+
+
+def _zero(x: torch.Tensor) -> bool:
+    return not bool((x != 0).any())
+
+
+def _listed(slices) -> str:
+    return f"slice {slices[0]}" if len(slices) == 1 else f"slices {', '.join(map(str, slices))}"
+
+
+def check_cartesian(path, vol, idx) -> None:
+    """Refuse, before any work, what a reconstruction of slices ``idx`` of the fastMRI volume ``vol`` would use
+    silently: a mask that is not 0/1 (a test file's sampling pattern: 1 for an acquired column, 0 for a
+    missing one), and k-space that is all zero in a selected slice."""
+    if vol.mask is not None and not _binary(vol.mask):
+        odd = vol.mask[(vol.mask != 0) & (vol.mask != 1)]
+        raise DataError(f"{path}: 'mask' must be 0 or 1 per k-space column (1: acquired), got values such as "
+                        f"{float(odd[0]):g}; a sampling mask is binary")
+    empty = [i for i in idx if _zero(vol.kspace(i))]
+    if empty:
+        raise DataError(f"{path}: the k-space is all zero in {_listed(empty)} of {vol.num_slices} (nothing was "
+                        f"measured there); select other slices (--slices) or check the file")
+
+
+def check_recon_matrix(path, vol) -> None:
+    """The recon matrix (the size of the result) comes from the header's reconSpace, else from the target: refuse
+    a file with neither, where it has a header that names no sizes or cannot be read (a file without any header
+    is reconstructed at its k-space size)."""
+    if vol.has_target:
+        return
+    if vol.header is not None and not vol.header.sizes_given:
+        raise DataError(f"{path}: the ismrmrd_header names no encodedSpace/reconSpace matrixSize and the file has "
+                        "no target, so the recon matrix is unknown")
+    if vol.header is None:
+        with h5py.File(path, "r") as f:
+            unreadable = "ismrmrd_header" in f
+        if unreadable:
+            raise DataError(f"{path}: the ismrmrd_header cannot be read and the file has no target, so the recon "
+                            f"matrix is unknown")
+
+
+def scorable_slices(path, vol, idx) -> set:
+    """The slices of ``idx`` whose reference (``reconstruction_rss``/``_esc``) can score them: all of them when
+    the file has none (nothing to exclude), else those whose reference is not all zero; one warning names the
+    others, which are reconstructed without metrics."""
+    if not vol.has_target:
+        return set(idx)
+    zero = [i for i in idx if _zero(vol.target(i))]
+    if zero:
+        key = getattr(vol, "target_key", "reconstruction_rss")
+        warnings.warn(f"{path}: {key} is all zero in {_listed(zero)}, so there is nothing to score against there; "
+                      f"reconstructing {'it' if len(zero) == 1 else 'them'} without metrics", stacklevel=2)
+    return set(idx) - set(zero)
+
+
 @dataclass
 class SliceResult:
     """One reconstructed slice: ``samples`` (N, h, w) complex and the SENSE-combined ``zero_filled`` image
@@ -187,6 +262,10 @@ def reconstruct_slice(k: torch.Tensor, file_mask, settings: MRISettings, prior, 
                       recon_size=None, limits=None, encoded_width=None) -> SliceResult:
     """One slice (C, H, W) of raw k-space through the settings' protocol; ``recon_size`` (default: the k-space
     size), ``limits`` and ``encoded_width`` come from the file's header."""
+    if file_mask is not None and not _binary(file_mask):
+        raise DataError("the file's mask must be 0 or 1 per k-space column (a sampling pattern), got other values")
+    if _zero(k):
+        raise DataError("the k-space of this slice is all zero (nothing was measured)")
     dev = torch.device(settings.device)
     protocol = resolve_protocol(settings.protocol, file_mask is not None, prior)
     fixed = prior is not None and getattr(prior.denoiser.net, "any_size", True) is False
@@ -223,9 +302,9 @@ def reconstruct_file(path, out, settings: Optional[MRISettings] = None, slices: 
     vol = load_fastmri(path)
     idx = select_slices(slices, vol.num_slices)
     out = io.check_output(out, source=path)
-    if vol.header is not None and not vol.header.sizes_given and not vol.has_target:
-        raise ValueError(f"{path}: the ismrmrd_header names no encodedSpace/reconSpace matrixSize and the file has "
-                         "no target, so the recon matrix is unknown")
+    check_recon_matrix(path, vol)
+    check_cartesian(path, vol, idx)
+    scorable = scorable_slices(path, vol, idx)
     prior = None if settings.method in CLASSICAL else settings.load_prior()
     limits = vol.header.encoding_limits if vol.header else None
     maxval = float(vol.attrs["max"]) if "max" in vol.attrs else None
@@ -239,7 +318,7 @@ def reconstruct_file(path, out, settings: Optional[MRISettings] = None, slices: 
         mask_list.append(r.mask.cpu().expand(r.maps.shape[-2:]))
         maps_list.append(r.maps.cpu())
         ref, mv = r.reference, None
-        if ref is None and vol.has_target:
+        if ref is None and i in scorable and vol.has_target:
             ref, mv = vol.target(i), maxval
         if ref is not None:
             ref = center_crop(ref.cpu(), (min(xc.shape[-2], ref.shape[-2]), min(xc.shape[-1], ref.shape[-1])))
@@ -250,7 +329,8 @@ def reconstruct_file(path, out, settings: Optional[MRISettings] = None, slices: 
     return _write_results(path, out, settings, samples, rows, idx, png, protocol,
                           {"mask": torch.stack(mask_list).numpy().astype(np.float32),
                            "maps": torch.stack(maps_list).numpy().astype(np.complex64)}, {},
-                          lambda shape: center_crop(vol.target(idx[0]), shape) if vol.has_target else None,
+                          lambda shape: center_crop(vol.target(idx[0]), shape)
+                          if vol.has_target and idx[0] in scorable else None,
                           settings.method)
 
 
@@ -310,6 +390,11 @@ def reconstruct_noncartesian_file(path, out, settings: MRISettings, slices: Slic
     vol = noncartesian_io.load_noncartesian(path)
     idx = select_slices(slices, vol.num_slices)
     out = io.check_output(out, source=path)
+    empty = [i for i in idx if _zero(vol.samples(i))]
+    if empty:
+        raise DataError(f"{path}: the samples ('data') are all zero in {_listed(empty)} of {vol.num_slices} "
+                        f"(nothing was measured there); select other slices (--slices) or check the file")
+    scorable = scorable_slices(path, vol, idx)
     prior = None if settings.method in CLASSICAL else settings.load_prior()
     maxval = float(vol.attrs["max"]) if "max" in vol.attrs else None
     samples, maps_list, rows = [], [], []
@@ -318,7 +403,7 @@ def reconstruct_noncartesian_file(path, out, settings: MRISettings, slices: Slic
         xc = x.cpu()
         samples.append(xc)
         maps_list.append(maps.cpu())
-        ref = vol.target(i)
+        ref = vol.target(i) if i in scorable else None
         if ref is not None:
             rec = xc.mean(0).abs()
             mv = maxval if maxval is not None else float(ref.max())
@@ -331,7 +416,7 @@ def reconstruct_noncartesian_file(path, out, settings: MRISettings, slices: Slic
                            "traj": vol.trajectory.numpy().astype(np.float32),
                            "density_weights": density.numpy().astype(np.float32)},
                           {"trajectory": vol.family},
-                          lambda shape: vol.target(idx[0]) if vol.has_target else None,
+                          lambda shape: vol.target(idx[0]) if vol.has_target and idx[0] in scorable else None,
                           f"{settings.method} ({vol.family})")
 
 

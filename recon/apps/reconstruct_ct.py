@@ -11,6 +11,16 @@ is simulated with the chosen angles and noise (``image`` also serves as the refe
 file with both uses its own sinogram and scores against its image). DICOM slices are read by
 ``recon.data.ct.read_dicom`` and converted with ``phantoms.hu_to_mu``.
 
+What a file declares is checked before it is used (``read_input``, ``check_memory``), each with one error naming the
+file: the sizes of its datasets, the ``image_size`` grid and the projector of that grid with the file's views and
+detectors (whose sparse matrix grows with grid side x views x detectors) against the memory budget
+(``recon.memory``); an image must be attenuation in mu/mu_water, between ``MU_MIN`` and ``MU_MAX`` and not
+negative everywhere (an image in HU, or of 1e30, is refused); the angles must be radians over at most one turn and
+not all the same direction; a measured sinogram must be line integrals (not negative everywhere, at most
+``MU_MAX`` x the longest path through the grid). A measured sinogram has its own views and geometry: options that
+would set them for a simulated measurement (``--views``, ``--limited``, a ``--geometry`` other than the file's)
+are refused, not ignored.
+
 Samplers and TV are scale-free (``recon.samplers.base``, ``recon.classical``): they work with the unit-norm
 operator internally, so step sizes (Score-ALD) and weights (TV) are independent of the number of views and the
 detector, and the operator is handed over as it is. The slices of a stack are one batch; ``tv_z`` > 0 couples
@@ -19,6 +29,7 @@ them along z in DDS (``samplers.dc.TVzConsistency``).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -29,7 +40,7 @@ import torch
 
 from operators.checks import check_choice, check_int, check_real, is_finite
 from operators.ct import FILTERS, MAX_ANGLES, FanBeamCT, ParallelBeamCT, angles as angle_set, fbp
-from recon import classical, metrics, samplers
+from recon import classical, memory, metrics, samplers
 from recon.apps import io
 from recon.apps.settings import BaseSettings, SliceSpec, select_slices
 from recon.data.errors import DataError
@@ -60,6 +71,13 @@ DDS_STEPS_SPARSE_MAX = 200  # ... up to this (experiments/RESULTS.md, "DDS's ste
 # 512 x 512 and 30 views (37.35 against 37.37 dB) and faster; at 0-120 degrees global attention was better.
 COARSE_ABOVE = {4: 2.0, 2: 0.5}  # on grids at least 2x / 4x the prior's training grid (per side), DDS's denoiser
 #                          runs on the image pooled 2 x 2 above sigma 0.5 and 4 x 4 above sigma 2 (``coarse_levels``) ...
+MU_MIN = -1.0    # mu/mu_water below this (-2000 HU) is no tissue, air or padding: a unit mistake (HU)
+MU_MAX = 100.0   # ... and above this (99000 HU; metal reaches a few tens): a unit mistake or a corrupt image
+FULL_TURN = 2 * math.pi * (1 + 1e-6)  # radians: angles spanning more than a turn are degrees or a corrupt list
+IMAGE_COPIES = 5     # float32 images of the grid a reconstruction holds besides its samples (result, FBP, ...)
+SINOGRAM_COPIES = 4  # float32 sinograms (measured, filtered and padded for FBP, residuals)
+PLAN_ARRAYS = 16     # float64/int64 working arrays of (chunk angles, detectors, grid side) the projector plans
+MATRIX_BYTES = 24    # bytes per bound entry of the projector's stored matrix (M and M^T in CSR and their build)
 COARSE_ABOVE_LIMITED = {4: 1.0, 2: 0.2}  # ... and further down the noise for a limited angle (experiments/RESULTS.md,
 #                          "Coarse denoising at high noise": anatomy-val at 512 x 512, 0-120 degrees, 31.78 dB without,
 #                          32.53 with COARSE_ABOVE, 32.77 with these; at 30 views 37.37 without, 37.33 with COARSE_ABOVE)
@@ -338,6 +356,9 @@ def _dataset(f, p, key: str, ndims: tuple) -> Optional[torch.Tensor]:
     if not isinstance(d, h5py.Dataset) or d.dtype.kind not in "fiu" or d.ndim not in ndims:
         raise DataError(f"{p}: {key!r} must be a real array with {' or '.join(map(str, ndims))} dimensions, got "
                         f"{'a group' if not isinstance(d, h5py.Dataset) else f'shape {d.shape} dtype {d.dtype}'}")
+    # as stored, as float64, and the finiteness test's booleans
+    memory.check_allocation(memory.nbytes(d.shape, d.dtype.itemsize + 9),
+                            f"{p}: {key!r} of shape {' x '.join(map(str, d.shape))}")
     t = torch.from_numpy(np.asarray(d[()], dtype=np.float64))
     if t.numel() == 0 or not is_finite(t):
         raise DataError(f"{p}: {key!r} is empty or contains NaN or Inf")
@@ -368,6 +389,68 @@ def _geometry(p, attrs) -> dict:
     return geo
 
 
+def check_attenuation(p, img: torch.Tensor, what: str = "'image'") -> None:
+    """An image is attenuation relative to water (air 0, water 1, bone up to about 3, metal a few tens): refuse
+    values outside [MU_MIN, MU_MAX] (HU, or a corrupt image) and an image negative everywhere."""
+    lo, hi = float(img.min()), float(img.max())
+    if lo < MU_MIN or hi > MU_MAX:
+        raise DataError(f"{p}: {what} holds values from {lo:.4g} to {hi:.4g}; attenuation images are mu/mu_water "
+                        f"(air 0, water 1, bone up to about 3), between {MU_MIN:g} and {MU_MAX:g} (an image in HU? "
+                        f"mu/mu_water = 1 + HU/1000)")
+    if hi < 0:
+        raise DataError(f"{p}: {what} is negative everywhere (max {hi:.4g}); attenuation mu/mu_water is >= 0 "
+                        f"(air 0, water 1)")
+
+
+def check_angles(p, angles: torch.Tensor) -> None:
+    """Projection angles are radians over at most one turn, and more than one view is more than one direction."""
+    lo, hi = float(angles.min()), float(angles.max())
+    if hi - lo > FULL_TURN:
+        raise DataError(f"{p}: 'angles' span {lo:.4g} to {hi:.4g}, more than one turn (2 pi); they must be radians "
+                        f"(degrees? multiply by pi/180)")
+    if len(angles) > 1 and hi == lo:
+        raise DataError(f"{p}: all {len(angles)} 'angles' are {lo:.4g} rad, one direction repeated; a sinogram's "
+                        f"angles are the directions of its views in radians (e.g. 0..pi)")
+
+
+def check_sinogram(p, sino: torch.Tensor, grid) -> None:
+    """Line integrals of attenuation (pixel lengths): not negative everywhere, and at most MU_MAX times the
+    longest path through the grid (its diagonal) in absolute value."""
+    lo, hi = float(sino.min()), float(sino.max())
+    bound = MU_MAX * math.hypot(*grid)
+    if max(abs(lo), abs(hi)) > bound:
+        raise DataError(f"{p}: 'sinogram' holds values from {lo:.4g} to {hi:.4g}; line integrals of mu/mu_water in "
+                        f"pixel lengths on a {grid[0]} x {grid[1]} grid lie within +-{bound:.4g} (a sinogram in 1/cm? "
+                        f"multiply by pixel_size_cm / mu_water)")
+    if hi < 0:
+        raise DataError(f"{p}: 'sinogram' is negative everywhere (max {hi:.4g}); line integrals of attenuation "
+                        f"are >= 0")
+
+
+def projector_bytes(op) -> int:
+    """About the memory of the CT projector ``op`` on the CPU: its working arrays per chunk of angles (chunk x
+    detectors x grid side) and, below its ``max_matrix_entries`` bound entries (2 x grid side per ray), its
+    stored sparse matrix and transpose, which grow with grid side x views x detectors."""
+    n_angles, n_det = op.oshape
+    side = max(op.ishape[-2:])
+    plan = min(op.chunk, n_angles) * n_det * side * 8 * PLAN_ARRAYS
+    entries = 2 * n_angles * n_det * side
+    return plan + (entries * MATRIX_BYTES if entries <= op.max_matrix_entries else 0)
+
+
+def check_memory(p, op, n_slices: int, samples: int = 1) -> None:
+    """The images, sinograms and projector of a reconstruction of ``n_slices`` slices with ``op`` fit the memory
+    budget (``recon.memory``); one error names the file and what is too large."""
+    h, w = op.ishape[-2:]
+    n_angles, n_det = op.oshape
+    memory.check_allocation(memory.nbytes((n_slices, h, w), 4 * (IMAGE_COPIES + 2 * samples)),
+                            f"{p}: the image grid of {n_slices} x {h} x {w} pixels")
+    memory.check_allocation(memory.nbytes((n_slices, n_angles, n_det), 4 * SINOGRAM_COPIES),
+                            f"{p}: the sinograms of {n_slices} x {n_angles} views x {n_det} detectors")
+    memory.check_allocation(projector_bytes(op), f"{p}: the projector of a {h} x {w} grid with {n_angles} views x "
+                                                 f"{n_det} detectors")
+
+
 def read_input(path):
     """(image or None, sinogram or None, geometry dict) from a CT HDF5 file, a DICOM file or a DICOM folder; the
     contents are checked (shapes, finiteness, the angles and geometry attributes) with errors naming the file."""
@@ -380,7 +463,9 @@ def read_input(path):
         img = read_dicom(p)
         if not is_finite(img):
             raise DataError(f"{p}: the DICOM pixel data contain NaN or Inf")
-        return (hu_to_mu(img if img.dim() == 3 else img[None]), None, {})
+        img = hu_to_mu(img if img.dim() == 3 else img[None])
+        check_attenuation(p, img, "the DICOM image (converted from HU)")
+        return img, None, {}
     try:
         f = h5py.File(p, "r")
     except OSError as e:
@@ -401,6 +486,7 @@ def read_input(path):
         img = (img[None] if img.dim() == 2 else img).float()
         if min(img.shape[-2:]) < 2:
             raise DataError(f"{p}: 'image' slices must be at least 2 x 2, got {tuple(img.shape)}")
+        check_attenuation(p, img)
     if sino is not None:
         sino = (sino[None] if sino.dim() == 2 else sino).float()
         if len(geo["angles"]) != sino.shape[-2]:
@@ -408,6 +494,7 @@ def read_input(path):
                             f"{sino.shape[-2]} angles")
         if len(geo["angles"]) > MAX_ANGLES:
             raise DataError(f"{p}: {len(geo['angles'])} angles; at most {MAX_ANGLES} are supported")
+        check_angles(p, geo["angles"])
         if img is not None and len(img) != len(sino):
             raise DataError(f"{p}: 'image' has {len(img)} slices but 'sinogram' has {len(sino)}")
     return img, sino, geo
@@ -418,10 +505,30 @@ def score(reference: torch.Tensor, x: torch.Tensor) -> dict:
     return metrics.evaluate(reference.numpy(), x.float().numpy(), float(reference.max()))
 
 
+def _refuse_measurement_options(path, sino, geo, settings: CTSettings, given: Optional[dict]) -> None:
+    """A measured sinogram has its own views and geometry: refuse the options (``given``: option -> value as the
+    command line gave them; None: the settings, whose ``limited`` is then the one that cannot be default) that
+    would set them for a simulated measurement."""
+    n = sino.shape[-2]
+    if given is None:
+        given = {"--limited": settings.limited} if settings.limited is not None else {}
+    for option in ("--views", "--limited"):
+        if given.get(option) is not None:
+            raise ValueError(f"{option} {given[option]} sets the views of a measurement simulated from an image, but "
+                             f"{path} holds a measured sinogram with its own {n} view{'s' if n != 1 else ''} "
+                             f"('angles'); drop {option}")
+    stated = geo.get("geometry")
+    if given.get("--geometry") is not None and stated is not None and given["--geometry"] != stated:
+        raise ValueError(f"--geometry {given['--geometry']}, but {path} states its sinogram's geometry: {stated}; "
+                         f"drop --geometry")
+
+
 def reconstruct_file(path, out, settings: Optional[CTSettings] = None, slices: SliceSpec = None, png=None,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, given: Optional[dict] = None) -> dict:
     """Reconstruct ``slices`` of a CT file (None: all; an index, a list, a slice or text such as "0:4"; see
-    ``select_slices``), write ``out`` (HDF5) and, with ``png``, a figure of the first slice."""
+    ``select_slices``), write ``out`` (HDF5) and, with ``png``, a figure of the first slice. ``given`` (option ->
+    value, the options the command line set) lets a measured sinogram refuse ``--views``/``--limited``/
+    ``--geometry``, which would otherwise be ignored (module docstring)."""
     settings = settings or CTSettings()
     settings.check()
     img, sino, geo = read_input(path)
@@ -435,6 +542,7 @@ def reconstruct_file(path, out, settings: Optional[CTSettings] = None, slices: S
         if settings.noise != "none":
             raise ValueError(f"{path} holds a measured sinogram; --noise {settings.noise} applies only when a "
                              f"measurement is simulated from an 'image'")
+        _refuse_measurement_options(path, sino, geo, settings, given)
         settings.geometry = geo.get("geometry", settings.geometry)
         for k in ("source_distance", "detector_distance"):
             if k in geo:
@@ -443,9 +551,12 @@ def reconstruct_file(path, out, settings: Optional[CTSettings] = None, slices: S
         if size is None:
             raise ValueError(f"{path}: a sinogram without an image needs the 'image_size' attribute")
         op = operator(settings, size, geo["angles"], sino.shape[-1],
-                      float(geo.get("detector_spacing", 1.0)))
+                      float(geo.get("detector_spacing", 1.0)))  # the rays only: the projector is built on use
+        check_memory(path, op, len(sino), settings.samples)
+        check_sinogram(path, sino, tuple(op.ishape[-2:]))
     else:
         op = operator(settings, tuple(img.shape[-2:]))
+        check_memory(path, op, len(img), settings.samples)
         sino = simulate(img, op, settings, torch.Generator().manual_seed(settings.seed + 1))
     settings = resolve_prior(settings, tuple(op.ishape))  # the file records the prior that was used
     x = reconstruct(sino, op, settings, progress=progress).cpu()
@@ -471,10 +582,11 @@ def reconstruct_file(path, out, settings: Optional[CTSettings] = None, slices: S
     return res
 
 
-def command(path, out, settings: CTSettings, slices: SliceSpec = None, png=None, progress: bool = True) -> int:
+def command(path, out, settings: CTSettings, slices: SliceSpec = None, png=None, progress: bool = True,
+            given: Optional[dict] = None) -> int:
     """``recon reconstruct-ct``: reconstruct, print the metrics of FBP and of the method (when there is a
     reference image)."""
-    res = reconstruct_file(path, out, settings, slices, png=png, progress=progress)
+    res = reconstruct_file(path, out, settings, slices, png=png, progress=progress, given=given)
     if res["metrics"]:
         for m, e in res["metrics"].items():
             print(f"{m:<10} PSNR {e['psnr']:.2f}  SSIM {e['ssim']:.4f}  NMSE {e['nmse']:.4f}")

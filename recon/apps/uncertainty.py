@@ -5,6 +5,10 @@
 the samples are written to HDF5 (atomically), with the std-error rank and linear correlations and the coverage of
 the central ``level`` interval as attributes when the file has a reference; an optional figure shows reference,
 zero-filled, mean, std (fixed colour scale) and |error|.
+
+The file must hold Cartesian fastMRI k-space (a non-Cartesian file is refused, saying so) whose contents pass
+``recon.apps.reconstruct.check_cartesian`` (a 0/1 mask, k-space not all zero); a prospective file whose
+reference is all zero in the slice is sampled without the calibration numbers, with a warning.
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ import torch
 
 from operators.checks import check_real, is_int
 from recon.apps import io
-from recon.apps.reconstruct import MRISettings, for_uncertainty, require_posterior, reconstruct_slice
+from recon.apps.reconstruct import (MRISettings, check_cartesian, for_uncertainty, refuse_noncartesian,
+                                    require_posterior, reconstruct_slice, scorable_slices)
 from recon.apps.settings import select_slices
 from recon.data import center_crop, load_fastmri
 from recon.apps.calibrate import mvue_reference
@@ -72,8 +77,12 @@ def uncertainty_file(path, out, settings: Optional[MRISettings] = None, slice_in
                                                      else None])
     png = io.check_figure_path(png, sources=[path], others=[out])
     cal = _load_calibration(calibration, settings)
+    refuse_noncartesian(path, "recon uncertainty")
     vol = load_fastmri(path)
     [i] = select_slices(slice_index, vol.num_slices)
+    check_cartesian(path, vol, [i])
+    if vol.mask is not None:
+        scorable = scorable_slices(path, vol, [i])
     k = vol.kspace(i)
     prior = settings.load_prior()
     r = reconstruct_slice(k, vol.mask, settings, prior, settings.seed + i,
@@ -84,7 +93,8 @@ def uncertainty_file(path, out, settings: Optional[MRISettings] = None, slice_in
     if vol.mask is None:
         ref = mvue_reference(k, vol, settings, prior, r)
     else:
-        ref = r.reference if r.reference is not None else (vol.target(i) if vol.has_target else None)
+        ref = r.reference if r.reference is not None else (vol.target(i) if i in scorable and vol.has_target
+                                                           else None)
         ref = center_crop(ref.cpu(), crop) if ref is not None else None
     res = summarize(x, ref, level)
     arrays = {}

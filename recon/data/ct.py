@@ -8,7 +8,10 @@
   in Hounsfield units: stored value x RescaleSlope + RescaleIntercept. Pixels outside the scanner's
   reconstruction circle are stored as padding (the PixelPaddingValue, often -2000 or -3024 HU): they become
   air, ``AIR_HU`` = -1024, as does anything below it (nothing attenuates less than air; a negative attenuation
-  would be a region no projector or prior should see).
+  would be a region no projector or prior should see). The declared size (Rows x Columns x frames, over the
+  whole series) is checked against the memory budget (``recon.memory``) before any pixel data is decoded, and
+  only greyscale slices are read (PhotometricInterpretation MONOCHROME1/2, one sample per pixel): a colour
+  image (RGB, YBR, a palette) is refused by name.
 - ``window(hu, center, width)``: the usual display window mapped to [0, 1] (e.g. soft tissue 40/400,
   lung -600/1500, bone 300/1500).
 """
@@ -20,6 +23,8 @@ from typing import Optional
 import torch
 
 from operators.checks import check_real
+from recon import memory
+from recon.data.errors import DataError
 
 AIR_HU = -1024.0  # the floor of the CT scale: air; padding and anything below it read as air
 WINDOWS = {"soft-tissue": (40.0, 400.0), "lung": (-600.0, 1500.0), "bone": (300.0, 1500.0), "brain": (40.0, 80.0)}
@@ -45,6 +50,30 @@ def window(hu: torch.Tensor, center: float = 40.0, width: float = 400.0) -> torc
     return ((hu - (center - width / 2)) / width).clamp(0, 1)
 
 
+GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
+
+
+def _declared(f, ds) -> tuple:
+    """(frames, rows, columns, bytes per stored sample) that the header of ``ds`` declares; colour refused."""
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip()
+    samples = getattr(ds, "SamplesPerPixel", 1)
+    if photometric.upper() not in GREYSCALE or samples not in (None, 1):
+        raise DataError(f"{f}: a colour DICOM image (PhotometricInterpretation {photometric}, SamplesPerPixel "
+                        f"{samples}); CT slices are greyscale: MONOCHROME2 or MONOCHROME1 with one sample per pixel")
+    dims = []
+    for key in ("NumberOfFrames", "Rows", "Columns", "BitsAllocated"):
+        v = getattr(ds, key, None)
+        try:
+            v = 1 if v in (None, "") and key == "NumberOfFrames" else int(v)
+        except (TypeError, ValueError):
+            raise DataError(f"{f}: DICOM {key} must be a positive integer, got {v!r}") from None
+        if v < 1:
+            raise DataError(f"{f}: DICOM {key} must be a positive integer, got {v}")
+        dims.append(v)
+    frames, rows, cols, bits = dims
+    return frames, rows, cols, (bits + 7) // 8
+
+
 def read_dicom(path) -> torch.Tensor:
     """A slice (H, W) or a series (S, H, W) in Hounsfield units, float32."""
     try:
@@ -55,7 +84,7 @@ def read_dicom(path) -> torch.Tensor:
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
     files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
-    slices = []
+    slices, total = [], 0
     for f in files:
         try:
             ds = pydicom.dcmread(str(f))
@@ -65,7 +94,17 @@ def read_dicom(path) -> torch.Tensor:
             raise ValueError(f"{f}: not a DICOM file ({type(e).__name__})") from None
         if "PixelData" not in ds:
             raise ValueError(f"{f}: DICOM file without pixel data")
-        stored = torch.as_tensor(ds.pixel_array.astype("float32"))
+        frames, rows, cols, itemsize = _declared(f, ds)
+        # the decoded pixels, their float32 copy and the HU image, for this file and the series so far
+        total += memory.nbytes((frames, rows, cols), itemsize + 8)
+        memory.check_allocation(total, f"{f}: DICOM pixel data of {frames} x {rows} x {cols}"
+                                       + (" (the series up to this file)" if slices else ""))
+        try:
+            pixels = ds.pixel_array
+        except Exception as e:  # pydicom: truncated data, an unsupported transfer syntax, a missing decoder
+            raise DataError(f"{f}: the DICOM pixel data cannot be decoded ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        stored = torch.as_tensor(pixels.astype("float32"))
         hu = stored * float(getattr(ds, "RescaleSlope", 1.0) or 1.0) + float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
         pad = getattr(ds, "PixelPaddingValue", None)
         if pad is not None:
