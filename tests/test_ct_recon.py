@@ -354,7 +354,7 @@ def test_large_grids_are_denoised_coarse_at_high_noise_and_the_prior_is_left_as_
     seen, sigmas = [], []
     original, forward = prior.set_coarse, prior._pooled
     prior.set_coarse = lambda lv: (seen.append(lv), original(lv))
-    prior._pooled = lambda u, s, f: (sigmas.append((float(s.max()), f)), forward(u, s, f))[1]
+    prior._pooled = lambda u, s, f, *rest: (sigmas.append((float(s.max()), f)), forward(u, s, f, *rest))[1]
     x = torch.zeros(64, 64)
     x[16:48, 20:44] = 1.0
     out = reconstruct(op(64)(x), op(64), CTSettings(views=8, steps=6, prior="bundled:ct-anatomy-v2-128"), prior=prior)
