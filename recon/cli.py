@@ -52,6 +52,7 @@ def _mri_settings(args) -> reconstruct.MRISettings:
                  if getattr(args, field) is not None}
     return reconstruct.MRISettings(method=args.sampler, prior=args.prior, samples=args.samples, seed=args.seed,
                                    steps=args.steps, device=args.device, normalization=args.normalization,
+                                   preset=args.preset,
                                    **cartesian, **({} if args.noise_std is None else {"noise_std": args.noise_std}),
                                    **({} if args.dds_tv is None else {"dds_tv": args.dds_tv}))
 
@@ -91,7 +92,7 @@ def _ct_settings(args) -> reconstruct_ct.CTSettings:
                                      noise_level=args.noise_level, prior=args.prior, samples=args.samples,
                                      seed=args.seed, steps=args.steps, tv_z=args.tv_z, dds_tv=args.dds_tv,
                                      device=args.device,
-                                     pixel_mm=args.pixel_mm, normalization=args.normalization)
+                                     pixel_mm=args.pixel_mm, normalization=args.normalization, preset=args.preset)
 
 
 def _demo(args) -> int:
@@ -187,6 +188,10 @@ def _train(args) -> int:
     return train.command(args.config, out=args.out, steps=args.steps, restart=args.restart, progress=not args.quiet)
 
 
+PRESET_HELP = ("the sampler's named settings: 'reference' follows its published code step for step (timesteps, "
+               "eta convention, clipping, first and last steps, start noise); default: the toolkit's defaults")
+
+
 class UsageError(Exception):
     """A command line argparse cannot parse (reported like every other error: one line, exit status 2)."""
 
@@ -208,6 +213,7 @@ def _mri_options(p, sampler_help: str) -> None:
                    "fixed:VALUE, range:VALUE")
     p.add_argument("--prior", default=bundled.DEFAULT_MRI)
     p.add_argument("--steps", type=int, help="sampler steps (levels for score-ald); default: the paper's")
+    p.add_argument("--preset", help=PRESET_HELP)
     p.add_argument("--noise-std", help="DDS's data weight: auto (the default: the noise std estimated from the "
                    "k-space periphery), none (the paper's noiseless CG), or the k-space noise std")
     p.add_argument("--dds-tv", type=float, help="DDS's in-plane TV weight in its data consistency (default 3e-4 "
@@ -287,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{reconstruct_ct.LIMITED_BELOW:g} degrees; for fewer than 30 views per 128 pixels of the grid "
                    f"side, 50 x the shortfall, up to {reconstruct_ct.DDS_STEPS_SPARSE_MAX}: 30 views on 512 x 512 "
                    f"get {reconstruct_ct.DDS_STEPS_SPARSE_MAX})")
+    p.add_argument("--preset", help=PRESET_HELP)
     p.add_argument("--tv-z", type=float, default=0.0, help="DDS: TV coupling of the slices along z, relative weight (0: off; 1e-4 is a good start)")
     p.add_argument("--dds-tv", type=float, default=reconstruct_ct.DDS_TV,
                    help="DDS on noiseless data: in-plane TV weight in the data consistency (0: the paper's plain CG)")

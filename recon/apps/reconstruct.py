@@ -46,7 +46,7 @@ from operators.noncartesian import calibration_maps
 from recon import classical, metrics, samplers
 from recon.apps import io
 from operators.checks import check_choice, check_real
-from recon.apps.settings import BaseSettings, SliceSpec, select_slices
+from recon.apps.settings import BaseSettings, SliceSpec, check_preset, select_slices
 from recon.data import center_crop, geometry, load_fastmri, noncartesian_io
 from recon.data.errors import DataError
 from recon.priors import bundled
@@ -71,6 +71,7 @@ class MRISettings(BaseSettings):
 
     def check(self) -> None:
         check_choice("method", self.method, METHODS)
+        check_preset(self.method, self.preset, CLASSICAL)
         dds_noise(self.noise_std)
         if self.method != "dds" and str(self.noise_std) != "auto":
             raise ValueError(f"--noise-std sets DDS's data weight; the sampler {self.method!r} does not take it")
@@ -141,7 +142,7 @@ def sampler_for(settings: MRISettings):
         kw.update(dds_noise(settings.noise_std))
         if settings.dds_tv is not None:
             kw["tv_xy"] = float(settings.dds_tv)
-    return samplers.get(settings.method, **kw)
+    return samplers.get(settings.method, preset=settings.preset, **kw)
 
 
 LINE_MASKS = ("random", "equispaced", "equispaced_fraction", "magic", "magic_fraction", "gaussian1d")

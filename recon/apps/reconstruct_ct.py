@@ -42,7 +42,7 @@ from operators.checks import check_choice, check_int, check_real, is_finite
 from operators.ct import FILTERS, MAX_ANGLES, FanBeamCT, ParallelBeamCT, angles as angle_set, fbp
 from recon import classical, memory, metrics, samplers
 from recon.apps import io
-from recon.apps.settings import BaseSettings, SliceSpec, select_slices
+from recon.apps.settings import BaseSettings, SliceSpec, check_preset, select_slices
 from recon.data.errors import DataError
 from recon.priors import bundled
 
@@ -102,6 +102,7 @@ class CTSettings(BaseSettings):
 
     def check(self) -> None:
         check_choice("CT method", self.method, METHODS)
+        check_preset(self.method, self.preset, BASELINES)
         if self.method in BASELINES and (self.steps is not None or self.samples != 1):
             raise ValueError(f"the baseline {self.method!r} takes no steps and gives one sample; drop "
                              f"--steps/--samples (they are for the samplers)")
@@ -262,6 +263,9 @@ def sampler_for(settings: CTSettings, sigma_y: Optional[float] = None, op=None) 
     for the paper's plain CG), or the ``tv_z`` coupling for a stack. DDS runs ``dds_steps(op)`` steps: 50, 200
     when the views of ``op`` cover a limited angle, and up to 200 for views sparse for a large grid."""
     n = settings.steps
+    if settings.preset is not None:  # the preset's settings; only a stated length on top
+        length = {} if n is None else {"n_levels" if settings.method == "score-ald" else "steps": n}
+        return samplers.get(settings.method, preset=settings.preset, **length)
     if settings.method == "dds":
         n = n or dds_steps(op)
         if settings.tv_z > 0:

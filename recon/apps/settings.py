@@ -65,13 +65,15 @@ def check_prior(prior) -> str:
 @dataclass(kw_only=True)
 class BaseSettings:
     """The settings every reconstruction command has: the prior (a bundled name or a checkpoint path), the number
-    of posterior samples, the seed, the sampler length (None: the paper's default) and the device."""
+    of posterior samples, the seed, the sampler length (None: the paper's default), the device and the sampler's
+    preset (None: its defaults; "reference": its published code step for step, ``Sampler.PRESETS``)."""
     prior: str
     samples: int = 1
     seed: int = 0
     steps: Optional[int] = None
     device: str = "cpu"
     normalization: Optional[str] = None  # "KIND[:VALUE]" overriding the prior's recorded data convention
+    preset: Optional[str] = None
 
     def load_prior(self):
         """The prior named by ``prior``, with ``normalization`` (if set) overriding its data convention."""
@@ -88,6 +90,20 @@ class BaseSettings:
             check_steps(self.steps)
         check_device(self.device)
         parse_normalization(self.normalization)
+
+
+def check_preset(method: str, preset: Optional[str], baselines) -> None:
+    """A preset names settings of a sampler that has them (``Sampler.PRESETS``); the baselines have none."""
+    if preset is None:
+        return
+    from recon import samplers
+
+    if method in baselines:
+        raise ValueError(f"--preset names a sampler's settings; the classical method {method!r} has none")
+    presets = tuple(samplers.sampler_class(method).PRESETS)
+    if preset not in presets:
+        raise ValueError(f"preset must be one of sampler {method!r}'s presets ({', '.join(presets) or 'none'}), "
+                         f"got {preset!r}")
 
 
 NORMALIZATIONS = {"none": None, "max": None, "percentile": "q", "fixed": "value", "range": "value"}

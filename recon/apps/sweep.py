@@ -53,7 +53,7 @@ import torch
 from operators.checks import check_choice, check_int, check_keys, check_real, closest
 from recon import memory
 from recon.apps import io
-from recon.apps.settings import MAX_SEED, check_prior, check_steps
+from recon.apps.settings import MAX_SEED, check_preset, check_prior, check_steps
 from recon.atomic import protected
 from recon.priors import bundled
 
@@ -67,7 +67,8 @@ KEYS = {"out": "a path ending in .csv", "prior": "a prior name or checkpoint pat
         "methods": "a list of method names", "seeds": "a list of integers >= 0",
         "center_fraction": "a number in (0, 1)", "files": "a list of fastMRI files",
         "slices": "a range 'a:b' (or one index)", "steps": "a table method = steps",
-        "max_runs": "an integer >= 1, the most runs the config may expand to"}
+        "max_runs": "an integer >= 1, the most runs the config may expand to",
+        "preset": "a sampler preset applied to every sampler of the sweep (e.g. 'reference')"}
 HELDOUT_SLICES = 10
 MAX_RUNS = 100_000
 MAX_RUNS_LIMIT = 10_000_000
@@ -138,6 +139,16 @@ def load_config(path) -> dict:
         raise ValueError(f"sweep config {p}: {e}") from None
     _names(p, "masks", cfg["masks"], masks.available())
     _names(p, "methods", cfg["methods"], METHODS)
+    preset = cfg.get("preset")
+    if preset is not None:
+        if not isinstance(preset, str):
+            raise ValueError(f"sweep config {p}: preset must be {KEYS['preset']}, got {preset!r}")
+        try:
+            for m in cfg["methods"]:
+                if m not in CLASSICAL:
+                    check_preset(m, preset, CLASSICAL)
+        except ValueError as e:
+            raise ValueError(f"sweep config {p}: {e}") from None
     accs = cfg["accelerations"]
     if not isinstance(accs, list) or not accs:
         raise ValueError(f"sweep config {p}: accelerations must be a non-empty list, got {accs!r}")
@@ -247,10 +258,11 @@ def _file_digest(path) -> str:
 
 
 def _mri_settings(row: dict, cfg: dict):
-    from recon.apps.reconstruct import MRISettings
+    from recon.apps.reconstruct import CLASSICAL, MRISettings
     return MRISettings(method=row["method"], mask=row["mask"], acceleration=row["acceleration"],
                        center_fraction=_center_fraction(row, cfg), samples=1, seed=row["seed"],
-                       steps=cfg.get("steps", {}).get(row["method"]), prior=cfg.get("prior", DEFAULT_PRIOR))
+                       steps=cfg.get("steps", {}).get(row["method"]), prior=cfg.get("prior", DEFAULT_PRIOR),
+                       preset=None if row["method"] in CLASSICAL else cfg.get("preset"))
 
 
 def _center_fraction(row: dict, cfg: dict) -> float:
