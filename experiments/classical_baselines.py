@@ -13,7 +13,7 @@ import time
 import torch
 
 from recon import classical, metrics
-from recon.apps.io import write_csv
+from recon.data.results import write_csv
 from recon.problems import multicoil_problem
 
 METHODS = {

@@ -2,7 +2,7 @@
 TV of the default, ``dds_tv``), and TV.
 
 Slice 0 of the bundled phantom stack (``recon/data/samples/ct-phantom-demo.h5``), parallel beam, 30 views and
-0-120 degrees, Poisson counts of 1e5 and 1e4 incident photons per bin (``recon.apps.reconstruct_ct.simulate``);
+0-120 degrees, Poisson counts of 1e5 and 1e4 incident photons per bin (``recon.pipelines.ct.simulate``);
 prior ``ct-phantom-128`` or the one named first on the command line; ``reconstruct_ct.noise_std`` gives DDS its sigma_y. PSNR / SSIM in mu units.
 
     OMP_NUM_THREADS=2 python experiments/ct_noise_check.py [bundled:ct-anatomy-v2-128]
@@ -11,7 +11,7 @@ import sys
 import h5py
 import torch
 
-from recon.apps import reconstruct_ct as rc
+from recon.pipelines import ct as rc
 from recon import priors, samplers
 torch.set_num_threads(int(__import__('os').environ.get('OMP_NUM_THREADS', 2)))
 with h5py.File("recon/data/samples/ct-phantom-demo.h5") as f:

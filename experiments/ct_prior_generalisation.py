@@ -19,7 +19,7 @@ Methods: FBP (ramp); TV (ADMM, 100 iterations) at each slice's best weight of th
 the truth by PSNR (``tv-best``: an oracle, so a strong baseline), and at the toolkit's default weight
 (``tv-default``); DDS with each prior (``--priors label=spec,...``), one sample (the mean of ``--samples`` N),
 seed = slice index, with the toolkit's CT defaults unless ``--dds`` says otherwise.
-Metrics: PSNR / SSIM in mu units with data range = the slice's maximum (``recon.apps.reconstruct_ct.score``).
+Metrics: PSNR / SSIM in mu units with data range = the slice's maximum (``recon.pipelines.ct.score``).
 
 One CSV row per (set, slice, setting, method) is appended as soon as it is done; a rerun skips rows already
 there. The Markdown summary (means per set) and the per-slice table for the real slices are printed.
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from recon import priors, samplers
-from recon.apps.reconstruct_ct import DDS_TV, CTSettings, dds_steps, operator, reconstruct, score, simulate
+from recon.pipelines.ct import DDS_TV, CTSettings, dds_steps, operator, reconstruct, score, simulate
 from recon.data import ct_anatomy, phantoms
 
 import ct_samplers

@@ -4,7 +4,7 @@ Test phantoms: ``recon.data.phantoms.ct_phantom`` with generator seed 777 (train
 every step from other seeds), 128 x 128, mu / mu_water units. Parallel beam, noiseless line integrals (or
 Gaussian noise with ``--noise``). Settings: 30 views over 180 degrees (sparse view) and 120 views over
 0-120 degrees (limited angle). Prior: the bundled ``ct-phantom-128``. Every sampler sees the unit-norm operator
-(``recon.apps.reconstruct_ct``). Metrics: PSNR/SSIM on mu/mu_water with data range = the phantom's maximum (bone).
+(``recon.pipelines.ct``). Metrics: PSNR/SSIM on mu/mu_water with data range = the phantom's maximum (bone).
 
 One row per (setting, method, phantom) is appended to the CSV as soon as it is done; a rerun skips rows already
 there. The summary table (means over phantoms) is printed as Markdown.
@@ -22,7 +22,7 @@ import torch
 
 from recon import priors
 from recon.data import phantoms
-from recon.apps.reconstruct_ct import CTSettings, operator, reconstruct, sampler_for, score, simulate
+from recon.pipelines.ct import CTSettings, operator, reconstruct, sampler_for, score, simulate
 
 SETTINGS = {"sparse-30": dict(views=30), "limited-0-120": dict(views=None, limited=(0.0, 120.0))}
 STEPS = {"dds": 50, "dps": 250, "score-ald": 150, "score-sde": 300}
@@ -90,7 +90,7 @@ def main():
 def stack_study(args, prior):
     """DDS slice by slice with and without TV coupling along z (ADMM penalty 0.01 L) on the bundled z-coherent
     4-slice stack; z_variation = mean |x_{k+1} - x_k| relative to the reference's."""
-    from recon.apps.reconstruct_ct import read_input
+    from recon.data.ct_files import read_input
     from pathlib import Path
     img, _, _ = read_input(Path(__file__).resolve().parent.parent / "recon/data/samples/ct-phantom-demo.h5")
     fields = ["setting", "method", "tv_z", "psnr", "ssim", "z_variation", "seconds"]

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from recon.apps.io import write_h5
+from recon.data.results import write_h5
 from recon.data import phantoms
 
 

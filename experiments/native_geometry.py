@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from operators import espirit, masks
-from recon.apps import io
-from recon.apps.reconstruct import MRISettings, reconstruct_file
+from recon.data import results as io
+from recon.pipelines.mri import MRISettings, reconstruct_file
 from recon.data import brain, center_crop, geometry, load_fastmri, simulate
 
 FILES = {"knee-like": dict(n_coils=15, encoded=(640, 372), obj=(300, 344), dead=(2, 2)),

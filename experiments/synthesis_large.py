@@ -63,7 +63,7 @@ def main():
     ap.add_argument("--out", default="experiments/results/synthesis_320")
     a = ap.parse_args()
     prior = priors.load(a.prior)
-    from recon.apps.tasks import parse_size
+    from recon.pipelines.settings import parse_size
     shape = parse_size(a.size)
     results, grids = {}, []
     held = tasks._embed(brain.load_heldout(min(shape)), shape)  # the slices' field of view spans the shorter side

@@ -19,7 +19,7 @@ This module only parses the options and dispatches to the commands of ``recon.ap
 command: it exits 0 with a finite, readable result, or exits 2 with exactly one line ``recon: error: ...`` naming
 the option or the file, the value and what is allowed (usage errors included; ``--debug`` shows the traceback),
 and every file it reads is byte-identical afterwards: the inputs are protected against writes
-(``recon.atomic.protected``), results are written atomically and never when not finite (``recon.apps.io``).
+(``recon.atomic.protected``), results are written atomically and never when not finite (``recon.data.results``).
 An unexpected exception is reported on the same one line as an internal error. The line stays one line
 whatever the message holds: control characters (a newline in a file name, a multi-line library message) are
 escaped (``one_line``); warnings are printed as single ``recon: warning: ...`` lines; Ctrl-C at any time, start-up
@@ -39,6 +39,7 @@ from pathlib import Path
 
 from recon.apps import (calibrate, datasets, demo, evaluate, info, reconstruct, reconstruct_ct, simulate, sweep, tasks,
                         train, uncertainty)
+from recon.pipelines import ct as ct_pipeline, mri as mri_pipeline
 from recon.priors import bundled
 
 
@@ -46,11 +47,11 @@ CARTESIAN_OPTIONS = {"--mask": "mask", "--acceleration": "acceleration", "--cent
                      "--protocol": "protocol"}  # option -> MRISettings field; None on the command line: the default
 
 
-def _mri_settings(args) -> reconstruct.MRISettings:
+def _mri_settings(args) -> mri_pipeline.MRISettings:
     """The MRI settings shared by ``reconstruct`` and ``uncertainty``."""
     cartesian = {field: getattr(args, field) for field in CARTESIAN_OPTIONS.values()
                  if getattr(args, field) is not None}
-    return reconstruct.MRISettings(method=args.sampler, prior=args.prior, samples=args.samples, seed=args.seed,
+    return mri_pipeline.MRISettings(method=args.sampler, prior=args.prior, samples=args.samples, seed=args.seed,
                                    steps=args.steps, device=args.device, normalization=args.normalization,
                                    preset=args.preset,
                                    **cartesian, **({} if args.noise_std is None else {"noise_std": args.noise_std}),
@@ -81,13 +82,13 @@ def _limited(text):
         raise ValueError(f"--limited must be START,STOP in degrees (e.g. 0,120), got {text!r}") from None
 
 
-def _ct_settings(args) -> reconstruct_ct.CTSettings:
+def _ct_settings(args) -> ct_pipeline.CTSettings:
     limited = _limited(args.limited)
     if limited and args.views is not None:
         raise ValueError("give --views (sparse view) or --limited (limited angle), not both")
     if args.views is None and not limited:
         args.views = 30
-    return reconstruct_ct.CTSettings(method=args.sampler, geometry=args.geometry,
+    return ct_pipeline.CTSettings(method=args.sampler, geometry=args.geometry,
                                      views=None if limited else args.views, limited=limited, noise=args.noise,
                                      noise_level=args.noise_level, prior=args.prior, samples=args.samples,
                                      seed=args.seed, steps=args.steps, tv_z=args.tv_z, dds_tv=args.dds_tv,
@@ -247,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconstruct", help="reconstruct fastMRI files: one file, or folders/globs into a submission")
     p.add_argument("file", nargs="+", metavar="file", help="a fastMRI file; several, folders or globs with --out DIR")
     p.add_argument("--slices", help="an index or a range a:b (default: all)")
-    _mri_options(p, f"one of {', '.join(reconstruct.METHODS)}")
+    _mri_options(p, f"one of {', '.join(mri_pipeline.METHODS)}")
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--out", help="result file (one input; default result.h5) or a folder (several inputs, a folder "
                    "or a glob; 'DIR/' for one file): one file per volume in the fastMRI submission layout")
@@ -272,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconstruct-ct", help="sparse-view / limited-angle CT reconstruction")
     p.add_argument("file", help="HDF5 with 'sinogram' (+ 'angles') or 'image' (mu/mu_water), or DICOM file/folder")
     p.add_argument("--slices", help="an index or a range a:b (default: all)")
-    p.add_argument("--sampler", default="dds", help=f"one of {', '.join(reconstruct_ct.METHODS)}")
+    p.add_argument("--sampler", default="dds", help=f"one of {', '.join(ct_pipeline.METHODS)}")
     p.add_argument("--geometry", choices=["parallel", "fan"], help="default parallel; a sinogram file's "
                    "'geometry' attribute, when it has one, is its geometry")
     p.add_argument("--views", type=int, help="sparse view: number of angles (when simulating from an image; "
@@ -284,18 +285,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-mm", type=float, default=3.0, help="pixel size for the photon statistics (Poisson)")
     p.add_argument("--normalization", help="override the prior's data convention: none, max, percentile[:Q], "
                    "fixed:VALUE, range:VALUE")
-    p.add_argument("--prior", default=reconstruct_ct.AUTO_PRIOR,
-                   help=f"a bundled name or checkpoint; default {reconstruct_ct.AUTO_PRIOR}: {bundled.DEFAULT_CT} for "
+    p.add_argument("--prior", default=ct_pipeline.AUTO_PRIOR,
+                   help=f"a bundled name or checkpoint; default {ct_pipeline.AUTO_PRIOR}: {bundled.DEFAULT_CT} for "
                         f"grids under {bundled.CT_NATIVE_FROM} pixels per side, {bundled.DEFAULT_CT_NATIVE} from there")
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--steps", type=int, help="sampler steps; default: the paper's (DDS: 50; "
-                   f"{reconstruct_ct.DDS_STEPS_LIMITED} when the views cover under "
-                   f"{reconstruct_ct.LIMITED_BELOW:g} degrees; for fewer than 30 views per 128 pixels of the grid "
-                   f"side, 50 x the shortfall, up to {reconstruct_ct.DDS_STEPS_SPARSE_MAX}: 30 views on 512 x 512 "
-                   f"get {reconstruct_ct.DDS_STEPS_SPARSE_MAX})")
+                   f"{ct_pipeline.DDS_STEPS_LIMITED} when the views cover under "
+                   f"{ct_pipeline.LIMITED_BELOW:g} degrees; for fewer than 30 views per 128 pixels of the grid "
+                   f"side, 50 x the shortfall, up to {ct_pipeline.DDS_STEPS_SPARSE_MAX}: 30 views on 512 x 512 "
+                   f"get {ct_pipeline.DDS_STEPS_SPARSE_MAX})")
     p.add_argument("--preset", help=PRESET_HELP)
     p.add_argument("--tv-z", type=float, default=0.0, help="DDS: TV coupling of the slices along z, relative weight (0: off; 1e-4 is a good start)")
-    p.add_argument("--dds-tv", type=float, default=reconstruct_ct.DDS_TV,
+    p.add_argument("--dds-tv", type=float, default=ct_pipeline.DDS_TV,
                    help="DDS on noiseless data: in-plane TV weight in the data consistency (0: the paper's plain CG)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from recon.apps import io
-from recon.apps.reconstruct import MRISettings
-from recon.apps.reconstruct_ct import CTSettings
-from recon.apps.settings import BaseSettings, check_device, select_slices
+from recon.data import results as io
+from recon.pipelines.mri import MRISettings
+from recon.pipelines.ct import CTSettings
+from recon.pipelines.settings import BaseSettings, check_device, select_slices
 
 
 @pytest.mark.parametrize("spec,expected", [

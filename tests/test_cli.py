@@ -66,7 +66,7 @@ def test_ct_demo_and_reconstruct_ct(tmp_path, capsys):
 
 
 def test_reconstruct_noise_std_option_sets_the_dds_data_weight(tmp_path, capsys):
-    from recon.apps import reconstruct
+    from recon.pipelines import mri as reconstruct
     s = reconstruct.MRISettings()
     assert s.noise_std == "auto" and reconstruct.sampler_for(s).sigma_y == "auto"
     none = reconstruct.sampler_for(reconstruct.MRISettings(noise_std="none"))

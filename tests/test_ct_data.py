@@ -84,7 +84,7 @@ def test_read_dicom_padding_and_values_below_air_read_as_air(tmp_path):
 def test_reconstruct_ct_from_a_dicom_series(tmp_path):
     """A DICOM series in HU is converted to mu/mu_water, projected and reconstructed; FBP of 180 views is close."""
     from recon.data import phantoms
-    from recon.apps.reconstruct_ct import CTSettings, reconstruct_file
+    from recon.pipelines.ct import CTSettings, reconstruct_file
 
     hu = phantoms.ct_phantom(2, 32, torch.Generator().manual_seed(0))
     for i in range(2):

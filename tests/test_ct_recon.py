@@ -5,7 +5,8 @@ import torch
 
 from operators.ct import ParallelBeamCT
 from recon.data import phantoms
-from recon.apps.reconstruct_ct import CTSettings, operator, read_input, reconstruct, reconstruct_file, \
+from recon.data.ct_files import read_input
+from recon.pipelines.ct import CTSettings, operator, reconstruct, reconstruct_file, \
     score, simulate
 from recon.samplers.dc import TVConsistency, TVzConsistency, dz, dz_adjoint
 
@@ -99,7 +100,7 @@ def test_angular_coverage_and_limited_angle_dds_steps():
     0-120 degrees covers 120 and gets the limited-angle step count; --steps still overrides it."""
     import math
 
-    from recon.apps import reconstruct_ct as rc
+    from recon.pipelines import ct as rc
     from operators.ct import FanBeamCT
     full = operator(CTSettings(views=30), (32, 32))
     assert rc.coverage(full) == pytest.approx(180.0)
@@ -121,7 +122,7 @@ def test_angular_coverage_and_limited_angle_dds_steps():
 def test_dds_steps_grow_with_the_sparsity_of_the_views_for_the_grid():
     """30 views on 128 x 128 is the reference (50 steps); the same views on a larger grid are sparser for it and
     get proportionally more steps, up to the maximum; more views or a limited angle do not."""
-    from recon.apps import reconstruct_ct as rc
+    from recon.pipelines import ct as rc
 
     class Op:                                     # dds_steps reads only the grid and the angles
         def __init__(self, n, views, limited=None):
@@ -140,7 +141,7 @@ def test_dds_steps_grow_with_the_sparsity_of_the_views_for_the_grid():
 
 def test_ct_dds_defaults_use_the_in_plane_tv():
     from recon import samplers
-    from recon.apps.reconstruct_ct import DDS_TV, sampler_for
+    from recon.pipelines.ct import DDS_TV, sampler_for
     s = sampler_for(CTSettings())
     assert s.tv_xy == DDS_TV and s.sigma_y is None
     assert sampler_for(CTSettings(dds_tv=0.0)).tv_xy == 0
@@ -237,7 +238,7 @@ def test_ct_pipeline_states_its_noise_to_dds():
     post-log std, which matches the empirical spread of simulated low-dose sinograms; DDS then weighs the data
     by it (noiseless data keep the noiseless CG, and a TV-z coupling keeps its own data step)."""
     import torch
-    from recon.apps import reconstruct_ct as rc
+    from recon.pipelines import ct as rc
     st = rc.CTSettings(views=30, noise="poisson", noise_level=1e4)
     op = rc.operator(st, (64, 64))
     img = torch.zeros(1, 64, 64)
@@ -256,7 +257,7 @@ def test_ct_pipeline_states_its_noise_to_dds():
 
 
 def test_mri_settings_refuse_a_tv_weight_for_other_samplers_or_out_of_range():
-    from recon.apps.reconstruct import MRISettings, sampler_for
+    from recon.pipelines.mri import MRISettings, sampler_for
     assert sampler_for(MRISettings(dds_tv=0.0)).tv_xy == 0.0
     assert sampler_for(MRISettings()).tv_xy > 0
     with pytest.raises(ValueError, match="--dds-tv sets DDS"):
@@ -266,7 +267,7 @@ def test_mri_settings_refuse_a_tv_weight_for_other_samplers_or_out_of_range():
 
 
 def test_uncertainty_samples_use_dds_without_the_tv_unless_asked():
-    from recon.apps.reconstruct import MRISettings, for_uncertainty, sampler_for
+    from recon.pipelines.mri import MRISettings, for_uncertainty, sampler_for
     assert sampler_for(for_uncertainty(MRISettings())).tv_xy == 0.0
     assert sampler_for(for_uncertainty(MRISettings(dds_tv=1e-4))).tv_xy == 1e-4
     assert for_uncertainty(MRISettings(method="score-mri")).dds_tv is None
@@ -276,7 +277,7 @@ def test_uncertainty_samples_use_dds_without_the_tv_unless_asked():
 
 
 def test_a_grid_much_larger_than_the_priors_is_warned_about():
-    from recon.apps import reconstruct_ct as rc
+    from recon.pipelines import ct as rc
 
     class P:
         image_size, name = (16, 16), "tiny"
@@ -298,7 +299,7 @@ def test_a_grid_much_larger_than_the_priors_is_warned_about():
 
 def test_attention_is_windowed_on_large_grids_with_full_coverage_only_and_the_prior_is_left_as_given():
     from operators.ct import angles
-    from recon.apps import reconstruct_ct as rc
+    from recon.pipelines import ct as rc
     from recon.priors.gaussian import GaussianDenoiser
     from recon.priors.parametrizations import EDM
     from recon.priors.prior import DiffusionPrior
@@ -333,7 +334,7 @@ def test_attention_is_windowed_on_large_grids_with_full_coverage_only_and_the_pr
 
 def test_large_grids_are_denoised_coarse_at_high_noise_and_the_prior_is_left_as_given():
     from operators.ct import angles
-    from recon.apps import reconstruct_ct as rc
+    from recon.pipelines import ct as rc
     from recon.priors.parametrizations import EDM
     from recon.priors.prior import DiffusionPrior
     from recon.priors.unet import UNet
@@ -368,7 +369,7 @@ def test_the_default_ct_prior_is_chosen_by_grid_and_recorded(tmp_path):
     from dataclasses import replace
 
     from recon import priors
-    from recon.apps import reconstruct_ct as rc
+    from recon.pipelines import ct as rc
     from recon.priors import bundled
 
     st = rc.CTSettings()
@@ -400,7 +401,7 @@ def test_reconstruct_ct_file_records_the_prior_it_chose(tmp_path):
 
     import h5py
 
-    from recon.apps import reconstruct_ct as rc
+    from recon.pipelines import ct as rc
     from recon.data import phantoms
     from recon.priors import bundled
 

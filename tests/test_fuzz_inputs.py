@@ -255,7 +255,7 @@ def test_a_full_disk_is_one_line_naming_the_file(hostile, capsys, monkeypatch, t
 
 
 def test_write_failures_of_every_writer_name_the_file_and_the_cause(tmp_path, monkeypatch):
-    from recon.apps import io
+    from recon.data import results as io
     from recon.atomic import atomic_path
 
     def enospc(self, *a, **kw):
@@ -361,7 +361,7 @@ def test_a_dataset_run_names_a_non_cartesian_file(hostile, tmp_path, capsys):
 
 
 def test_ct_python_api_refuses_a_limited_angle_on_a_measured_sinogram(hostile, tmp_path):
-    from recon.apps.reconstruct_ct import CTSettings, reconstruct_file
+    from recon.pipelines.ct import CTSettings, reconstruct_file
 
     with pytest.raises(ValueError, match="own 12 views"):
         reconstruct_file(hostile / "sino.h5", tmp_path / "r.h5", CTSettings(method="fbp", views=None,

@@ -190,7 +190,7 @@ def test_crop_protocols_reconstruct_on_the_prior_grid(raw, tmp_path, protocol):
 
 
 def test_normalization_option_overrides_the_prior_convention(raw, tmp_path, capsys):
-    from recon.apps.settings import parse_normalization
+    from recon.pipelines.settings import parse_normalization
     assert parse_normalization("percentile:95") == {"kind": "percentile", "q": 95.0}
     assert parse_normalization("max") == {"kind": "max"} and parse_normalization(None) is None
     for bad in ("fixed", "max:3", "percentile:101", "range:-1", "bogus", "fixed:abc"):

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from recon import samplers
-from recon.apps import reconstruct_ct, sweep
-from recon.apps.reconstruct import MRISettings, sampler_for
+from recon.apps import sweep
+from recon.pipelines import ct as reconstruct_ct
+from recon.pipelines.mri import MRISettings, sampler_for
 from recon.cli import main
 
 

@@ -21,10 +21,10 @@ import torch
 
 from operators import ifft2c
 from operators.checks import check_real
-from recon.apps import io
-from recon.apps.reconstruct import (MRISettings, for_uncertainty, refuse_noncartesian, require_posterior,
+from recon.data import results as io
+from recon.pipelines.mri import (MRISettings, for_uncertainty, refuse_noncartesian, require_posterior,
                                     reconstruct_slice, resolve_protocol)
-from recon.apps.settings import select_slices
+from recon.pipelines.settings import select_slices
 from recon.data import center_crop, geometry, load_fastmri, sense_combine
 from recon.uncertainty import HEURISTICS, METHODS, Calibration, calibrate, guaranteed_miscoverage, min_slices
 

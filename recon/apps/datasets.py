@@ -7,8 +7,8 @@ glob finds in the output folder, or any file a dataset run wrote (``is_output``:
 and no ``kspace``), is not an input, so a run whose ``--out`` lies inside its input folder can be run again. A
 non-Cartesian file fails by name (the submission layout is for Cartesian fastMRI files; ``recon reconstruct FILE``
 reconstructs it alone), as does a file whose mask is not 0/1 or whose k-space is all zero
-(``recon.apps.reconstruct.check_cartesian``). Each volume is
-written to ``DIR/<its name>`` atomically (``recon.apps.io``) in the fastMRI submission layout: the dataset
+(``recon.pipelines.mri.check_cartesian``). Each volume is
+written to ``DIR/<its name>`` atomically (``recon.data.results``) in the fastMRI submission layout: the dataset
 ``reconstruction``, float32 (slices, h, w), the magnitude of the posterior mean at the header's recon matrix; the
 toolkit's samples, mean, std, mask and maps only with ``extras``; ``slices`` (default all) selects the same
 slices of every volume (a volume it does not fit fails by name). The file's attributes record the
@@ -46,9 +46,9 @@ import numpy as np
 import torch
 
 from operators.checks import check_int
-from recon.apps import io
-from recon.apps.reconstruct import CLASSICAL, MRISettings, check_cartesian, check_recon_matrix, reconstruct_slice
-from recon.apps.settings import SliceSpec, select_slices
+from recon.data import results as io
+from recon.pipelines.mri import CLASSICAL, MRISettings, check_cartesian, check_recon_matrix, reconstruct_slice
+from recon.pipelines.settings import SliceSpec, select_slices
 from recon.atomic import protected
 from recon.data import load_fastmri, noncartesian_io
 

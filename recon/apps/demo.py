@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from recon.apps import io
+from recon.data import results as io
 from recon.priors import bundled
 
 DEMO_FILE = "recon/data/samples/mni152-demo-8coil.h5"
@@ -32,7 +32,7 @@ def _table(rows: dict, scores) -> None:
 
 
 def _check(out, prior, steps, seed) -> None:
-    from recon.apps.settings import check_prior, check_seed, check_steps
+    from recon.pipelines.settings import check_prior, check_seed, check_steps
     check_steps(steps)
     check_seed(seed)
     if prior is not None:
@@ -62,7 +62,7 @@ def mri(out: Optional[str] = None, prior: Optional[str] = None, steps: int = 50,
     from operators import masks
     from operators.checks import check_int
     from recon import metrics, priors
-    from recon.apps.reconstruct import MRISettings, reconstruct_slice
+    from recon.pipelines.mri import MRISettings, reconstruct_slice
 
     _check(out, prior, steps, seed)
     check_int("slice", slice_index, 0, 9)
@@ -96,7 +96,8 @@ def mri(out: Optional[str] = None, prior: Optional[str] = None, steps: int = 50,
 def ct(out: Optional[str] = None, prior: Optional[str] = None, steps: int = 50, views: int = 30,
        seed: int = 0) -> int:
     from recon import priors
-    from recon.apps.reconstruct_ct import CTSettings, operator, read_input, reconstruct, score, simulate
+    from recon.data.ct_files import read_input
+    from recon.pipelines.ct import CTSettings, operator, reconstruct, score, simulate
     from recon.data.ct import window
     from recon.data.phantoms import mu_to_hu
 

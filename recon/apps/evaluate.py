@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from recon import metrics
-from recon.apps import io
+from recon.data import results as io
 from recon.data import center_crop
 
 KEYS = {"multicoil": "reconstruction_rss", "singlecoil": "reconstruction_esc"}

@@ -15,8 +15,8 @@ import torch
 
 from operators import NonCartesianMRI, ifft2c, trajectories
 from operators.checks import check_choice, check_int, check_real
-from recon.apps import io
-from recon.apps.settings import SliceSpec, check_seed, select_slices
+from recon.data import results as io
+from recon.pipelines.settings import SliceSpec, check_seed, select_slices
 from recon.data import brain, noncartesian_io, rss, simulate, write_fastmri
 
 RADIAL = ("radial", "golden-angle")

@@ -52,8 +52,8 @@ import torch
 
 from operators.checks import check_choice, check_int, check_keys, check_real, closest
 from recon import memory
-from recon.apps import io
-from recon.apps.settings import MAX_SEED, check_preset, check_prior, check_steps
+from recon.data import results as io
+from recon.pipelines.settings import MAX_SEED, check_preset, check_prior, check_steps
 from recon.atomic import protected
 from recon.priors import bundled
 
@@ -116,7 +116,7 @@ def load_config(path) -> dict:
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
     from operators import masks
-    from recon.apps.reconstruct import CLASSICAL, MAX_ACCELERATION, METHODS
+    from recon.pipelines.mri import CLASSICAL, MAX_ACCELERATION, METHODS
 
     p = Path(path)
     if not p.is_file():
@@ -228,7 +228,7 @@ def rows_of(cfg: dict) -> list:
     """The runs of the config (source, slice, mask, acceleration, method, seed); their number checked
     (``check_runs``) before they are expanded, slices checked per source and each file's slice against the memory
     budget."""
-    from recon.apps.reconstruct import refuse_noncartesian
+    from recon.pipelines.mri import refuse_noncartesian
     from recon.data import load_fastmri
 
     check_runs(cfg)
@@ -258,7 +258,7 @@ def _file_digest(path) -> str:
 
 
 def _mri_settings(row: dict, cfg: dict):
-    from recon.apps.reconstruct import CLASSICAL, MRISettings
+    from recon.pipelines.mri import CLASSICAL, MRISettings
     return MRISettings(method=row["method"], mask=row["mask"], acceleration=row["acceleration"],
                        center_fraction=_center_fraction(row, cfg), samples=1, seed=row["seed"],
                        steps=cfg.get("steps", {}).get(row["method"]), prior=cfg.get("prior", DEFAULT_PRIOR),
@@ -274,7 +274,7 @@ def _center_fraction(row: dict, cfg: dict) -> float:
 def resolved_settings(row: dict, cfg: dict, _digests: dict = {}) -> dict:  # noqa: B006 - a per-process cache
     """Everything that determines a row's result, defaults filled in: the run, the centre fraction, the prior
     (its name, and the content digest of a checkpoint file) and the sampler's whole configuration."""
-    from recon.apps.reconstruct import CLASSICAL, sampler_for
+    from recon.pipelines.mri import CLASSICAL, sampler_for
 
     out = dict(row, center_fraction=_center_fraction(row, cfg))
     if row["method"] in CLASSICAL:
@@ -395,7 +395,7 @@ def repair(path) -> list:
 # --- running --------------------------------------------------------------------------------------------------
 def run_one(row: dict, cfg: dict, prior) -> dict:
     from recon import metrics
-    from recon.apps.reconstruct import CLASSICAL, check_reachable, reconstruct_slice, sampler_for
+    from recon.pipelines.mri import CLASSICAL, check_reachable, reconstruct_slice, sampler_for
     from recon.data import center_crop, load_fastmri
     from recon.problems import multicoil_problem
 
@@ -436,7 +436,7 @@ def run_one(row: dict, cfg: dict, prior) -> dict:
 
 
 def _nfe(settings) -> int:
-    from recon.apps.reconstruct import sampler_for
+    from recon.pipelines.mri import sampler_for
     return sampler_for(settings).nfe()
 
 
@@ -452,7 +452,7 @@ def _run(config_path, cfg: dict, progress: bool) -> Path:
     from tqdm import tqdm
 
     from recon import priors
-    from recon.apps.reconstruct import CLASSICAL
+    from recon.pipelines.mri import CLASSICAL
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

@@ -19,15 +19,14 @@ import torch
 
 from operators.checks import check_choice, check_int, check_real, is_finite
 from recon import memory
-from recon.apps import io
-from recon.apps.settings import check_prior, check_seed, check_steps
+from recon.data import results as io
+from recon.pipelines.settings import MAX_IMAGE_SIDE, check_prior, check_seed, check_steps, parse_size
 from recon.priors import bundled
 
 TASKS = ("synthesize", "inpaint", "insert", "denoise", "super-resolve", "anomaly")
 IMAGE_SUFFIXES = (".npy", ".pt", ".png")
 HELDOUT_SLICES = 10
 MAX_SYNTHESIS = 256
-MAX_IMAGE_SIDE = 2048
 # pixels (samples x H x W) a task may hold in one batch: with attention within tiles of the training grid the
 # bundled UNets peak near 1.5 kB a pixel, so this is about 12 GB (experiments/RESULTS.md, "Synthesis memory")
 MAX_BATCH_PIXELS = 1 << 23
@@ -123,23 +122,6 @@ def _load_image(p: Path) -> torch.Tensor:
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"{p}: not a readable PNG image ({type(e).__name__})") from None
     return a[..., :3].mean(-1) if a.dim() == 3 else a
-
-
-def parse_size(size) -> tuple:
-    """A synthesis grid: an int N (N x N), "N" or "HxW"; each side 8..MAX_IMAGE_SIDE."""
-    if isinstance(size, str):
-        parts = size.lower().replace(" ", "").split("x")
-        if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
-            raise ValueError(f"--size must be N or HxW (e.g. 320 or 640x320), got {size!r}")
-        size = tuple(int(p) for p in parts)
-    elif isinstance(size, int) and not isinstance(size, bool):
-        size = (size,)
-    else:
-        size = tuple(size)
-    size = size * 2 if len(size) == 1 else size
-    for side in size:
-        check_int("size", side, 8, MAX_IMAGE_SIDE)
-    return tuple(size)
 
 
 def task_image(image=None, heldout: int = 5) -> torch.Tensor:

@@ -7,7 +7,7 @@ the central ``level`` interval as attributes when the file has a reference; an o
 zero-filled, mean, std (fixed colour scale) and |error|.
 
 The file must hold Cartesian fastMRI k-space (a non-Cartesian file is refused, saying so) whose contents pass
-``recon.apps.reconstruct.check_cartesian`` (a 0/1 mask, k-space not all zero); a prospective file whose
+``recon.pipelines.mri.check_cartesian`` (a 0/1 mask, k-space not all zero); a prospective file whose
 reference is all zero in the slice is sampled without the calibration numbers, with a warning.
 """
 from __future__ import annotations
@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from operators.checks import check_real, is_int
-from recon.apps import io
-from recon.apps.reconstruct import (MRISettings, check_cartesian, for_uncertainty, refuse_noncartesian,
+from recon.data import results as io
+from recon.pipelines.mri import (MRISettings, check_cartesian, for_uncertainty, refuse_noncartesian,
                                     require_posterior, reconstruct_slice, scorable_slices)
-from recon.apps.settings import select_slices
+from recon.pipelines.settings import select_slices
 from recon.data import center_crop, load_fastmri
 from recon.apps.calibrate import mvue_reference
 from recon.uncertainty import Calibration, coverage, object_of, rank_correlation, summarize

@@ -1,7 +1,7 @@
 """What the reconstruction commands share: the settings base, the slice selection and the device check.
 
 Values are validated here, once, at the boundary, with an error that names the option, the value and what is
-allowed. ``recon.apps.reconstruct.MRISettings`` and ``recon.apps.reconstruct_ct.CTSettings`` extend
+allowed. ``recon.pipelines.mri.MRISettings`` and ``recon.pipelines.ct.CTSettings`` extend
 ``BaseSettings`` with their own fields and checks; all fields are keyword-only.
 """
 from __future__ import annotations
@@ -16,6 +16,9 @@ import torch
 from operators.checks import check_int, is_int
 
 SliceSpec = Union[None, int, str, slice, Sequence[int]]
+
+
+MAX_IMAGE_SIDE = 2048  # pixels per side of an image task's input or a synthesis grid
 
 
 def check_device(device: str) -> None:
@@ -192,3 +195,20 @@ def select_slices(spec: SliceSpec, n: int) -> list[int]:
     if not idx:
         raise ValueError(f"the slice selection {_describe(spec)} is empty (the volume has {n} slices, {_valid(n)})")
     return idx
+
+
+def parse_size(size) -> tuple:
+    """A synthesis grid: an int N (N x N), "N" or "HxW"; each side 8..MAX_IMAGE_SIDE."""
+    if isinstance(size, str):
+        parts = size.lower().replace(" ", "").split("x")
+        if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+            raise ValueError(f"--size must be N or HxW (e.g. 320 or 640x320), got {size!r}")
+        size = tuple(int(p) for p in parts)
+    elif isinstance(size, int) and not isinstance(size, bool):
+        size = (size,)
+    else:
+        size = tuple(size)
+    size = size * 2 if len(size) == 1 else size
+    for side in size:
+        check_int("size", side, 8, MAX_IMAGE_SIDE)
+    return tuple(size)
