@@ -231,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--memory", type=float, metavar="GiB",
                     help="memory budget that sizes declared by files, configs and options are checked against "
                          "(default: RECON_MEMORY_GIB, else the machine's memory; recon.memory)")
+    ap.add_argument("--plugin", action="append", default=[], metavar="MODULE|FILE.py",
+                    help="import a module or .py file that registers samplers, networks or priors (repeatable; also "
+                         "RECON_PLUGINS=a,b; installed plugins are found by their entry points: recon.plugins)")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="reconstruct a simulated multi-coil slice with DDS and write a figure")
@@ -248,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconstruct", help="reconstruct fastMRI files: one file, or folders/globs into a submission")
     p.add_argument("file", nargs="+", metavar="file", help="a fastMRI file; several, folders or globs with --out DIR")
     p.add_argument("--slices", help="an index or a range a:b (default: all)")
-    _mri_options(p, f"one of {', '.join(mri_pipeline.METHODS)}")
+    _mri_options(p, f"one of {', '.join(mri_pipeline.methods())}")
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--out", help="result file (one input; default result.h5) or a folder (several inputs, a folder "
                    "or a glob; 'DIR/' for one file): one file per volume in the fastMRI submission layout")
@@ -273,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconstruct-ct", help="sparse-view / limited-angle CT reconstruction")
     p.add_argument("file", help="HDF5 with 'sinogram' (+ 'angles') or 'image' (mu/mu_water), or DICOM file/folder")
     p.add_argument("--slices", help="an index or a range a:b (default: all)")
-    p.add_argument("--sampler", default="dds", help=f"one of {', '.join(ct_pipeline.METHODS)}")
+    p.add_argument("--sampler", default="dds", help=f"one of {', '.join(ct_pipeline.methods())}")
     p.add_argument("--geometry", choices=["parallel", "fan"], help="default parallel; a sinogram file's "
                    "'geometry' attribute, when it has one, is its geometry")
     p.add_argument("--views", type=int, help="sparse view: number of angles (when simulating from an image; "
@@ -481,6 +484,21 @@ class _Interrupts:
             sys.unraisablehook = self.hook
 
 
+def _import_plugins(argv) -> None:
+    """Import the plugins of ``RECON_PLUGINS`` and of each ``--plugin`` before the options are parsed, so that
+    the samplers they register are valid ``--sampler`` values of every command."""
+    from recon import plugins
+
+    given = []
+    for i, a in enumerate(argv):
+        if a == "--plugin" and i + 1 < len(argv):
+            given.append(argv[i + 1])
+        elif a.startswith("--plugin="):
+            given.append(a.split("=", 1)[1])
+    plugins.import_plugins()
+    plugins.import_plugins(given)
+
+
 def main(argv=None) -> int:
     from recon import memory
     from recon.atomic import protected
@@ -492,6 +510,7 @@ def main(argv=None) -> int:
     interrupts = _Interrupts()
     try:
         interrupts.install()
+        _import_plugins(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
         debug = args.debug
         memory.set_budget(args.memory)

@@ -116,7 +116,9 @@ def load_config(path) -> dict:
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
     from operators import masks
-    from recon.pipelines.mri import CLASSICAL, MAX_ACCELERATION, METHODS
+    from recon.pipelines.mri import CLASSICAL, MAX_ACCELERATION, methods
+
+    known = methods()
 
     p = Path(path)
     if not p.is_file():
@@ -138,7 +140,7 @@ def load_config(path) -> dict:
     except ValueError as e:
         raise ValueError(f"sweep config {p}: {e}") from None
     _names(p, "masks", cfg["masks"], masks.available())
-    _names(p, "methods", cfg["methods"], METHODS)
+    _names(p, "methods", cfg["methods"], known)
     preset = cfg.get("preset")
     if preset is not None:
         if not isinstance(preset, str):
@@ -188,8 +190,8 @@ def load_config(path) -> dict:
     if not isinstance(steps, dict):
         raise ValueError(f"sweep config {p}: steps must be {KEYS['steps']} (a [steps] table), got {steps!r}")
     for m, n in steps.items():
-        if m not in METHODS:
-            raise ValueError(f"sweep config {p}: unknown method {m!r} in [steps]{closest(m, METHODS)}")
+        if m not in known:
+            raise ValueError(f"sweep config {p}: unknown method {m!r} in [steps]{closest(m, known)}")
         if m in CLASSICAL:
             raise ValueError(f"sweep config {p}: [steps] {m} = {n!r}: the classical method {m!r} takes no steps")
         try:

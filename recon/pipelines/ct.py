@@ -43,7 +43,12 @@ from recon.pipelines.settings import BaseSettings, SliceSpec, check_preset, sele
 from recon.priors import bundled
 
 BASELINES = ("fbp", "tv")
-METHODS = BASELINES + ("dds", "dps", "score-ald", "score-sde")
+
+
+def methods() -> tuple:
+    """What ``--sampler`` takes: the baselines and every registered posterior sampler (plugins too)."""
+    return BASELINES + tuple(samplers.available())
+
 NOISE = ("none", "gaussian", "poisson")
 MAX_GAUSSIAN_STD = 1e4   # line integrals are at most a few hundred: a larger std is a unit mistake
 MAX_PHOTONS = 1e12       # incident photons per bin; beyond this the Poisson draw is not meaningful in double
@@ -90,7 +95,7 @@ class CTSettings(BaseSettings):
     detector_distance: float = 200.0
 
     def check(self) -> None:
-        check_choice("CT method", self.method, METHODS)
+        check_choice("CT method", self.method, methods())
         check_preset(self.method, self.preset, BASELINES)
         if self.method in BASELINES and (self.steps is not None or self.samples != 1):
             raise ValueError(f"the baseline {self.method!r} takes no steps and gives one sample; drop "

@@ -53,7 +53,12 @@ from recon.priors import bundled
 
 CLASSICAL = {"zero-filled": classical.zero_filled, "cg-sense": classical.cg_sense,
              "l1-wavelet": classical.l1_wavelet, "tv": classical.tv}
-METHODS = sorted(CLASSICAL) + sorted(samplers.REGISTRY)
+
+
+def methods() -> list:
+    """What ``--sampler`` takes: the classical methods and every registered posterior sampler (plugins too)."""
+    return sorted(CLASSICAL) + samplers.available()
+
 DEFAULT_PRIOR = bundled.DEFAULT_MRI
 MAX_ACCELERATION = 1000.0
 
@@ -70,7 +75,7 @@ class MRISettings(BaseSettings):
     dds_tv: Optional[float] = None  # DDS's in-plane TV weight in the data consistency; None: DDS's default (3e-4)
 
     def check(self) -> None:
-        check_choice("method", self.method, METHODS)
+        check_choice("method", self.method, methods())
         check_preset(self.method, self.preset, CLASSICAL)
         dds_noise(self.noise_std)
         if self.method != "dds" and str(self.noise_std) != "auto":
