@@ -7,21 +7,20 @@ For a noisy image x_sigma = x_0 + sigma z the prior answers three equivalent que
     score(x, sigma)   = (denoise(x, sigma) - x) / sigma^2
     eps(x, sigma)     = (x - denoise(x, sigma)) / sigma
 
-Images are (..., H, W), complex for MRI or real. The channel convention maps them to the network:
-"complex" -> 2 channels (Re, Im); "magnitude" -> a 1-channel real network applied to Re and Im
-separately (Score-MRI's trick, chapter 7 Alg. 7.1); "real" -> 1 channel; "rgb" -> a real (..., 3, H, W)
-batch as 3 channels (natural-image priors such as DPS's FFHQ/ImageNet models; the image shape is (3, H, W)).
-``Normalization`` records how the training data were scaled, so that samplers never hard-code a scale.
+Images are (..., H, W), complex for MRI or real, or (..., 3, H, W) for rgb. ``DiffusionPrior`` composes:
 
-A "range" normalisation also records an affine map into the network's range: the prior works on
-u = x / scale in [0, 1] and the network on v = lo + (hi - lo) u (DPS: v = 2u - 1 in [-1, 1]). Noise maps with it,
-v_sigma = v + (hi - lo) sigma z, so denoise(u, sigma) = (D_net(lo + g u, g sigma) - lo) / g with g = hi - lo, and
-the prior's noise range is the network's divided by g; samplers see only u.
+- the parametrisation (``parametrizations``): the network as a denoiser D(x, sigma) in VE coordinates;
+- the channel convention (``channels.ChannelConvention``): images to network channels and back;
+- the data normalisation (``normalization.Normalization``): how the training data were scaled, so that samplers
+  never hard-code a scale, and the affine map into the network's range of a "range" normalisation;
+- the noise levels (``noise.NoiseLevels``): the trained range and the schedules drawn from it;
+- the grid policy (``grid.GridPolicy``): padding to the network's multiple, coarse denoising at high noise and
+  attention within tiles. ``for_grid`` answers for a grid with a configured view (``configured``): a prior that
+  shares the network and its weights and has its own policy; the prior it is asked of is not changed.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Optional, Sequence, Union
 
 import torch
@@ -29,69 +28,38 @@ from torch import nn
 
 from operators import checks
 
-from . import schedules
+from . import grid
+from .channels import CHANNELS, ChannelConvention, convention
+from .noise import NoiseLevels
+from .normalization import KINDS, Normalization
 from .parametrizations import Denoiser, learned_range_std
 
-CHANNELS = ("complex", "magnitude", "real", "rgb")
-KINDS = ("percentile", "max", "fixed", "none", "range")
+__all__ = ["DiffusionPrior", "Normalization", "CHANNELS", "KINDS", "KEEP"]
 
 
-@dataclass
-class Normalization:
-    """How training images were scaled: x_train = x / scale, with scale from the image itself.
+class _Keep:
+    """The default of ``DiffusionPrior.configured``'s arguments: the setting of the prior it is asked of."""
 
-    kind "percentile": scale = the q-th percentile of |x| (per image); "max": scale = max |x|;
-    "fixed": scale = ``value`` (data in physical units, e.g. CT in mu / mu_water); "none": scale = 1;
-    "range": scale = ``value`` (data in [0, value]), and the network's input is lo + (hi - lo) x / scale
-    (``affine``; DPS: [0, 1] images to [-1, 1] with lo = -1, hi = 1).
-    At reconstruction the scale is taken from the operator's pseudo-inverse image A^+ y (``Linop.pinv``:
-    SENSE-combined zero-filled for MRI, FBP for CT), which does not change when (y, A) becomes (c y, c A)."""
+    def __repr__(self):
+        return "KEEP"
 
-    kind: str = "percentile"
-    q: float = 99.0
-    value: float = 1.0
-    lo: float = -1.0
-    hi: float = 1.0
 
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"normalization kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        if not 0 < self.q <= 100:
-            raise ValueError(f"percentile q must be in (0, 100], got {self.q}")
-        if self.kind == "range" and not (self.hi > self.lo and self.value > 0):
-            raise ValueError(f"a range normalization needs hi > lo and value > 0, got lo={self.lo}, hi={self.hi}, "
-                             f"value={self.value}")
-
-    @property
-    def affine(self) -> tuple:
-        """(offset, gain) of the map from the prior's coordinates u = x / scale to the network's, lo + (hi - lo) u
-        for kind "range", (0, 1) otherwise."""
-        return (float(self.lo), float(self.hi - self.lo)) if self.kind == "range" else (0.0, 1.0)
-
-    def scale(self, ref: torch.Tensor, ndim: int = 2) -> torch.Tensor:
-        """Scale of ``ref`` over its last ``ndim`` dimensions (one image: 2; a stack or coil images taken as
-        one image: 3), shaped ``ref.shape[:-ndim] + (1,) * ndim``."""
-        if ref.dim() < ndim:
-            raise ValueError(f"the reference image needs at least {ndim} dimensions, got shape {tuple(ref.shape)}")
-        lead = ref.shape[: ref.dim() - ndim]
-        ones = (1,) * ndim
-        if self.kind in ("fixed", "none", "range"):
-            v = 1.0 if self.kind == "none" else self.value
-            return torch.full(lead + ones, v, dtype=ref.real.dtype, device=ref.device)
-        mag = ref.abs().reshape(lead + (-1,)).float()
-        s = mag.amax(-1) if self.kind == "max" else torch.quantile(mag, self.q / 100, dim=-1)
-        return s.clamp_min(torch.finfo(s.dtype).tiny).reshape(lead + ones).to(ref.real.dtype)
+KEEP = _Keep()
 
 
 class DiffusionPrior(nn.Module):
-    """A denoiser in VE coordinates plus its channel convention, noise range and data normalisation."""
+    """A denoiser in VE coordinates plus its channel convention (``channels``), noise range (``noise``), data
+    normalisation (``normalization``) and grid policy (``grid_policy``: padding, coarse denoising, attention windows).
+
+    The grid policy of a prior is what its config records. For a grid, ``for_grid`` answers with a configured view
+    (``configured``): a prior that shares this one's network and weights with its own policy, which the caller
+    uses and drops; this prior is not changed."""
 
     def __init__(self, denoiser: Denoiser, channels: str = "complex", image_size: Optional[tuple] = None,
                  normalization: Optional[Normalization] = None, name: str = "", max_grid: Optional[int] = None,
                  attention_window: Optional[int] = None, coarse: Optional[Sequence] = None):
         super().__init__()
-        if channels not in CHANNELS:
-            raise ValueError(f"channels must be one of {CHANNELS}, got {channels!r}")
+        convention(channels)
         normalization = normalization or Normalization("none")
         if normalization.kind == "range" and channels not in ("real", "rgb"):
             raise ValueError(f"a 'range' normalization (an offset) is for real or rgb images, not channels={channels!r}")
@@ -108,89 +76,146 @@ class DiffusionPrior(nn.Module):
         # the largest grid (pixels per side) whose pixel scale the training covered, for a prior trained on
         # zoomed crops; None: not recorded (the commands then assume a small multiple of image_size)
         self.max_grid = max_grid
-        self.attention_window = None
-        if attention_window is not None:
-            self.set_attention_window(attention_window)
-        self.coarse = None
-        self.set_coarse(coarse)
+        self.grid_policy = grid.GridPolicy(grid.check_window(self.network, attention_window, name),
+                                    grid.check_coarse(coarse))
+        if attention_window is not None:  # the network's own default, for calls made to it directly
+            self.network.set_attention_window(attention_window)
+
+    # --- what callers ask instead of reaching into the network -------------------------------------------
+    @property
+    def network(self) -> nn.Module:
+        """The score network inside the parametrisation (shared by the prior's configured views)."""
+        return getattr(self.denoiser, "net", None)
+
+    @property
+    def convention(self) -> ChannelConvention:
+        """The channel convention of ``channels``."""
+        return convention(self.channels)
+
+    @property
+    def noise(self) -> NoiseLevels:
+        """The noise range and schedules, in the prior's units."""
+        return NoiseLevels(self.denoiser, self.normalization.affine[1], self.name)
+
+    @property
+    def training_grid(self) -> Optional[tuple]:
+        """(H, W) of the training images, or None when the prior does not record it."""
+        return tuple(int(v) for v in self.image_size[-2:]) if self.image_size else None
+
+    @property
+    def any_size(self) -> bool:
+        """Whether the network runs on grids other than its training grid (padded to ``size_multiple`` and
+        cropped back); False for a network that runs only on its own (``check_grid`` refuses other grids)."""
+        return grid.any_size(self.network)
+
+    @property
+    def has_attention_window(self) -> bool:
+        """Whether the network offers attention within tiles (``configured(attention_window=...)``)."""
+        return grid.has_attention_window(self.network)
+
+    @property
+    def size_multiple(self) -> int:
+        """The network's input sides must be multiples of this (2^(levels - 1) for the UNets)."""
+        return grid.size_multiple(self.network)
+
+    def check_grid(self, shape) -> None:
+        """Refuse, by name, a grid (H, W) this prior's network cannot run on. Fully convolutional networks run
+        on any grid (padded to their multiple); one that records ``any_size = False`` only on its own."""
+        grid.check_grid(self.network, shape, self.image_size, self.name)
+
+    # --- grid policy: configured views ---------------------------------------------------------------------
+    @property
+    def attention_window(self) -> Optional[int]:
+        """Image pixels per side of the tiles within which the network attends on larger grids (None: the whole
+        image)."""
+        return self.grid_policy.attention_window
+
+    @property
+    def coarse(self) -> Optional[list]:
+        """The coarse denoising levels, ``(above, factor)`` pairs, largest factor first (None: none)."""
+        return list(self.grid_policy.coarse) if self.grid_policy.coarse else None
+
+    def configured(self, *, attention_window=KEEP, coarse=KEEP) -> "DiffusionPrior":
+        """A view of this prior with its own grid policy: it shares the network, its weights and everything else
+        of this prior, and differs only in the settings given (``KEEP``: this prior's). This prior is not changed,
+        and the two can be used alternately, each with its own policy.
+
+        ``attention_window``: attend within tiles of this many image pixels per side on larger grids (None: over
+        the whole image); only for networks that offer it (``has_attention_window``; others are refused unless
+        None). ``coarse``: denoise at high noise on the image pooled ``factor`` x ``factor``, a list of
+        ``(above, factor)`` pairs: a noise level sigma above ``above`` is denoised on the image average-pooled by
+        ``factor`` (noise sigma / factor there) and the estimate brought back by bilinear upsampling; the largest
+        factor whose ``above`` sigma exceeds wins; None or [] denoises every level on the image's own grid.
+        Factors must be integers >= 2 and thresholds finite and > 0.
+
+        At high noise the fine scales of x carry no information about the image, so the pooled image holds what
+        the Tweedie estimate needs, and a network trained on a small grid sees a large image whole, at a pixel
+        scale its training covered (experiments/RESULTS.md, "Coarse denoising at high noise")."""
+        policy = self.grid_policy
+        if attention_window is not KEEP:
+            policy = policy.replace(attention_window=grid.check_window(self.network, attention_window, self.name))
+        if coarse is not KEEP:
+            policy = policy.replace(coarse=grid.check_coarse(coarse))
+        return self._view(policy)
+
+    def for_grid(self, shape, *, limited_angle: bool = False, coarse: bool = False) -> "DiffusionPrior":
+        """A view of this prior (``configured``) with the grid policy for images on ``shape`` (..., H, W; None:
+        this prior's own policy). What this prior records wins; otherwise (``grid.policy_for_grid``):
+
+        - attention within tiles of the training grid's side on a grid larger than the training grid, for a
+          network that offers it, unless ``limited_angle`` (measurements that leave a wedge of directions
+          unmeasured, as CT views over less than the full angle), which the network fills better seeing the
+          whole image;
+        - with ``coarse`` (denoising at high noise on a pooled image, for reconstructions on large grids),
+          the levels of ``grid.COARSE_ABOVE`` (``grid.COARSE_ABOVE_LIMITED`` with ``limited_angle``) whose pooled
+          grid is still at least the training grid; without it, only the levels this prior records.
+
+        The grid itself is not checked here (``check_grid``)."""
+        return self._view(grid.policy_for_grid(self.grid_policy, self.training_grid, self.has_attention_window, shape,
+                                               limited_angle=limited_angle, coarse=coarse))
+
+    def _view(self, policy: grid.GridPolicy) -> "DiffusionPrior":
+        view = DiffusionPrior(self.denoiser, self.channels, self.image_size, self.normalization, self.name,
+                              self.max_grid)
+        view.grid_policy = policy
+        view.training = self.training
+        return view
 
     def set_coarse(self, levels: Optional[Sequence]) -> None:
-        """Denoise at high noise on the image pooled ``factor`` x ``factor``: ``levels`` is a list of
-        ``(above, factor)`` pairs; a noise level sigma above ``above`` is denoised on the image average-pooled by
-        ``factor`` (noise sigma / factor there) and the estimate is brought back by bilinear upsampling. The largest
-        factor whose ``above`` sigma exceeds wins. None or [] denoises every level on the image's own grid.
-
-        At such noise the fine scales of x carry no information about the image, so the pooled image holds what
-        the Tweedie estimate needs, and a network trained on a small grid sees a large image whole, at a pixel
-        scale its training covered (experiments/RESULTS.md, "Coarse denoising at high noise"). Factors must be
-        integers >= 2 and thresholds finite and > 0."""
-        if not levels:
-            self.coarse = None
-            return
-        out = []
-        for item in levels:
-            try:
-                above, factor = item
-            except (TypeError, ValueError):
-                raise ValueError(f"coarse levels are (above, factor) pairs, got {item!r}") from None
-            if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
-                raise ValueError(f"a coarse factor must be an int >= 2, got {factor!r}")
-            if isinstance(above, bool) or not isinstance(above, (int, float)) or not math.isfinite(above) \
-                    or above <= 0:
-                raise ValueError(f"a coarse threshold must be a finite sigma > 0, got {above!r}")
-            out.append((float(above), int(factor)))
-        if len({f for _, f in out}) != len(out):
-            raise ValueError(f"each coarse factor may appear once, got {levels!r}")
-        self.coarse = sorted(out, key=lambda t: -t[1])
+        """Replace this prior's coarse denoising levels in place (``configured(coarse=...)`` describes them; a
+        configured view leaves this prior as it is)."""
+        self.grid_policy = self.grid_policy.replace(coarse=grid.check_coarse(levels))
 
     def set_attention_window(self, pixels: Optional[int]) -> None:
-        """Attend within tiles of ``pixels`` image pixels per side on larger grids (None: over the whole image).
-        Only for networks that offer it (the bundled UNets, ``UNet.set_attention_window``); others are refused."""
-        net = getattr(self.denoiser, "net", None)
-        if not hasattr(net, "set_attention_window"):
+        """Replace this prior's attention window in place, and the network's own default with it (None: over the
+        whole image; ``configured(attention_window=...)`` leaves the prior and the network as they are). Only for
+        networks that offer it (the bundled UNets); others are refused."""
+        net = self.network
+        if not grid.has_attention_window(net):
             raise ValueError(f"the network of prior {self.name!r} ({type(net).__name__}) has no windowed attention; "
                              f"attention_window must be None")
         net.set_attention_window(pixels)
-        self.attention_window = pixels
+        self.grid_policy = self.grid_policy.replace(attention_window=pixels)
 
     # --- noise range and schedules ---------------------------------------------------------------
     @property
     def sigma_min(self) -> float:
-        return self.denoiser.sigma_min / self.normalization.affine[1]
+        return self.noise.sigma_min
 
     @property
     def sigma_max(self) -> float:
-        return self.denoiser.sigma_max / self.normalization.affine[1]
+        return self.noise.sigma_max
 
     def sigmas(self, n: int, kind: str = "karras", rho: float = 7.0) -> torch.Tensor:
-        """A decreasing schedule of n levels over the prior's trained range: "karras" (EDM's rho-schedule),
-        "geometric", or "auto": for a network with discrete timesteps (DDPM/ADM) ``n`` evenly spaced levels of
-        its own ladder from its last timestep T - 1 to 0 (rounded, as guided-diffusion's ``space_timesteps``),
-        otherwise "karras"; "leading" (discrete ladders only): the timesteps (n - 1) k, ..., k, 0 with the stride
-        k = T // n (DDIM's "uniform" skip, ``range(0, T, k)``, as the DDS code steps)."""
-        if n < 1:
-            raise ValueError(f"a schedule needs at least 1 level, got {n}")
-        ladder = self.denoiser.discrete_sigmas
-        if kind == "leading":
-            if ladder is None or n > len(ladder):
-                raise ValueError(f"a 'leading' schedule needs a network with discrete timesteps and n <= their "
-                                 f"number, got n={n} for prior {self.name!r}")
-            idx = torch.arange(n - 1, -1, -1) * (len(ladder) // n)
-            return ladder[idx].double() / self.normalization.affine[1]
-        if kind == "auto" and ladder is not None:
-            idx = torch.linspace(len(ladder) - 1, 0, n).round().long()
-            return ladder[idx].double() / self.normalization.affine[1]
-        if kind in ("karras", "auto"):
-            return schedules.karras_sigmas(self.sigma_min, self.sigma_max, n, rho)
-        if kind == "geometric":
-            return schedules.geometric_sigmas(self.sigma_min, self.sigma_max, n)
-        raise ValueError(f"unknown schedule kind {kind!r}; expected 'auto', 'leading', 'karras' or 'geometric'")
+        """A decreasing schedule of n levels over the prior's trained range (``noise.NoiseLevels.sigmas``:
+        "karras", "geometric", "auto" or "leading")."""
+        return self.noise.sigmas(n, kind, rho)
 
     # --- the three questions -----------------------------------------------------------------------
     @property
     def image_ndim(self) -> int:
         """Trailing dimensions of one image: 3 for rgb (3, H, W), else 2 (H, W)."""
-        return 3 if self.channels == "rgb" else 2
+        return self.convention.image_ndim
 
     def denoise(self, x: torch.Tensor, sigma: Union[float, torch.Tensor]) -> torch.Tensor:
         """Tweedie estimate E[x_0 | x] for x = x_0 + sigma z, for a batch (..., H, W) ((..., 3, H, W) for rgb).
@@ -211,65 +236,40 @@ class DiffusionPrior(nn.Module):
         return d, learned_range_std(v, gain * float(sigma), gain * float(sigma_next)) / gain
 
     def _denoise(self, x, sigma, variance: bool):
+        """Check the inputs, map the images to network channels (``convention``), run ``_net`` on them within
+        this prior's attention window, and map the estimate back to images of ``x``'s shape and dtype."""
         x = checks.as_tensor("denoise: x", x).resolve_conj()
         s_chk = torch.as_tensor(sigma).detach()
         if s_chk.is_complex() or not bool((torch.isfinite(s_chk) & (s_chk > 0)).all()):
             raise ValueError(f"sigma must be finite and > 0, got {s_chk.tolist() if s_chk.numel() < 5 else s_chk}")
         if not checks.is_finite(x):
             raise ValueError("denoise: x contains NaN or Inf")
-        nd = self.image_ndim
-        if nd == 3 and (x.dim() < 3 or x.shape[-3] != 3):
-            raise ValueError(f"an rgb prior denoises (..., 3, H, W) images, got shape {tuple(x.shape)}")
+        conv = self.convention
+        conv.check(x)
+        nd = conv.image_ndim
         lead, img = x.shape[:-nd], tuple(x.shape[-nd:])
         sig = self._sigma(sigma, lead, x.device)
         xb = x.reshape((-1,) + img)
-        if self.channels == "complex":
-            if not x.is_complex():
-                xb = xb.to(torch.complex64)
-            net_in = torch.view_as_real(xb).permute(0, 3, 1, 2)
-            out = self._net(net_in.contiguous(), sig)
-            d = torch.complex(out[:, 0], out[:, 1])
-        elif self.channels == "magnitude" and x.is_complex():
-            parts = torch.cat([xb.real, xb.imag])[:, None]
-            out = self._net(parts, sig.repeat(2))[:, 0]
-            n = xb.shape[0]
-            d = torch.complex(out[:n], out[n:])
-        else:
-            if x.is_complex():
-                raise ValueError("a real-valued prior cannot denoise a complex image; pass a real image")
-            if variance:
-                d, v = self._net(xb if nd == 3 else xb[:, None], sig, True)
-                return tuple(t.reshape(x.shape).to(x.dtype) for t in (d, v))
-            d = self._net(xb, sig) if nd == 3 else self._net(xb[:, None], sig)[:, 0]
-        return d.reshape(x.shape).to(x.dtype)
+        with grid.windowed(self.network, self.grid_policy.attention_window):
+            out = conv.apply(self._net, xb, sig, variance)
+        if variance:
+            return tuple(t.reshape(x.shape).to(x.dtype) for t in out)
+        return out.reshape(x.shape).to(x.dtype)
 
     def _net(self, u: torch.Tensor, sig: torch.Tensor, variance: bool = False):
-        """The denoiser on network channels, through the normalisation's affine map (identity unless "range"),
-        pooled at high noise (``set_coarse``), on the grid the network needs (``_padded``). With ``variance``:
-        (estimate, the network's variance channels)."""
-        off, gain = self.normalization.affine
-        if variance:
-            out = self._scaled(off + gain * u, gain * sig, True)
-            c = u.shape[1]
-            return (out[:, :c] - off) / gain, out[:, c:]
-        if (off, gain) == (0.0, 1.0):
-            return self._scaled(u, sig)
-        return (self._scaled(off + gain * u, gain * sig) - off) / gain
-
-    def _factors(self, sig: torch.Tensor) -> torch.Tensor:
-        """The pooling factor (1: none) for each noise level of the batch, in network units."""
-        f = torch.ones(sig.shape, dtype=torch.long)
-        if self.coarse:
-            gain = self.normalization.affine[1]
-            s = sig.detach().cpu().double() / gain
-            for above, factor in reversed(self.coarse):  # smallest factor first; larger ones overwrite
-                f[s > above] = factor
-        return f
+        """The denoiser on network channels, through the normalisation's affine map (identity unless "range",
+        ``Normalization.network_call``), pooled at high noise (``coarse``), on the grid the network needs
+        (``_padded``). With ``variance``: (estimate, the network's variance channels)."""
+        return self.normalization.network_call(self._scaled, u, sig, variance)
 
     def _scaled(self, u: torch.Tensor, sig: torch.Tensor, variance: bool = False) -> torch.Tensor:
-        if not self.coarse:
+        """(B, C, H, W) denoised at noise ``sig`` (network units), each item at its pooling factor
+        (``grid.pool_factors``): items of one factor together, on the pooled image (``_pooled``) or the image's
+        own grid (``_padded``)."""
+        levels = self.grid_policy.coarse
+        if not levels:
             return self._padded(u, sig, variance)
-        f = self._factors(sig)
+        f = grid.pool_factors(levels, sig, self.normalization.affine[1])
         if bool((f == f[0]).all()):  # one factor for the whole batch (a sampler's step): no regrouping
             factor = int(f[0])
             return self._padded(u, sig, variance) if factor == 1 else self._pooled(u, sig, factor, variance)
@@ -285,54 +285,26 @@ class DiffusionPrior(nn.Module):
 
     def _pooled(self, u: torch.Tensor, sig: torch.Tensor, factor: int, variance: bool = False) -> torch.Tensor:
         """Denoise (B, C, H, W) at noise ``sig`` on the image average-pooled by ``factor`` (noise sig / factor),
-        then upsample the estimate bilinearly to the image's grid. A side that is not a multiple of the factor is
-        padded by replication first; a grid that pooling would shrink below one pixel is denoised as it is."""
-        F = torch.nn.functional
+        then upsample the estimate bilinearly to the image's grid (``grid.pool``, ``grid.unpool``). A side that is
+        not a multiple of the factor is padded by replication first; a grid that pooling would shrink below one
+        pixel is denoised as it is."""
         h, w = u.shape[-2:]
         if h < factor or w < factor:
             return self._padded(u, sig, variance)
-        ph, pw = -h % factor, -w % factor
-        up = F.pad(u, (0, pw, 0, ph), mode="replicate") if ph or pw else u
-        small = F.avg_pool2d(up, factor)
-        d = self._padded(small, sig / factor, variance)
-        big = F.interpolate(d, scale_factor=factor, mode="bilinear", align_corners=False)
-        return big[..., :h, :w]
-
-    @property
-    def size_multiple(self) -> int:
-        """The network's input sides must be multiples of this (2^(levels - 1) for the UNets)."""
-        net = self.denoiser.net
-        m = getattr(net, "size_multiple", None)
-        if m is None:
-            cfg = getattr(net, "config", {}) or {}
-            mult = cfg.get("ch_mult", cfg.get("channel_mult"))
-            m = 2 ** (len(mult) - 1) if mult else 1
-        return int(m)
-
-    def check_grid(self, shape) -> None:
-        """Refuse, by name, a grid (H, W) this prior's network cannot run on. Fully convolutional networks run
-        on any grid (padded to their multiple); one that records ``any_size = False`` only on its own."""
-        net = self.denoiser.net
-        h, w = (int(v) for v in tuple(shape)[-2:])
-        if getattr(net, "any_size", True) is False and self.image_size and (h, w) != tuple(self.image_size):
-            raise ValueError(f"the prior {self.name or type(net).__name__!r} ({type(net).__name__}) runs only on its "
-                             f"training grid {tuple(self.image_size)}, not on {(h, w)}; use a protocol that crops "
-                             f"to it (--protocol image-crop or kspace-crop)")
+        d = self._padded(grid.pool(u, factor), sig / factor, variance)
+        return grid.unpool(d, factor, (h, w))
 
     def _padded(self, u: torch.Tensor, sig: torch.Tensor, variance: bool = False) -> torch.Tensor:
-        """Pad (B, C, H, W) by reflection to the network's multiple, denoise, crop back. Reflection keeps the
-        noise statistics at the border (zeros would be a noise-free region the network never saw)."""
+        """Pad (B, C, H, W) by reflection to the network's multiple, denoise, crop back (``grid.padding``,
+        ``grid.pad``, ``grid.crop``). Reflection keeps the noise statistics at the border (zeros would be a
+        noise-free region the network never saw)."""
         net = self.denoiser.forward_variance if variance else self.denoiser
-        m = self.size_multiple
         h, w = u.shape[-2:]
-        ph, pw = -h % m, -w % m
-        if ph == 0 and pw == 0:
+        pads = grid.padding((h, w), self.size_multiple)
+        if pads is None:
             return net(u, sig)
         self.check_grid((h, w))
-        pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        out = net(torch.nn.functional.pad(u, pad, mode=mode), sig)
-        return out[..., pad[2]:pad[2] + h, pad[0]:pad[0] + w]
+        return grid.crop(net(grid.pad(u, pads), sig), pads, (h, w))
 
     def score(self, x: torch.Tensor, sigma) -> torch.Tensor:
         s = self._sigma_b(sigma, x)

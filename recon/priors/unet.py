@@ -4,9 +4,16 @@ Residual blocks with GroupNorm/SiLU and a scale-shift noise embedding (as in ADM
 coarsest resolutions, skip connections by concatenation. ``forward(x, c)`` takes images (B, C, H, W) and a
 conditioning scalar of order one per image (EDM's c_noise = log(sigma)/4), embedded with sinusoidal features.
 H and W must be divisible by 2^(len(channel_mult) - 1).
+
+Attention within tiles (``Attention``) is set per call: ``forward(x, c, attention_window=pixels)``, or for every
+call of one network within a block, ``with net.windowed(pixels):`` (what ``DiffusionPrior`` does, so that
+priors sharing one network each keep their own window). ``set_attention_window`` sets the network's own default,
+used by calls that state none.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 import torch
@@ -45,6 +52,18 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+class _Own:
+    """The default of a window argument: the layer's (or network's) own setting."""
+
+    def __repr__(self):
+        return "OWN"
+
+
+OWN = _Own()
+# the windows of the networks called within ``UNet.windowed`` blocks, by id(network): per thread and task
+_SCOPED = contextvars.ContextVar("unet_attention_windows", default={})
+
+
 def _spans(n: int, window: int) -> list:
     """Split 0..n into ceil(n / window) contiguous spans of near-equal length (none longer than ``window``)."""
     k = -(-n // window)
@@ -62,7 +81,7 @@ class Attention(nn.Module):
     def __init__(self, ch: int, heads: int = 1):
         super().__init__()
         self.norm, self.qkv, self.out, self.heads = _norm(ch), nn.Conv2d(ch, 3 * ch, 1), nn.Conv2d(ch, ch, 1), heads
-        self.window = None
+        self.window = None  # the default (positions per side); a call may state its own
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
@@ -72,10 +91,12 @@ class Attention(nn.Module):
         a = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
         return a.transpose(-1, -2).reshape(b, c, h, w)
 
-    def forward(self, x):
+    def forward(self, x, window=OWN):
+        """``x`` plus attention over its positions, within tiles of ``window`` positions per side (None: the
+        whole map; ``OWN``: this layer's ``window``)."""
         b, c, h, w = x.shape
         qkv = self.qkv(self.norm(x)).reshape(b, 3, c, h, w)
-        win = self.window
+        win = self.window if window is OWN else window
         if win is None or (h <= win and w <= win):
             return x + self.out(self._attend(qkv))
         rows = [torch.cat([self._attend(qkv[..., r0:r1, c0:c1]) for c0, c1 in _spans(w, win)], dim=-1)
@@ -130,19 +151,52 @@ class UNet(nn.Module):
         a.level = level  # the feature map is 2^level times smaller than the image per side
         return a
 
-    def set_attention_window(self, pixels) -> None:
-        """Let every attention layer attend within tiles of ``pixels`` image pixels per side (its own map's
-        share of them: ``pixels / 2^level`` positions), or over the whole map (None, the default). Weights are
-        unchanged; on grids no larger than ``pixels`` the network computes exactly what it did before."""
+    def check_attention_window(self, pixels) -> None:
+        """Refuse (ValueError) a window that is neither None nor an int of at least the network's multiple."""
         if pixels is not None and (isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < self.factor):
             raise ValueError(f"the attention window must be an int of at least {self.factor} pixels, got {pixels!r}")
+
+    @staticmethod
+    def _layer_window(pixels, level: int):
+        """A layer's share of a window of ``pixels`` image pixels: ``pixels / 2^level`` positions of its map."""
+        return None if pixels is None else max(1, pixels // 2 ** level)
+
+    def set_attention_window(self, pixels) -> None:
+        """Set the network's own default: every attention layer attends within tiles of ``pixels`` image pixels
+        per side (its own map's share of them: ``pixels / 2^level`` positions), or over the whole map (None, the
+        default), in calls that state no window. Weights are unchanged; on grids no larger than ``pixels`` the
+        network computes exactly what it did before."""
+        self.check_attention_window(pixels)
         for m in self.modules():
             if isinstance(m, Attention):
-                m.window = None if pixels is None else max(1, pixels // 2 ** m.level)
+                m.window = self._layer_window(pixels, m.level)
 
-    def forward(self, x, c):
+    @contextlib.contextmanager
+    def windowed(self, pixels):
+        """Within the block, calls of this network that state no window attend within tiles of ``pixels`` image
+        pixels per side (None: over the whole image), whatever its default; the modules are not changed, and the
+        setting holds for the calls made in this thread or task only."""
+        self.check_attention_window(pixels)
+        token = _SCOPED.set({**_SCOPED.get(), id(self): pixels})
+        try:
+            yield self
+        finally:
+            _SCOPED.reset(token)
+
+    def _attend(self, m: nn.Module, h: torch.Tensor, pixels) -> torch.Tensor:
+        if pixels is OWN or not isinstance(m, Attention):
+            return m(h)
+        return m(h, self._layer_window(pixels, m.level))
+
+    def forward(self, x, c, attention_window=OWN):
+        """The output for images ``x`` (B, C, H, W) and conditioning ``c``. ``attention_window``: image pixels per
+        side of the tiles within which attention runs (None: the whole image); by default the window of the
+        enclosing ``windowed`` block, else the network's own (``set_attention_window``)."""
         if x.shape[-1] % self.factor or x.shape[-2] % self.factor:
             raise ValueError(f"UNet needs H and W divisible by {self.factor}, got {tuple(x.shape[-2:])}")
+        pixels = _SCOPED.get().get(id(self), OWN) if attention_window is OWN else attention_window
+        if pixels is not OWN:
+            self.check_attention_window(pixels)
         c = c.reshape(-1).expand(x.shape[0]) if c.numel() == 1 else c.reshape(-1)
         e = self.embed(sinusoidal(c, self.emb_dim))
         h = self.inp(x)
@@ -151,12 +205,12 @@ class UNet(nn.Module):
             if len(mods) == 1:
                 h = mods[0](h)
             else:
-                h = mods[1](mods[0](h, e))
+                h = self._attend(mods[1], mods[0](h, e), pixels)
             hs.append(h)
-        h = self.mid[2](self.mid[1](self.mid[0](h, e)), e)
+        h = self.mid[2](self._attend(self.mid[1], self.mid[0](h, e), pixels), e)
         for mods in self.up:
             if isinstance(mods[0], nn.Upsample):
                 h = mods[1](mods[0](h))
             else:
-                h = mods[1](mods[0](torch.cat([h, hs.pop()], dim=1), e))
+                h = self._attend(mods[1], mods[0](torch.cat([h, hs.pop()], dim=1), e), pixels)
         return self.out(h)
