@@ -37,7 +37,8 @@ import unicodedata
 import warnings
 from pathlib import Path
 
-from recon.apps import (calibrate, datasets, demo, evaluate, info, reconstruct, reconstruct_ct, simulate, sweep, tasks,
+from recon.apps import (calibrate, convert, datasets, demo, evaluate, export, info, reconstruct, reconstruct_ct,
+                        simulate, sweep, tasks,
                         train, uncertainty)
 from recon.pipelines import ct as ct_pipeline, mri as mri_pipeline
 from recon.priors import bundled
@@ -53,7 +54,7 @@ def _mri_settings(args) -> mri_pipeline.MRISettings:
                  if getattr(args, field) is not None}
     return mri_pipeline.MRISettings(method=args.sampler, prior=args.prior, samples=args.samples, seed=args.seed,
                                    steps=args.steps, device=args.device, normalization=args.normalization,
-                                   preset=args.preset,
+                                   preset=args.preset, prewhiten=not args.no_prewhiten,
                                    **cartesian, **({} if args.noise_std is None else {"noise_std": args.noise_std}),
                                    **({} if args.dds_tv is None else {"dds_tv": args.dds_tv}))
 
@@ -180,6 +181,16 @@ def _info(args) -> int:
     return info.command(args.file)
 
 
+def _convert(args) -> int:
+    from recon.data import results
+    results.check_output(args.out, source=args.file)
+    return convert.command(args.file, args.out, prewhiten=not args.no_prewhiten)
+
+
+def _export(args) -> int:
+    return export.command(args.result, args.out, args.format)
+
+
 def _simulate(args) -> int:
     return simulate.command(args.out, args.slices, coils=args.coils, snr=args.snr, size=args.size, seed=args.seed,
                             trajectory=args.trajectory, spokes=args.spokes, interleaves=args.interleaves)
@@ -215,6 +226,8 @@ def _mri_options(p, sampler_help: str) -> None:
     p.add_argument("--prior", default=bundled.DEFAULT_MRI)
     p.add_argument("--steps", type=int, help="sampler steps (levels for score-ald); default: the paper's")
     p.add_argument("--preset", help=PRESET_HELP)
+    p.add_argument("--no-prewhiten", action="store_true",
+                   help="ISMRMRD/MRD files: do not whiten the coil noise with the file's noise acquisitions")
     p.add_argument("--noise-std", help="DDS's data weight: auto (the default: the noise std estimated from the "
                    "k-space periphery), none (the paper's noiseless CG), or the k-space noise std")
     p.add_argument("--dds-tv", type=float, help="DDS's in-plane TV weight in its data consistency (default 3e-4 "
@@ -379,9 +392,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=f"out/{task}.png")
         p.set_defaults(func=_task, task=task)
 
-    p = sub.add_parser("info", help="describe a fastMRI HDF5 file")
+    p = sub.add_parser("info", help="describe a fastMRI HDF5 file or an ISMRMRD/MRD raw file")
     p.add_argument("file")
     p.set_defaults(func=_info)
+
+    p = sub.add_parser("convert", help="write an ISMRMRD/MRD raw file in fastMRI's layout (prewhitened)")
+    p.add_argument("file", metavar="FILE.mrd.h5")
+    p.add_argument("out", metavar="OUT.h5")
+    p.add_argument("--no-prewhiten", action="store_true", help="keep the coil noise as acquired")
+    p.set_defaults(func=_convert)
+
+    p = sub.add_parser("export", help="a result of reconstruct, reconstruct-ct or uncertainty as DICOM or NIfTI, "
+                       "with the geometry of its raw data")
+    p.add_argument("result", metavar="RESULT.h5")
+    p.add_argument("--format", required=True, help=f"one of {', '.join(export.FORMATS)}")
+    p.add_argument("--out", required=True, help="a folder (DICOM study) or a .nii/.nii.gz file")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("simulate", help="write held-out brain slices as a fastMRI multi-coil file (or, with "
                        "--trajectory, a non-Cartesian file)")
@@ -417,6 +443,8 @@ def _inputs(args) -> list:
         paths += [prior, str(Path(prior).with_suffix(".pt")), str(Path(prior).with_suffix(".json"))]
     if args.command == "demo":
         paths += [demo._ROOT / demo.DEMO_FILE, demo._ROOT / demo.CT_DEMO_FILE]
+    if args.command == "export":
+        paths += export.result_inputs(args)
     return [p for p in paths if p]
 
 

@@ -1,4 +1,4 @@
-"""``recon info FILE.h5``: what a fastMRI file holds (shape, coils, sizes, reference, mask, header, attributes).
+"""``recon info FILE.h5``: what a fastMRI file (or an ISMRMRD/MRD raw file: ``recon.data.mrd.describe``) holds (shape, coils, sizes, reference, mask, header, attributes).
 
 Nothing of the k-space is read, so a file of any declared size is described; the ``memory`` line says what
 reconstructing one slice needs against the memory budget (``recon.memory``), which is what the commands that read
@@ -7,7 +7,7 @@ a slice check before reading it.
 from __future__ import annotations
 
 from recon import memory
-from recon.data import load_fastmri
+from recon.data import load_fastmri, mrd
 
 
 def describe(path) -> str:
@@ -35,5 +35,5 @@ def describe(path) -> str:
 
 
 def command(path) -> int:
-    print(describe(path))
+    print(mrd.describe(path) if mrd.is_mrd(path) else describe(path))
     return 0

@@ -22,10 +22,11 @@ import torch
 
 from operators.checks import check_real, is_int
 from recon.data import results as io
-from recon.pipelines.mri import (MRISettings, check_cartesian, for_uncertainty, refuse_noncartesian,
-                                    require_posterior, reconstruct_slice, scorable_slices)
+from recon.pipelines.mri import (MRISettings, check_cartesian, for_uncertainty, load_volume, refuse_noncartesian,
+                                 require_posterior, reconstruct_slice, scorable_slices, with_stated_noise)
 from recon.pipelines.settings import select_slices
-from recon.data import center_crop, load_fastmri
+from recon.data import center_crop
+from recon.data.errors import DataError
 from recon.apps.calibrate import mvue_reference
 from recon.uncertainty import Calibration, coverage, object_of, rank_correlation, summarize
 
@@ -78,19 +79,24 @@ def uncertainty_file(path, out, settings: Optional[MRISettings] = None, slice_in
     png = io.check_figure_path(png, sources=[path], others=[out])
     cal = _load_calibration(calibration, settings)
     refuse_noncartesian(path, "recon uncertainty")
-    vol = load_fastmri(path)
+    vol = load_volume(path, settings.prewhiten)
+    if not vol.cartesian:
+        raise DataError(f"{path} holds non-Cartesian samples; recon uncertainty supports Cartesian k-space only "
+                        f"(recon reconstruct {path} reconstructs it)")
+    settings = with_stated_noise(settings, vol)
     [i] = select_slices(slice_index, vol.num_slices)
     check_cartesian(path, vol, [i])
-    if vol.mask is not None:
+    mask = vol.mask_of(i)
+    if mask is not None:
         scorable = scorable_slices(path, vol, [i])
     k = vol.kspace(i)
     prior = settings.load_prior()
-    r = reconstruct_slice(k, vol.mask, settings, prior, settings.seed + i,
+    r = reconstruct_slice(k, mask, settings, prior, settings.seed + i,
                           recon_size=vol.recon_size[:2], limits=vol.header.encoding_limits if vol.header else None,
-                          encoded_width=vol.encoding_size[1])
+                          encoded_width=vol.encoding_size[1], whitening_inverse=vol.whitening_inverse)
     x, zf = r.samples.cpu(), r.zero_filled.cpu()
     crop = tuple(x.shape[-2:])
-    if vol.mask is None:
+    if mask is None:
         ref = mvue_reference(k, vol, settings, prior, r)
     else:
         ref = r.reference if r.reference is not None else (vol.target(i) if i in scorable and vol.has_target
@@ -102,7 +108,7 @@ def uncertainty_file(path, out, settings: Optional[MRISettings] = None, slice_in
         v = res[key].numpy()
         arrays[key] = v.astype(np.complex64 if np.iscomplexobj(v) else np.float32)
     arrays["samples"] = x.numpy().astype(np.complex64)
-    attrs = {"settings": json.dumps(asdict(settings)), "slice": i}
+    attrs = {"source": str(path), "modality": "mr", "settings": json.dumps(asdict(settings)), "slice": i}
     attrs.update({key: res[key] for key in ("level", "std_error_rank_correlation", "std_error_correlation",
                                             "coverage", "mean_std_in_object") if key in res})
     if cal is not None:

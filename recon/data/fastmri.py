@@ -172,6 +172,8 @@ class FastMRIVolume:
     The file is opened per access and closed after it, so a volume holds no handle and can be pickled.
     """
 
+    cartesian = True  # k-space on the grid (``kspace(i)``), not samples along a trajectory
+
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.exists():
@@ -252,6 +254,35 @@ class FastMRIVolume:
     @property
     def num_slices(self) -> int:
         return self.shape[0]
+
+    def mask_of(self, i: int) -> torch.Tensor | None:
+        """The sampling mask of slice ``i``: the file's one mask for every slice (None: fully sampled)."""
+        return self.mask
+
+    @property
+    def noise_std(self) -> float | None:
+        """The k-space noise std per complex sample the file states (attribute ``noise_std``, as ``recon convert``
+        writes for prewhitened data), or None."""
+        v = self.attrs.get("noise_std")
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0 \
+            else None
+
+    @property
+    def whitening_inverse(self) -> torch.Tensor | None:
+        """W^{-1} (C, C) of prewhitened k-space (dataset ``prewhitening_inverse``, as ``recon convert`` writes it),
+        for coil maps that keep the unwhitened intensity (``recon.data.prewhiten.intensity_preserving_maps``)."""
+        with self._open() as f:
+            if "prewhitening_inverse" not in f:
+                return None
+            d = f["prewhitening_inverse"]
+            c = self.num_coils
+            if not isinstance(d, h5py.Dataset) or d.shape != (c, c) or d.dtype.kind not in "fc":
+                raise DataError(f"{self.path}: 'prewhitening_inverse' must be a ({c}, {c}) matrix (the inverse "
+                                f"whitener of the {c} coils), got {getattr(d, 'shape', None)}")
+            w = torch.from_numpy(np.asarray(d[()], dtype=np.complex64))
+        if not torch.isfinite(torch.view_as_real(w)).all():
+            raise DataError(f"{self.path}: 'prewhitening_inverse' contains NaN or Inf")
+        return w
 
     @property
     def num_coils(self) -> int:

@@ -57,6 +57,8 @@ class MRDVolume(MRDFile):
     ``target(i)`` None, ``header`` (a ``FastMRIHeader`` with the encoded and recon sizes and the step-1 limits,
     ``xml`` the original document), ``mask`` / ``mask_of(i)``, ``noise_std``, ``image_geometry``."""
 
+    cartesian = True  # k-space on the grid (``kspace(i)``)
+
     kind = "cartesian"
 
     def __init__(self, path, *, encoding: int = 0, contrast: int = 0, repetition: int = 0, phase: int = 0,

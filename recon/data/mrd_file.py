@@ -34,6 +34,7 @@ from typing import Optional
 
 import h5py
 import numpy as np
+import torch
 from ismrmrd import constants as K
 from ismrmrd.hdf5 import acquisition_header_dtype
 
@@ -259,6 +260,14 @@ class MRDFile:
     @property
     def prewhitened(self) -> bool:
         return self.prewhitener is not None
+
+    @property
+    def whitening_inverse(self) -> Optional[torch.Tensor]:
+        """W^{-1} (C, C) of the prewhitened data (None when not prewhitened), for coil maps that keep the
+        unwhitened intensity (``prewhiten.intensity_preserving_maps``)."""
+        if self.prewhitener is None:
+            return None
+        return torch.from_numpy(np.asarray(self.prewhitener.inverse(), dtype=np.complex64))
 
     # ---------------------------------------------------------------- shared reading
     @property

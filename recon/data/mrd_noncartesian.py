@@ -34,6 +34,8 @@ class MRDNonCartesianVolume(MRDFile):
     docstring): ``samples(i)`` (C, R N) complex64, ``trajectory`` (R, N, 2) radians per sample, ``density``
     (R, N) or None, ``matrix`` (H, W) the encoded grid, ``recon_size``, ``noise_std``."""
 
+    cartesian = False  # samples along a trajectory (``samples(i)``)
+
     kind = "noncartesian"
 
     def __init__(self, path, **kw):

@@ -146,6 +146,10 @@ class NonCartesianVolume:
     ``trajectory`` (R, N, 2) and ``density`` (R, N) or None are tensors; ``matrix`` is (H, W); ``samples(i)``
     is (C, R N) complex64; ``target(i)`` (H, W) float32 or None."""
 
+    cartesian = False  # samples along a trajectory (``samples(i)``)
+    noise_std = None  # the file states no noise level (it is estimated from the samples)
+    whitening_inverse = None  # the samples are not prewhitened
+
     def __init__(self, path):
         self.path = Path(path)
         if not self.path.is_file() or not h5py.is_hdf5(self.path):

@@ -378,6 +378,7 @@ def reconstruct_file(path, out, settings: Optional[CTSettings] = None, slices: S
     settings = settings or CTSettings()
     settings.check()
     img, sino, geo = read_input(path)
+    idx = None
     if slices is not None:
         idx = select_slices(slices, len(img) if img is not None else len(sino))
         img = img[idx] if img is not None else None
@@ -417,7 +418,9 @@ def reconstruct_file(path, out, settings: Optional[CTSettings] = None, slices: S
         res["metrics"] = {"fbp": score(img, arrays["fbp"]), settings.method: score(img, mean)}
     s = asdict(settings)
     s["limited"] = list(settings.limited) if settings.limited else None
-    io.write_h5(out, arrays, {"settings": json.dumps(s), "metrics": json.dumps(res["metrics"])})
+    arrays["slices"] = torch.as_tensor(idx if slices is not None else range(len(mean)), dtype=torch.int64)
+    io.write_h5(out, arrays, {"source": str(path), "modality": "ct", "settings": json.dumps(s),
+                              "metrics": json.dumps(res["metrics"])})
     if png:
         from recon.data.ct import window
         from recon.data.phantoms import mu_to_hu

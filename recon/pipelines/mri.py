@@ -47,7 +47,8 @@ from recon import classical, metrics, samplers
 from recon.data import results as io
 from operators.checks import check_choice, check_real
 from recon.pipelines.settings import BaseSettings, SliceSpec, check_preset, select_slices
-from recon.data import center_crop, geometry, load_fastmri, noncartesian_io
+from recon.data import center_crop, geometry, load_fastmri, mrd, noncartesian_io
+from recon.data.prewhiten import intensity_preserving_maps
 from recon.data.errors import DataError
 from recon.priors import bundled
 
@@ -73,6 +74,7 @@ class MRISettings(BaseSettings):
     protocol: str = "auto"
     noise_std: str = "auto"  # DDS's data weight: "auto" (estimated from k-space), "none" (noiseless CG), or a std
     dds_tv: Optional[float] = None  # DDS's in-plane TV weight in the data consistency; None: DDS's default (3e-4)
+    prewhiten: bool = True  # ISMRMRD/MRD files: whiten the coil noise with the file's noise acquisitions
 
     def check(self) -> None:
         check_choice("method", self.method, methods())
@@ -96,6 +98,17 @@ class MRISettings(BaseSettings):
         if self.method == "score-ald" and self.steps is not None and self.steps < 2:
             raise ValueError(f"steps (the number of noise levels) must be >= 2 for score-ald, got {self.steps}")
         super().check()
+
+
+def with_stated_noise(settings: MRISettings, vol) -> MRISettings:
+    """DDS's data weight from the noise level a file states (prewhitened raw data: ``vol.noise_std``, k-space
+    units) where ``noise_std`` is "auto"; otherwise ``settings`` as they are (the level is then estimated from
+    the k-space periphery)."""
+    stated = vol.noise_std
+    if settings.method != "dds" or str(settings.noise_std).strip().lower() != "auto" or stated is None:
+        return settings
+    from dataclasses import replace
+    return replace(settings, noise_std=repr(float(stated)))
 
 
 def require_posterior(settings: MRISettings, task: str) -> None:
@@ -196,14 +209,28 @@ def _listed(slices) -> str:
     return f"slice {slices[0]}" if len(slices) == 1 else f"slices {', '.join(map(str, slices))}"
 
 
+def load_volume(path, prewhiten: bool = True):
+    """The raw data of a Cartesian or non-Cartesian MRI file: an ISMRMRD/MRD file (``recon.data.mrd``, noise
+    prewhitened where it has noise acquisitions), else a fastMRI file (``load_fastmri``) or the toolkit's
+    non-Cartesian layout (``noncartesian_io``). Each answers ``kspace(i)`` or ``samples(i)``, ``mask_of(i)``,
+    ``noise_std`` and ``whitening_inverse``."""
+    if mrd.is_mrd(path):
+        return mrd.load_mrd(path, prewhiten=prewhiten)
+    if noncartesian_io.is_noncartesian(path):
+        return noncartesian_io.load_noncartesian(path)
+    return load_fastmri(path)
+
+
 def check_cartesian(path, vol, idx) -> None:
     """Refuse, before any work, what a reconstruction of slices ``idx`` of the fastMRI volume ``vol`` would use
     silently: a mask that is not 0/1 (a test file's sampling pattern: 1 for an acquired column, 0 for a
     missing one), and k-space that is all zero in a selected slice."""
-    if vol.mask is not None and not _binary(vol.mask):
-        odd = vol.mask[(vol.mask != 0) & (vol.mask != 1)]
-        raise DataError(f"{path}: 'mask' must be 0 or 1 per k-space column (1: acquired), got values such as "
-                        f"{float(odd[0]):g}; a sampling mask is binary")
+    for i in idx:
+        m = vol.mask_of(i)
+        if m is not None and not _binary(m):
+            odd = m[(m != 0) & (m != 1)]
+            raise DataError(f"{path}: 'mask' must be 0 or 1 per k-space column (1: acquired), got values such as "
+                            f"{float(odd[0]):g}; a sampling mask is binary")
     empty = [i for i in idx if _zero(vol.kspace(i))]
     if empty:
         raise DataError(f"{path}: the k-space is all zero in {_listed(empty)} of {vol.num_slices} (nothing was "
@@ -265,9 +292,11 @@ def resolve_protocol(protocol: str, prospective: bool, prior) -> str:
 
 
 def reconstruct_slice(k: torch.Tensor, file_mask, settings: MRISettings, prior, slice_seed: int,
-                      recon_size=None, limits=None, encoded_width=None) -> SliceResult:
+                      recon_size=None, limits=None, encoded_width=None, whitening_inverse=None) -> SliceResult:
     """One slice (C, H, W) of raw k-space through the settings' protocol; ``recon_size`` (default: the k-space
-    size), ``limits`` and ``encoded_width`` come from the file's header."""
+    size), ``limits`` and ``encoded_width`` come from the file's header. Prewhitened k-space comes with the
+    inverse whitener (``whitening_inverse``, (C, C)): its ESPIRiT maps are rescaled so that the image keeps the
+    unwhitened intensity (``prewhiten.intensity_preserving_maps``)."""
     if file_mask is not None and not _binary(file_mask):
         raise DataError("the file's mask must be 0 or 1 per k-space column (a sampling pattern), got other values")
     if _zero(k):
@@ -286,6 +315,8 @@ def reconstruct_slice(k: torch.Tensor, file_mask, settings: MRISettings, prior, 
         m = _mask_for(settings, kk.shape, slice_seed).to(dev) * grid.alive.to(dev)
         y = m * kk
     maps = torch.ones_like(kk) if kk.shape[0] == 1 else espirit.maps_for_mask(y, m)
+    if whitening_inverse is not None and kk.shape[0] > 1:
+        maps = intensity_preserving_maps(maps, whitening_inverse.to(dev))
     A = MultiCoilMRI(maps, m)
     if settings.method in CLASSICAL:
         x = CLASSICAL[settings.method](y, A)[None]
@@ -303,9 +334,10 @@ def reconstruct_file(path, out, settings: Optional[MRISettings] = None, slices: 
     ``select_slices``) and write ``out`` (HDF5) and, with ``png``, a figure of the first slice."""
     settings = settings or MRISettings()
     settings.check()
-    if noncartesian_io.is_noncartesian(path):
-        return reconstruct_noncartesian_file(path, out, settings, slices, png=png)
-    vol = load_fastmri(path)
+    vol = load_volume(path, settings.prewhiten)
+    settings = with_stated_noise(settings, vol)
+    if not vol.cartesian:
+        return reconstruct_noncartesian_file(path, out, settings, slices, png=png, vol=vol)
     idx = select_slices(slices, vol.num_slices)
     out = io.check_output(out, source=path)
     check_recon_matrix(path, vol)
@@ -316,8 +348,9 @@ def reconstruct_file(path, out, settings: Optional[MRISettings] = None, slices: 
     maxval = float(vol.attrs["max"]) if "max" in vol.attrs else None
     samples, mask_list, maps_list, rows, protocol = [], [], [], [], None
     for i in idx:
-        r = reconstruct_slice(vol.kspace(i), vol.mask, settings, prior, settings.seed + i,
-                              recon_size=vol.recon_size[:2], limits=limits, encoded_width=vol.encoding_size[1])
+        r = reconstruct_slice(vol.kspace(i), vol.mask_of(i), settings, prior, settings.seed + i,
+                              recon_size=vol.recon_size[:2], limits=limits, encoded_width=vol.encoding_size[1],
+                              whitening_inverse=vol.whitening_inverse)
         protocol = r.protocol
         xc = r.samples.cpu()
         samples.append(xc)
@@ -353,7 +386,8 @@ def _write_results(path, out, settings, samples, rows, idx, png, protocol, array
               "std": std.numpy().astype(np.float32),
               **arrays,
               "slices": np.asarray(idx, dtype=np.int64)}
-    attrs = {"source": str(path), "settings": json.dumps(asdict(settings)), "protocol_used": protocol, **attrs}
+    attrs = {"source": str(path), "modality": "mr", "settings": json.dumps(asdict(settings)),
+             "protocol_used": protocol, **attrs}
     attrs.update({k: "" if v is None else v for k, v in asdict(settings).items()})
     attrs.update(summary)
     if rows:
@@ -371,10 +405,14 @@ def _write_results(path, out, settings, samples, rows, idx, png, protocol, array
 
 
 def reconstruct_noncartesian_slice(y: torch.Tensor, vol, settings: MRISettings, prior, slice_seed: int):
-    """One slice (C, K) of a non-Cartesian file: (samples (N, H, W), gridding image (H, W), maps (C, H, W))."""
+    """One slice (C, K) of a non-Cartesian file: (samples (N, H, W), gridding image (H, W), maps (C, H, W)); maps
+    of prewhitened samples keep the unwhitened intensity (``reconstruct_slice``)."""
     dev = torch.device(settings.device)
     dcf = vol.density if vol.density is not None else trajectories.density_compensation(vol.trajectory, vol.matrix)
     maps = calibration_maps(y, vol.trajectory, vol.matrix, dcf)
+    winv = vol.whitening_inverse
+    if winv is not None and maps.shape[0] > 1:
+        maps = intensity_preserving_maps(maps, winv)
     y = y.to(dev)
     A = NonCartesianMRI(maps.to(dev), vol.trajectory, dcf=dcf)
     if settings.method == "zero-filled":
@@ -388,12 +426,13 @@ def reconstruct_noncartesian_slice(y: torch.Tensor, vol, settings: MRISettings, 
     return x, A.gridding(y), maps
 
 
-def reconstruct_noncartesian_file(path, out, settings: MRISettings, slices: SliceSpec = None, png=None) -> dict:
-    """``reconstruct_file`` for a non-Cartesian file (module docstring)."""
+def reconstruct_noncartesian_file(path, out, settings: MRISettings, slices: SliceSpec = None, png=None,
+                                  vol=None) -> dict:
+    """``reconstruct_file`` for a non-Cartesian file (module docstring); ``vol`` the file opened already."""
     if settings.protocol != "auto":
         raise ValueError(f"--protocol {settings.protocol} is a Cartesian geometry protocol; {path} holds "
                          f"non-Cartesian samples, reconstructed by NonCartesianMRI on the file's own matrix")
-    vol = noncartesian_io.load_noncartesian(path)
+    vol = vol if vol is not None else noncartesian_io.load_noncartesian(path)
     idx = select_slices(slices, vol.num_slices)
     out = io.check_output(out, source=path)
     empty = [i for i in idx if _zero(vol.samples(i))]
