@@ -148,3 +148,46 @@ def test_export_of_a_ct_result_is_in_hounsfield_units(tmp_path, capsys):
     inside = hu > -1000  # air below -1024 HU is stored as -1024
     order = np.argsort([float(x.ImagePositionPatient[2]) for x in ds])
     assert np.abs(got[order][inside] - hu[inside]).max() <= 0.51
+
+
+@pytest.mark.parametrize("case", ["truncated", "limits", "step1", "trajectory", "no_traj", "missing", "three_d",
+                                  "samples", "nan"])
+@pytest.mark.parametrize("command", ["reconstruct", "info", "convert"])
+def test_bad_mrd_files_get_one_line_through_every_command(tmp_path, capsys, case, command):
+    """The bad files of test_mrd, through the commands: exit 2, one ``recon: error:`` line naming the field,
+    the file byte-identical afterwards."""
+    from tests import test_mrd
+
+    path = tmp_path / "bad.mrd.h5"
+    test_mrd._small(path, **{"limits": {"hdr_limits": {"kspace_encoding_step_1": (0, 7, 0)}},
+                             "step1": {"flags_step": {7: 9}}, "no_traj": {"trajectory": "radial"},
+                             "three_d": {"step2": 3}}.get(case, {}))
+    if case == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+    elif case == "trajectory":
+        test_mrd._replace_xml(path, ">cartesian<", ">zigzag<")
+    elif case == "missing":
+        test_mrd._replace_xml(path, "<y>8</y>", "")
+    elif case in ("samples", "nan"):
+        with h5py.File(path, "r+") as f:
+            rec = f["dataset/data"][5]
+            if case == "samples":
+                rec["data"] = rec["data"][:-2]
+            else:
+                rec["data"][3] = np.nan
+            f["dataset/data"][5] = rec
+    if command == "info" and case in ("samples", "nan"):
+        pytest.skip("info reads the headers, not the readouts' samples (as for fastMRI files, no k-space)")
+    before = path.read_bytes()
+    argv = {"reconstruct": ["reconstruct", str(path), "--sampler", "zero-filled", "--out", str(tmp_path / "r.h5")],
+            "info": ["info", str(path)], "convert": ["convert", str(path), str(tmp_path / "c.h5")]}[command]
+    capsys.readouterr()
+    rc = main(["--quiet"] + argv)
+    err = capsys.readouterr().err
+    assert rc == 2, (case, command, err)
+    lines = [ln for ln in err.splitlines() if ln.startswith("recon: error:")]
+    assert len(lines) == 1 and "Traceback" not in err and "internal error" not in err, err
+    word = test_mrd.BAD[case][0] if case != "truncated" else "HDF5"
+    assert word.split("'")[0].split(" = ")[0] in lines[0] or case == "truncated", (word, lines[0])
+    assert path.read_bytes() == before
