@@ -281,3 +281,22 @@ def test_bundled_views_give_the_numbers_of_the_old_settings(name, shape, window,
         prior.set_coarse(None)
         assert torch.equal(new, old)
         assert not torch.equal(prior.denoise(x, sig), new)
+
+
+def test_the_pieces_answer_what_the_prior_answers():
+    from recon.priors.channels import convention
+    from recon.priors.noise import NoiseLevels
+    from recon.priors.normalization import Normalization
+
+    norm = Normalization("range", value=2.0, lo=-1.0, hi=1.0)
+    prior = DiffusionPrior(EDM(_unet()), channels="real", image_size=(16, 16), normalization=norm)
+    assert prior.sigma_max == prior.noise_levels.sigma_max == 40.0 and prior.sigma_min == 0.001
+    assert torch.equal(prior.sigmas(7), NoiseLevels(prior.denoiser, 2.0).sigmas(7))
+    assert prior.convention is convention("real") and convention("rgb").image_ndim == 3
+    with pytest.raises(ValueError, match="channels must be one of"):
+        convention("grey")
+    x = _x((2, 16, 16))
+    with torch.no_grad():
+        direct = norm.network_call(prior._padded, x[:, None], torch.full((2,), 0.3))[:, 0]
+        assert torch.equal(prior.denoise(x, 0.3), direct)
+        assert not torch.equal(prior.denoise(x, 0.3), DiffusionPrior(EDM(prior.network), channels="real").denoise(x, 0.3))

@@ -48,7 +48,7 @@ KEEP = _Keep()
 
 
 class DiffusionPrior(nn.Module):
-    """A denoiser in VE coordinates plus its channel convention (``channels``), noise range (``noise``), data
+    """A denoiser in VE coordinates plus its channel convention (``channels``), noise range (``noise_levels``), data
     normalisation (``normalization``) and grid policy (``grid_policy``: padding, coarse denoising, attention windows).
 
     The grid policy of a prior is what its config records. For a grid, ``for_grid`` answers with a configured view
@@ -93,7 +93,7 @@ class DiffusionPrior(nn.Module):
         return convention(self.channels)
 
     @property
-    def noise(self) -> NoiseLevels:
+    def noise_levels(self) -> NoiseLevels:
         """The noise range and schedules, in the prior's units."""
         return NoiseLevels(self.denoiser, self.normalization.affine[1], self.name)
 
@@ -200,16 +200,16 @@ class DiffusionPrior(nn.Module):
     # --- noise range and schedules ---------------------------------------------------------------
     @property
     def sigma_min(self) -> float:
-        return self.noise.sigma_min
+        return self.noise_levels.sigma_min
 
     @property
     def sigma_max(self) -> float:
-        return self.noise.sigma_max
+        return self.noise_levels.sigma_max
 
     def sigmas(self, n: int, kind: str = "karras", rho: float = 7.0) -> torch.Tensor:
         """A decreasing schedule of n levels over the prior's trained range (``noise.NoiseLevels.sigmas``:
         "karras", "geometric", "auto" or "leading")."""
-        return self.noise.sigmas(n, kind, rho)
+        return self.noise_levels.sigmas(n, kind, rho)
 
     # --- the three questions -----------------------------------------------------------------------
     @property
