@@ -150,9 +150,14 @@ def test_export_of_a_ct_result_is_in_hounsfield_units(tmp_path, capsys):
     assert np.abs(got[order][inside] - hu[inside]).max() <= 0.51
 
 
-@pytest.mark.parametrize("case", ["truncated", "limits", "step1", "trajectory", "no_traj", "missing", "three_d",
-                                  "samples", "nan"])
-@pytest.mark.parametrize("command", ["reconstruct", "info", "convert"])
+# info reads the headers, not the readouts' samples (as for fastMRI files, no k-space): a short or NaN readout is
+# found by the commands that read them
+BAD_CASES = [(case, command) for case in ("truncated", "limits", "step1", "trajectory", "no_traj", "missing", "three_d",
+                                          "samples", "nan")
+             for command in ("reconstruct", "info", "convert") if not (command == "info" and case in ("samples", "nan"))]
+
+
+@pytest.mark.parametrize("case,command", BAD_CASES)
 def test_bad_mrd_files_get_one_line_through_every_command(tmp_path, capsys, case, command):
     """The bad files of test_mrd, through the commands: exit 2, one ``recon: error:`` line naming the field,
     the file byte-identical afterwards."""
@@ -177,8 +182,6 @@ def test_bad_mrd_files_get_one_line_through_every_command(tmp_path, capsys, case
             else:
                 rec["data"][3] = np.nan
             f["dataset/data"][5] = rec
-    if command == "info" and case in ("samples", "nan"):
-        pytest.skip("info reads the headers, not the readouts' samples (as for fastMRI files, no k-space)")
     before = path.read_bytes()
     argv = {"reconstruct": ["reconstruct", str(path), "--sampler", "zero-filled", "--out", str(tmp_path / "r.h5")],
             "info": ["info", str(path)], "convert": ["convert", str(path), str(tmp_path / "c.h5")]}[command]
