@@ -88,8 +88,11 @@ class _SparseMatmul(torch.autograd.Function):
 
 
 class _RayCT(Linop):
-    """Joseph's projector for a fixed set of rays (origins ``p0`` and unit directions ``d``, (A, D, 2))."""
+    """Joseph's projector for a fixed set of rays (origins ``p0`` and unit directions ``d``, (A, D, 2)). Subclasses
+    set ``angles`` (radians, one per view) and ``period``: the angle in degrees after which the views repeat."""
 
+    sampling = "projection"
+    period = 180.0
     chunk = 8  # angles per gather, bounds the memory of the index tensors
     # above this bound on the entries (2 max(H, W) per ray) the projector is traced on the fly instead of stored;
     # with 32-bit indices an entry of M and of M^T takes 8 bytes each, so the bound is 2.4 GB (the real count is
@@ -227,6 +230,21 @@ class _RayCT(Linop):
     def _pinv(self, y):
         return fbp(y, self)
 
+    @property
+    def n_views(self) -> int:
+        return len(self.angles)
+
+    @property
+    def angular_coverage(self) -> float:
+        """The angular range (degrees) that the views cover: the ``period`` less the largest gap between
+        neighbouring views, plus one typical spacing (the median gap). 180 for any full parallel-beam set, sparse
+        or not; 120 for one view per degree over 0-120 degrees; 0 for a single view."""
+        th = torch.sort(torch.remainder(torch.rad2deg(self.angles.double()), self.period)).values
+        if len(th) < 2:
+            return 0.0
+        gaps = torch.diff(torch.cat([th, th[:1] + self.period]))
+        return float(self.period - gaps.max() + gaps.median())
+
     # torch-radon's names
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self(x)
@@ -269,6 +287,8 @@ class ParallelBeamCT(_RayCT):
 
 
 class FanBeamCT(_RayCT):
+    period = 360.0  # a fan-beam view and its opposite see the object from different sources
+
     def __init__(self, img_size, angles: Union[int, torch.Tensor], source_distance: float,
                  detector_distance: float, n_detectors: Optional[int] = None, detector_spacing: float = 1.0):
         h, w = _size(img_size)

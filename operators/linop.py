@@ -27,10 +27,18 @@ and ``Adjoint`` forward what stays true for them and fall back to the defaults o
     A.support           boolean map of the input pixels some measurement sees (None: all of them)
     A.combine(x)        the final image of an input x (root-sum-of-squares for coil-wise MRI; identity otherwise)
     A.normalized()      A / ||A||, the unit-norm operator every sampler works with
-    A.noise_std(y)      an estimate, from the measurement alone, of the std of its noise per sample (complex
-                        noise: E|n|^2 = std^2), one value per batch element; None where the operator cannot
-                        tell noise from signal (the default). MRI estimates it from the k-space periphery;
-                        ``(c * A).noise_std(y)`` is ``A.noise_std(y)`` (it is a property of y's values)
+    A.noise_std(y)      the operator's estimate, from the measurement alone, of the std of its noise per sample
+                        (complex noise: E|n|^2 = std^2), one value per batch element; None where the operator
+                        cannot tell noise from signal (the default). MRI estimates it from the k-space periphery;
+                        ``(c * A).noise_std(y)`` is ``A.noise_std(y)`` (it is a property of y's values). A noise
+                        level a user states is a sampler's ``sigma_y``, not this
+    A.sampling          what the measurement samples: "cartesian" (k-space on the image grid, through a mask),
+                        "non-cartesian" (k-space off the grid, along a trajectory), "projection" (line integrals:
+                        CT), or None (an image-domain measurement, or unknown; the default)
+    A.angular_coverage  for projection data, the angular range in degrees that the views cover (the period, 180
+                        for parallel beam and 360 for fan beam, less the largest gap between neighbouring views,
+                        plus the median gap); None otherwise
+    A.n_views           for projection data, the number of views; None otherwise
 
 Code that uses an operator asks these, never the concrete type.
 """
@@ -187,9 +195,18 @@ class Linop:
         operator cannot estimate it (the default)."""
         return None
 
-    #: The in-plane TV weight (``recon.classical.tv``'s units) that a learned-prior sampler should add to its data
-    #: consistency for this kind of measurement by default (DDS's ``tv_xy``), or None: the sampler's own default.
-    tv_default: Optional[float] = None
+    #: "cartesian", "non-cartesian", "projection" or None (see the module docstring)
+    sampling: Optional[str] = None
+
+    @property
+    def angular_coverage(self) -> Optional[float]:
+        """Degrees of angle the views of projection data cover; None for other measurements."""
+        return None
+
+    @property
+    def n_views(self) -> Optional[int]:
+        """The number of views of projection data; None for other measurements."""
+        return None
 
     def normalized(self, like: Optional[torch.Tensor] = None) -> "Linop":
         """A / ||A||: the same measurement model with unit norm."""
@@ -319,6 +336,20 @@ class Compose(Linop):
     def combine(self, x):
         return self.b.combine(x)
 
+    # what is measured: the outer operator's answer, else the inner one's (weights or a selection applied to
+    # projection data still measure projections)
+    @property
+    def sampling(self):
+        return self.a.sampling if self.a.sampling is not None else self.b.sampling
+
+    @property
+    def angular_coverage(self):
+        return self.a.angular_coverage if self.a.angular_coverage is not None else self.b.angular_coverage
+
+    @property
+    def n_views(self):
+        return self.a.n_views if self.a.n_views is not None else self.b.n_views
+
     @property
     def name(self) -> str:
         return f"({self.a.name} @ {self.b.name})"
@@ -340,7 +371,8 @@ def _as_scalar(c):
 
 class Scaled(Linop):
     """c A for a scalar c (complex allowed): ``c * A``. Forwards the whole operator contract exactly:
-    ||c A|| = |c| ||A||, (c A)^+ y = A^+ (y / c), and A's support and coil combination."""
+    ||c A|| = |c| ||A||, (c A)^+ y = A^+ (y / c), A's support, coil combination, noise estimate and what it
+    samples."""
 
     def __init__(self, op: Linop, c):
         c = _as_scalar(c)
@@ -383,8 +415,16 @@ class Scaled(Linop):
         return self.op.noise_std(y)
 
     @property
-    def tv_default(self):
-        return self.op.tv_default
+    def sampling(self):
+        return self.op.sampling
+
+    @property
+    def angular_coverage(self):
+        return self.op.angular_coverage
+
+    @property
+    def n_views(self):
+        return self.op.n_views
 
     def __rmul__(self, c) -> Linop:
         return Scaled(self.op, _as_scalar(c) * self.c)
@@ -420,6 +460,20 @@ class Sum(Linop):
 
     def combine(self, x):  # both terms act on the same input
         return self.a.combine(x)
+
+    # what is measured, where both terms agree
+    @property
+    def sampling(self):
+        return self.a.sampling if self.a.sampling == self.b.sampling else None
+
+    @property
+    def angular_coverage(self):
+        cov = self.a.angular_coverage
+        return cov if cov == self.b.angular_coverage else None
+
+    @property
+    def n_views(self):
+        return self.a.n_views if self.a.n_views == self.b.n_views else None
 
     @property
     def name(self) -> str:

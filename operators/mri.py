@@ -144,6 +144,8 @@ def _plane(mask: torch.Tensor) -> tuple:
 class SingleCoilMRI(Linop):
     """y = P F x: masked centered 2-D Fourier transform of a (complex) image."""
 
+    sampling = "cartesian"
+
     def __init__(self, mask, shape: Optional[tuple] = None):
         self.mask = as_mask(mask)
         plane = _plane(self.mask) if shape is None else tuple(shape)
@@ -202,6 +204,8 @@ class MultiCoilMRI(Linop):
 
     ``maps`` is ``(..., C, H, W)`` complex (leading dims, e.g. slices, are kept in the shapes);
     ``mask`` must broadcast to the maps' shape."""
+
+    sampling = "cartesian"
 
     def __init__(self, maps: torch.Tensor, mask):
         maps = torch.as_tensor(maps)

@@ -72,10 +72,7 @@ class NonCartesianMRI(Linop):
     "torchkbnufft"; ``eps`` the NUFFT's requested accuracy (finufft); ``toeplitz=False`` computes A^H A as
     adjoint-of-forward; ``pinv_method`` "cg" or "gridding"."""
 
-    # DDS's in-plane TV, a gain on Cartesian MRI and CT, cost 0.1-3 dB on golden-angle radial data
-    # (experiments/RESULTS.md): off by default here
-    tv_default = 0.0
-
+    sampling = "non-cartesian"
 
     def __init__(self, maps, trajectory, dcf=None, backend: str = "auto", eps: float = 1e-6, toeplitz: bool = True,
                  pinv_method: str = "cg", pinv_iter: int = 30):

@@ -15,7 +15,9 @@
   Tweedie denoiser; ``sample=True`` draws a posterior sample by DDIM from sigma_n instead.
 - ``super_resolve``: DDS on ``Downsample`` (in-plane, or along the slice axis of a stack).
 Data scaling is the prior's: each task divides its image by ``prior.normalization.scale`` of that image (the
-samplers scale measurements themselves, ``samplers.base``), and every loop is ``samplers.loop.run``.
+samplers scale measurements themselves, ``samplers.base``), and every loop is one of the samplers' (SDEdit,
+DDIM inversion and generation, the cascade's refinement: ``samplers.sdedit``, ``samplers.invert``,
+``samplers.generate``; the DDIM loop ``samplers.loop.ddim``).
 - ``anomaly``: pseudo-healthy projection (SDEdit from ``strength``) and the residual |x - healthy|.
 - ``invert`` / ``interpolate``: deterministic DDIM inversion to sigma_max (Euler steps of the probability-flow ODE,
   Song et al. 2021; ``refine`` adds fixed-point iterations that invert each generating step exactly) and
@@ -31,15 +33,13 @@ import torch
 
 from operators.image import Downsample, Inpainting
 from recon import samplers
-from recon.samplers.base import check_int, noise_like
-from recon.samplers.loop import ddim_step, run
+from recon.samplers.base import check_int
+from recon.samplers.dc import HeldPixels
+from recon.samplers.loop import ddim
 
 
 def _gen(seed) -> torch.Generator:
     return seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
-
-
-SYNTHESIS = {"heun": samplers.Heun, "ddim": samplers.DDIM, "pc": samplers.PredictorCorrector}
 
 
 CASCADE_ABOVE = 1.25   # cascade="auto": a grid whose larger side exceeds the training side by this factor
@@ -79,8 +79,8 @@ def synthesize(prior, n: int, shape: Optional[Sequence[int]] = None, steps: int 
     grid attends within tiles of the training side (``tiled_attention``), so memory grows with the area, not its square. With the default a batch peaks near 6 GB
     (16 samples at 512 x 512, or one at 2048 x 2048), and every grid up to 640 x 320 draws 16 samples in one
     batch."""
-    if method not in SYNTHESIS:
-        raise ValueError(f"unknown method {method!r}; expected one of {sorted(SYNTHESIS)}")
+    if method not in samplers.available("unconditional"):
+        raise ValueError(f"unknown method {method!r}; expected one of {samplers.available('unconditional')}")
     if cascade not in ("auto", True, False):
         raise ValueError(f"cascade must be 'auto', True or False, got {cascade!r}")
     check_int("n", n, 1)
@@ -93,7 +93,7 @@ def synthesize(prior, n: int, shape: Optional[Sequence[int]] = None, steps: int 
 
 
 def _synthesize(prior, n, shape, steps, method, g, cascade, refine) -> torch.Tensor:
-    sampler = SYNTHESIS[method](steps=steps)
+    sampler = samplers.get(method, steps=steps)
     if shape is None or not cascade:
         return sampler(prior=prior, n_samples=n, generator=g, shape=shape)
     hw = tuple(int(v) for v in shape[-2:])
@@ -114,10 +114,7 @@ def _synthesize(prior, n, shape, steps, method, g, cascade, refine) -> torch.Ten
             x = _upsample(x, core)
         if core != hw:
             x = _embed(x, hw)
-        sig = [refine] + [s for s in prior.sigmas(steps, "auto").tolist() if s < refine] + [0.0]
-        x = x + refine * noise_like(x, g)
-        x, _ = run(x, sig, ddim_step(prior.denoise, 1.0, g), "synthesize (refine)")
-    return x
+        return samplers.sdedit(x, prior, refine, steps, g, eta=1.0, name="synthesize (refine)")
 
 
 @contextlib.contextmanager
@@ -435,25 +432,14 @@ def _scale(prior, image: torch.Tensor) -> torch.Tensor:
     return prior.normalization.scale(image)
 
 
-@torch.no_grad()
 def _sdedit(image, prior, strength: float, hold: Optional[torch.Tensor], steps: int, g, eta: float = 0.0,
             n: int = 1) -> torch.Tensor:
-    """Noise to sigma = strength, then DDIM back (``eta``; 0 is deterministic) to ``n`` clean estimates
-    (n, H, W); ``hold`` (H, W) pixels are put back to ``image`` in every step's Tweedie estimate (DDS's data
-    consistency, which for this masking operator is the exact projection)."""
+    """``n`` SDEdit estimates (n, H, W) of ``image`` from sigma = strength (``samplers.sdedit``; ``eta`` 0 is
+    deterministic); ``hold`` (H, W) pixels are put back to ``image`` in every step's Tweedie estimate
+    (``dc.HeldPixels``: for this masking operator, the exact projection DDS's CG would reach)."""
     _check_strength(prior, strength)
-    lo = float(prior.sigma_min)
-    sig = [s for s in prior.sigmas(steps, "auto").tolist() if s < strength] or [lo]
-    sig = [strength] + sig + [0.0]
-    x = image[None].expand(n, *image.shape)
-    x = x + strength * noise_like(x, g)
-    dc = None
-    if hold is not None:
-        h = hold.to(image.real.dtype)
-        known = h * image
-        dc = lambda v, s: known + (1 - h) * v  # noqa: E731
-    x, _ = run(x, sig, ddim_step(prior.denoise, eta, g, dc), "sdedit")
-    return x
+    dc = None if hold is None else HeldPixels(hold).bind(image, None)
+    return samplers.sdedit(image[None].expand(n, *image.shape), prior, strength, steps, g, eta=eta, dc=dc)
 
 
 def insert(image: torch.Tensor, center: Sequence[float], prior, radius: float = 6.0, contrast: float = 0.5,
@@ -498,7 +484,7 @@ def denoise(image: torch.Tensor, noise_std: float, prior, sample: bool = False, 
     if not sample:
         return prior.denoise(x, s0)[0] * scale
     sig = [s0] + [v for v in prior.sigmas(steps).tolist() if v < s0] + [0.0]
-    x, _ = run(x, sig, ddim_step(prior.denoise, 1.0, _gen(seed)), "denoise")
+    x, _ = ddim(x, sig, prior.denoise, eta=1.0, generator=_gen(seed), name="denoise")
     return x[0] * scale
 
 
@@ -517,33 +503,15 @@ def anomaly(image: torch.Tensor, prior, strength: float = 0.5, steps: int = 50, 
     return healthy, (image - healthy).abs()
 
 
-@torch.no_grad()
 def invert(image: torch.Tensor, prior, steps: int = 50, refine: int = 0) -> torch.Tensor:
-    """Deterministic DDIM inversion: the latent at sigma_max whose DDIM sample (same schedule) is ``image``.
-
-    Each step runs the DDIM (probability-flow Euler) step backwards, x' = x + (s' - s) eps(x, s). That evaluates
-    the network at x instead of x', so the round trip is not exact; ``refine`` > 0 solves the exact inverse of
-    the generating step, x' = x + (s' - s) eps(x', s'), by that many fixed-point iterations started from the
-    plain step (the fixed-point inversion of Pan et al., ICCV 2023)."""
-    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
-        raise ValueError(f"refine must be an integer >= 0, got {refine!r}")
-    euler = ddim_step(prior.denoise, 0.0, None)
-
-    def step(x, s, sn, i):
-        nxt, info = euler(x, s, sn, i)
-        for _ in range(refine):
-            nxt = x + (sn - s) * (nxt - prior.denoise(nxt, sn)) / sn
-        return nxt, info
-
-    x, _ = run(image[None], prior.sigmas(steps).flip(0).tolist(), step, "invert")  # increasing sigmas
-    return x[0]
+    """Deterministic DDIM inversion (``samplers.invert``): the latent at sigma_max whose DDIM sample (same
+    schedule) is ``image``; ``refine`` > 0 fixed-point iterations make each step the exact inverse."""
+    return samplers.invert(image[None], prior, steps, refine)[0]
 
 
-@torch.no_grad()
 def generate(latent: torch.Tensor, prior, steps: int = 50) -> torch.Tensor:
-    """Deterministic DDIM from a latent at sigma_max (the inverse of ``invert``)."""
-    x, _ = run(latent[None], prior.sigmas(steps).tolist(), ddim_step(prior.denoise, 0.0, None), "generate")
-    return x[0]
+    """Deterministic DDIM from a latent at sigma_max (``samplers.generate``, the inverse of ``invert``)."""
+    return samplers.generate(latent[None], prior, steps)[0]
 
 
 def interpolate(a: torch.Tensor, b: torch.Tensor, prior, alphas: Sequence[float], steps: int = 50):

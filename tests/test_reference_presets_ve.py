@@ -22,7 +22,7 @@ from recon.priors.parametrizations import VEScore
 from recon.priors.prior import DiffusionPrior, Normalization
 from recon.priors.schedules import geometric_sigmas
 from recon.samplers.score_ald import CSGM_SIGMA_START, ScoreALD
-from recon.samplers import score_mri
+from recon.samplers import loop
 from recon.samplers.score_mri import ScoreMRI, score_sde_schedule
 from recon.samplers.steps import langevin
 
@@ -258,7 +258,7 @@ def test_score_mri_default_uses_separate_re_im_steps_for_a_magnitude_prior(ncsnp
         seen.append(split_complex)
         return langevin(x, score, snr, z, split_complex)
 
-    monkeypatch.setattr(score_mri, "langevin", spy)
+    monkeypatch.setattr(loop, "langevin", spy)  # the predictor-corrector loop's corrector
     ScoreMRI(steps=3)(y, A, magnitude_prior(ncsnpp))
     torch.manual_seed(0)
     net2 = NCSNpp.score_mri_fastmri_knee(image_size=H, nf=16, ch_mult=(1, 2), num_res_blocks=1,

@@ -1,24 +1,36 @@
 """Samplers: algorithms that combine a prior with an operator and a measurement (or, unconditional, a prior alone).
 
     x = samplers.DDS(steps=50)(y, A, prior, n_samples=4, generator=torch.Generator().manual_seed(0))
+    x = samplers.for_problem("dds", A, prior)(y, A, prior)        # the sampler's defaults for this problem
     x = samplers.Heun(steps=30)(prior=prior, n_samples=16)
 
 Every sampler returns ``(n_samples, *image)`` images in the measurement's scale and is invariant to
-``(c y, c A)`` (``base``). A new sampler is one module (a ``Sampler`` subclass whose ``_run`` drives
-``loop.run`` with its step) plus one line in ``REGISTRY`` or ``UNCONDITIONAL``; a sampler written elsewhere is
-made known by ``register(name, cls)`` or the entry-point group ``diffrecon.samplers`` (``recon.plugins``).
+``(c y, c A)`` (``base``). Its data consistency is an object (``dc``: projection, gradient step, CG, CG with TV,
+Score-SDE's noised projection, held pixels) that it takes as ``dc=``; the loops are ``loop.ddim`` and
+``loop.predictor_corrector`` on the core ``loop.run``. Image-to-image sampling on the same DDIM loop:
+``sdedit`` (SDEdit, a cascade's refinement), ``invert`` and ``generate`` (DDIM inversion and its inverse).
+
+Every front door builds samplers through this registry: ``get(name, preset, **settings)`` for the stated
+settings, ``for_problem(name, A, prior, preset, **settings)`` with the sampler's defaults for the problem where
+neither the preset nor the caller sets a value (``Sampler.for_problem``). A new sampler is one module (a
+``Sampler`` subclass whose ``_run`` drives a loop with its step) plus one line in ``REGISTRY`` or
+``UNCONDITIONAL``; a sampler written elsewhere is made known by ``register(name, cls)`` or the entry-point group
+``diffrecon.samplers`` (``recon.plugins``).
 """
 import re
 from typing import Optional
 
 from recon import plugins
 
+from . import dc
 from .base import Sampler, SamplingError
 from .dds import DDS
 from .dps import DPS
 from .score_ald import ScoreALD
 from .score_mri import ScoreMRI
+from .inversion import generate, invert
 from .score_sde import ScoreSDE
+from .sdedit import sdedit
 from .unconditional import DDIM, Heun, PredictorCorrector
 
 REGISTRY = {  # posterior samplers: sampler(y, A, prior, ...)
@@ -93,5 +105,14 @@ def get(name: str, preset: Optional[str] = None, **params) -> Sampler:
     return sampler_class(name).from_preset(preset, **params)
 
 
+def for_problem(name: str, A, prior, preset: Optional[str] = None, **settings) -> Sampler:
+    """A sampler by name, configured for the operator ``A`` and the prior: the settings of ``preset``, then
+    ``settings`` over them, then the sampler's defaults for the problem where neither sets a value
+    (``Sampler.for_problem``; e.g. DDS's steps from the views of projection data). ``steps`` is the sampler's
+    length (Score-ALD's levels); None leaves it to the sampler."""
+    return sampler_class(name).for_problem(A, prior, preset=preset, **settings)
+
+
 __all__ = ["Sampler", "SamplingError", "DDS", "DPS", "ScoreALD", "ScoreMRI", "ScoreSDE", "DDIM", "Heun",
-           "PredictorCorrector", "get", "register", "available", "sampler_class", "REGISTRY", "UNCONDITIONAL"]
+           "PredictorCorrector", "get", "for_problem", "register", "available", "sampler_class", "REGISTRY",
+           "UNCONDITIONAL", "dc", "sdedit", "invert", "generate"]

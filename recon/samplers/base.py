@@ -29,6 +29,12 @@ and the samples are returned in that precision. A missing prior (None) or an obj
 The samples run as one batch, in chunks of at most ``max_batch``; the reverse-diffusion loop itself is
 ``loop.run``. The callback receives one dict per step (``i``, ``sigma``, ``sigma_next``, ``x``, ``denoised``,
 images in the measurement's scale), as in k-diffusion.
+
+**Settings.** A sampler is built from its constructor's keywords, its named ``PRESETS`` (``from_preset``), or for
+a problem (``for_problem(A, prior, preset=None, **settings)``): the preset's settings, then the stated ones, and
+where neither sets a value the sampler's defaults for that problem (``problem_settings``), decided from what the
+operator contract answers (``A.sampling``, ``A.angular_coverage``, ``A.n_views``, ...) and the prior, never from
+an operator's type. ``steps`` there is the sampler's length, whatever its constructor calls it (``LENGTH``).
 """
 from __future__ import annotations
 
@@ -87,23 +93,52 @@ class Sampler:
     """Base class. Subclasses set ``name`` and ``posterior`` and implement ``_run(x, data, prior, generator,
     callback, bar)``: ``x`` is the start (zeros shaped like the batch of images; multiply noise into it),
     ``data`` a ``Measurement`` (None for unconditional samplers); it returns images in the prior's range.
-    ``steps_total`` gives the number of loop steps (progress bar), ``nfe`` the network evaluations."""
+    ``steps_total`` gives the number of loop steps (progress bar), ``nfe`` the network evaluations; a subclass
+    with defaults that depend on the problem overrides ``problem_settings``."""
 
     name = "sampler"
     posterior = True
     # named settings: preset -> constructor keywords; "reference" follows the published code step for step
     PRESETS: dict = {}
+    LENGTH = "steps"  # the constructor keyword that ``for_problem``'s ``steps`` sets
 
     @classmethod
-    def from_preset(cls, preset: Optional[str] = None, **overrides) -> "Sampler":
-        """The sampler with the settings of ``preset`` (None: the defaults), ``overrides`` taking precedence.
-        An unknown preset is refused with the ones this sampler has."""
+    def preset_settings(cls, preset: Optional[str] = None) -> dict:
+        """The constructor keywords of ``preset`` (None: none). An unknown preset is refused with the ones this
+        sampler has."""
         if preset is None:
-            return cls(**overrides)
+            return {}
         if preset not in cls.PRESETS:
             known = ", ".join(sorted(cls.PRESETS)) or "none"
             raise ValueError(f"sampler {cls.name!r} has no preset {preset!r}; its presets: {known}")
-        return cls(**{**cls.PRESETS[preset], **overrides})
+        return dict(cls.PRESETS[preset])
+
+    @classmethod
+    def from_preset(cls, preset: Optional[str] = None, **overrides) -> "Sampler":
+        """The sampler with the settings of ``preset`` (None: the defaults), ``overrides`` taking precedence."""
+        return cls(**{**cls.preset_settings(preset), **overrides})
+
+    @classmethod
+    def for_problem(cls, A, prior, preset: Optional[str] = None, **settings) -> "Sampler":
+        """The sampler configured for the operator ``A`` and the prior: the settings of ``preset``, then
+        ``settings`` over them, then, for what neither sets, the sampler's defaults for this problem
+        (``problem_settings``). ``steps`` sets the sampler's length (``LENGTH``; None: not stated)."""
+        if A is not None and not isinstance(A, Linop):
+            raise TypeError(f"{cls.name}: A must be an operator (operators.Linop), got {type(A).__name__}")
+        steps = settings.pop("steps", None)
+        if steps is not None:
+            settings[cls.LENGTH] = steps
+        return cls(**cls.problem_settings(A, prior, {**cls.preset_settings(preset), **settings}))
+
+    @classmethod
+    def problem_settings(cls, A, prior, stated: dict) -> dict:
+        """The constructor keywords for a problem: ``stated`` (preset and caller) and, where they leave a setting
+        open, the defaults this sampler takes for the operator ``A`` and the prior. Here: ``stated``."""
+        return dict(stated)
+
+    def settings(self) -> dict:
+        """The sampler's settings (its public attributes): equal settings, equal samples."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     def __init__(self, progress: bool = False, max_batch: Optional[int] = None, support: bool = True,
                  combine: bool = True):
@@ -196,6 +231,27 @@ class Sampler:
 
     def _run(self, x, data, prior, generator, callback, bar):  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def noise_variance(sigma_y, data: Measurement, x: torch.Tensor) -> Optional[torch.Tensor]:
+    """sigma_y^2 in the normalised data's units, one value per image, shaped to broadcast against the images
+    ``x``: from a std ``sigma_y`` in the measurement's units (converted like the measurement, sigma_y / (||A|| s))
+    or, for ``sigma_y="auto"``, from the operator's estimate ``A.noise_std`` of the normalised data (once for a
+    batch of samples that repeats one measurement). None where 'auto' finds no estimate."""
+    A, yv = data.A, data.y
+    if sigma_y == "auto":
+        if yv.dim() > len(A.oshape) and yv.shape[0] > 1 and yv.stride(0) == 0:
+            est = A.noise_std(yv[0])  # the samples' batch repeats one measurement: estimate it once
+            est = None if est is None else est.expand((yv.shape[0],) + tuple(est.shape))
+        else:
+            est = A.noise_std(yv)
+        if est is None:
+            return None
+    else:
+        unit = torch.as_tensor(data.unit).abs()
+        est = sigma_y / unit.reshape(unit.shape[: max(unit.dim() - len(A.oshape), 0)])
+    est = torch.as_tensor(est).to(x.real.dtype)
+    return est.reshape(tuple(est.shape) + (1,) * (x.dim() - est.dim())).square()
 
 
 def _rescaled(callback: Callable, scale) -> Callable:

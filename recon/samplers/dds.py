@@ -1,21 +1,60 @@
 """DDS: Decomposed Diffusion Sampler (Chung, Lee & Ye, ICLR 2024; chapter 7 Eqs. 7.39-7.40).
 
-At each of ``steps`` DDIM steps: the Tweedie estimate x0 = D(x, sigma) is moved by ``cg_iter`` conjugate-gradient
-iterations on (I + gamma A^H A) x = x0 + gamma A^H y (or A^H A x = A^H y when ``gamma`` is None),
-warm-started at x0; then x' = x0' + sqrt(sigma'^2 - s~^2) eps + s~ z with eps = (x - x0)/sigma the network's
-noise estimate (DDIM with stochasticity ``eta``). The last step returns the data-consistent x0'.
-``eta_convention`` says how eta scales the injected noise: "ddim" (default) s~ = eta sigma' sqrt(sigma^2 -
-sigma'^2)/sigma, DDIM's (Song et al. 2021, Eq. 16; eta = 1 is ancestral DDPM sampling); "dds" s~ = eta sigma',
-the DDS code's, which in its VP coordinates reads x_vp' = sqrt(abar') x0' + sqrt(1 - abar') (eta z +
-sqrt(1 - eta^2) eps). The two agree at eta = 0 only; the DDS code's eta = 0.85 (main.py's default and its
-evaluation scripts) is in the "dds" convention, the chapter's DDIM formula (Eq. 7.21) in the "ddim" one.
-Defaults: 50 steps, eta = 1 in the DDIM convention, and the data weighed by the measurement's
-noise (``sigma_y="auto"``, ``lam`` = 0.5, 10 CG iterations; below), with an in-plane TV of weight 3e-4 in the
-data-consistency step (``tv_xy``, below). Where the operator cannot estimate its noise (CT, image-domain
-operators) or ``gamma`` or ``tv_z`` is given, the CG is the paper's: 5 iterations, noiseless unless ``gamma``
-(``gamma`` and ``tv_z`` turn the TV off). The sample spread: on an exact
-Gaussian posterior 0.8-1.0 of the true variance, on real data too narrow at every setting (see
-``recon.uncertainty`` and the calibration study). The CG uses the Hermitian inner product.
+At each of ``steps`` DDIM steps (``loop.ddim``) the Tweedie estimate x0 = D(x, sigma) is made consistent with the
+data by a few conjugate-gradient iterations warm-started at x0 (``dc``, a ``dc.DataConsistency``), then
+
+    x' = x0' + sqrt(sigma'^2 - s~^2) eps + s~ z,    eps = (x - x0) / sigma
+
+(DDIM with stochasticity ``eta``); the last step returns the data-consistent x0'. ``eta_convention`` says how
+eta scales the injected noise: "ddim" (default) s~ = eta sigma' sqrt(sigma^2 - sigma'^2)/sigma, DDIM's (Song et
+al. 2021, Eq. 16; eta = 1 is ancestral DDPM sampling); "dds" s~ = eta sigma', the DDS code's, which in its VP
+coordinates reads x_vp' = sqrt(abar') x0' + sqrt(1 - abar') (eta z + sqrt(1 - eta^2) eps). The two agree at
+eta = 0 only; the DDS code's eta = 0.85 is in the "dds" convention, the chapter's DDIM formula (Eq. 7.21) in the
+"ddim" one. Like every sampler, DDS works with the unit-norm operator and data in the prior's range (``base``),
+so its weights are independent of the operator's scale.
+
+**Data consistency** (``dc=``: any ``dc.DataConsistency``; None: the rule below, ``DDS.default_dc``, from the
+settings and the run). The measurement's noise ``sigma_y`` (the noise std per measured sample in the
+measurement's units, E|n|^2 = sigma_y^2) is bound to the step as sigma_y^2 in the normalised units:
+
+- a number; 0 or None: noiseless;
+- "auto": the operator's estimate from the data (``A.noise_std``, the k-space periphery for Cartesian and
+  non-Cartesian MRI); where the operator cannot tell, noiseless, with a warning;
+- "default" (the default): "auto" without the warning, unless a fixed ``gamma`` or ``tv_z`` gives the data
+  weight (then None). After construction ``sigma_y`` holds what this resolved to.
+
+The rule (``default_dc``), given the bound noise:
+
+1. ``tv_z`` > 0 (a stack of slices): ``dc.TVz(tv_z, tv_rho)``, one ADMM iteration per step of
+   1/2 ||A x - y||^2 + tv_z L ||D_z x||_1 (DDS's 3-D variant; L the largest eigenvalue of A^H A); the network
+   still sees single slices. The ADMM variables persist across diffusion steps, so ``tv_rho`` stays small.
+2. a noise (stated or estimated) and an in-plane TV: ``dc.TV(tv_xy, lam=lam)``, one ADMM iteration of
+   1/2 ||A x - y||^2 + tv_xy max|A^H y| ||D x||_{2,1} plus ||x - x0||^2 / (2 gamma_t) per step;
+3. a noise and no TV: ``dc.ConjugateGradient(lam=lam)``, CG on (I + gamma_t A^H A) x = x0 + gamma_t A^H y
+   with DiffPIR's weight gamma_t = sigma_t^2 / (lam sigma_y^2) (Zhu et al., CVPR 2023): the Tweedie estimate is
+   trusted like data of variance sigma_t^2 / lam, so the data rule early and the prior denoises late what the
+   data cannot resolve. ``lam`` is DiffPIR's lambda; with a learned prior on data it never saw, lam < 1
+   (trusting the data more) does better than the exact-prior choice lam > 1, and more CG iterations need a
+   larger lam (experiments/RESULTS.md, "DDS's data weight");
+4. no noise and an in-plane TV: ``dc.TV(tv_xy)`` without the proximal term;
+5. otherwise the paper's CG: ``dc.ConjugateGradient(gamma=gamma)``, noiseless (A^H A x = A^H y) unless a fixed
+   ``gamma``.
+
+CG iterations: ``cg_iter``, else ``CG_ITER_NOISY`` with a noise weight (the system is better posed) and the paper's
+``CG_ITER`` otherwise. The in-plane TV weight ``tv_xy`` has the meaning of ``recon.classical.tv``'s weight; unless
+stated it is ``TV_XY``, 0 with a fixed ``gamma`` or ``tv_z``, and 0 where the operator samples non-Cartesian
+k-space (``A.sampling``), on which it cost PSNR (experiments/RESULTS.md, "DDS's in-plane TV"). The learned prior
+is confidently wrong where the data leave the image open and fills that null space with texture it invents; a
+small TV weight removes most of it. The TV is not part of the paper's posterior: on an exact Gaussian prior it
+biases the samples (pass ``tv_xy=0`` there); the sample spread is discussed in ``recon.uncertainty``.
+
+**For a problem** (``DDS.for_problem(A, prior, **settings)``): on projection data the steps follow the views
+(``steps_for``): ``STEPS_LIMITED`` when they cover less than ``LIMITED_BELOW`` degrees, else the paper's
+``STEPS`` times the sparsity of the views for the grid (the grid side over the views, relative to ``STEPS``'s
+case of ``SPARSE_VIEWS_PER_PIXEL``), at most ``STEPS_SPARSE_MAX``: a missing wedge, or views far apart for the
+grid, leave the prior a large null space, and more steps give the TV's split variables more iterations to
+settle it. ``tv_z`` > 0 makes the slice coupling the data consistency: a stated ``sigma_y`` and ``tv_xy`` are
+set aside.
 
 **Preset "reference"** (``DDS.from_preset("reference")``), the DDS code (``solver_2d.py``, main.py's defaults)
 step for step: 50 steps at the timesteps 980, 960, ..., 20, 0 (``schedule="leading"``: ``range(0, 1000, 20)``),
@@ -34,45 +73,9 @@ batch with one step size (per sample here; the same for its batch of 1) and stop
 1e-5 (here all ``cg_iter`` iterations run unless the residual reaches rounding level).
 
 **Defaults, deliberately different from the paper and code**: the schedule "auto" (timesteps 999, 979, ..., 0,
-evenly spaced over the whole ladder), eta = 1 in the DDIM convention (the paper: 0.85 in its own; at the same cost
-eta = 1 gave a higher PSNR on every MRI test set and on sparse-view CT, and -0.1 to 0 dB at CT 0-120 degrees),
-the noise-weighted CG with 10 iterations and the in-plane TV (below), and the start sigma_T z in VE coordinates
-(``start="sigma"``).
-Like every sampler, DDS works with the unit-norm operator and data in the prior's range (``base``), so
-``gamma`` weighs the data against the Tweedie estimate independently of the operator's scale.
-
-**Noisy data** (``sigma_y``). The noiseless CG fits the measurement's noise. With ``sigma_y`` (the noise std
-per measured sample in the measurement's units, E|n|^2 = sigma_y^2) or ``sigma_y="auto"`` (estimated from the
-data by the operator, ``A.noise_std``: the k-space periphery for Cartesian and non-Cartesian MRI; where the
-operator cannot tell, the noiseless CG, with a warning if 'auto' was asked for by name), each step weighs the data as DiffPIR does (Zhu et al., CVPR 2023): the
-Tweedie estimate is trusted like data of variance sigma_t^2 / lam, so the CG runs on
-(I + gamma_t A^H A) x = x0 + gamma_t A^H y with gamma_t = sigma_t^2 / (lam sigma_y^2), large early (the data
-rule), small late (the prior denoises what the data cannot resolve). ``lam`` is DiffPIR's lambda: with an exact
-prior the Tweedie error is well below sigma_t and lam > 1 is right; with a learned prior on data it never saw a
-smaller lam, trusting the data more, does better: on the MRI validation slices (template held-out slices and
-synthetic random contrasts at 1.0 and 1.4 mm; ``experiments/dds_settings_check.py``) lam = 0.5 with 10 CG
-iterations gave 36.52 dB against 34.72 for the noiseless CG with 5 (lam 0.25 with 10 iterations: 36.38; with 20
-iterations lam 0.25 / 0.5 / 1: 35.66 / 36.31 / 36.53). More CG iterations need a larger lam: they converge
-further towards the data.
-
-For a stack of slices (measurement (..., S, ...), images (..., S, H, W)), ``tv_z`` > 0 couples the slices: the
-CG step becomes one ADMM iteration of 1/2 ||A x - y||^2 + tv_z L ||D_z x||_1 per diffusion step (DDS's 3-D
-variant; ``dc.TVzConsistency``, L the largest eigenvalue of A^H A, ADMM penalty ``tv_rho`` L); the network
-still sees single slices. The ADMM variables persist across diffusion steps, so keep ``tv_rho`` small (0.01):
-at 0.1 the iteration drifts (experiments/RESULTS.md).
-
-``tv_xy`` > 0 (the default, 3e-4) puts an in-plane total variation into the same step: one ADMM iteration of
-1/2 ||A x - y||^2 + tv_xy max|A^H y| ||D x||_{2,1} per diffusion step, plus ||x - x0||^2 / (2 gamma_t) with a noise
-weight (``dc.TVConsistency``; ``tv_xy`` has the meaning of ``recon.classical.tv``'s weight; 0 for the plain CG).
-The learned prior is confidently wrong where the data leave the image open and fills that null space with
-texture it invents; a small TV weight removes most of it. 3e-4 was chosen on validation slices only:
-- MRI (``experiments/dds_settings_check.py``: template held-out slices and synthetic random contrasts, 4x):
-  36.52 dB without, 36.80 / 37.20 / 37.32 / 35.90 dB at 3e-5 / 1e-4 / 3e-4 / 1e-3;
-- CT (``anatomy-val``, noiseless, ``ct-phantom-128``): 32.25 -> 34.45 dB at 30 views, 28.96 -> 29.50 dB at
-  0-120 degrees, SSIM higher (``ct-anatomy-128`` does best at 1e-4).
-The held-out results are in experiments/RESULTS.md. Operators may state another default (``Linop.tv_default``):
-``NonCartesianMRI`` turns it off, as it cost 0.1-3 dB on golden-angle radial data. The TV is not part of the
-paper's posterior: on an exact Gaussian prior it biases the samples (pass ``tv_xy=0`` there).
+evenly spaced over the whole ladder), eta = 1 in the DDIM convention (the paper: 0.85 in its own), the data
+weighed by the noise with ``CG_ITER_NOISY`` iterations and lam = 0.5, the in-plane TV, and the start sigma_T z in
+VE coordinates (``start="sigma"``); each was chosen on validation data (experiments/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -80,32 +83,23 @@ import math
 import warnings
 from typing import Optional, Union
 
-import torch
-
-from .base import Sampler, check_int, noise_like
-from .dc import TVConsistency, TVzConsistency, cg_consistency
-from .loop import ddim_step, run
+from .base import Sampler, check_int, noise_like, noise_variance
+from .dc import TV, ConjugateGradient, TVz, check_dc
+from .loop import ddim
 from .steps import CONVENTIONS, vp_start
 
 
 CG_ITER = 5          # the paper's CG iterations per step (noiseless CG, fixed gamma, TV-z)
 CG_ITER_NOISY = 10   # with a noise weight: the system is better posed and more iterations pay
 TV_XY = 3e-4         # the default in-plane TV weight (chosen on the MRI and CT validation slices)
+STEPS = 50           # the paper's steps; for projection data with full coverage and views dense for the grid
+STEPS_LIMITED = 200  # for projection data covering a limited angle (experiments/RESULTS.md, "Limited angle")
+LIMITED_BELOW = 170.0  # an angular coverage (degrees, ``Linop.angular_coverage``) below this is a limited angle
+SPARSE_VIEWS_PER_PIXEL = 30 / 128  # views per pixel of grid side of the case ``STEPS`` was chosen on
+STEPS_SPARSE_MAX = 200  # the most steps for sparse views (experiments/RESULTS.md, "DDS's steps for sparse views
+#                         on large grids")
+SIGMA_Y = ("default", "auto")  # the named noise settings (a number or None otherwise)
 _WARNED = set()
-
-
-class _Auto(str):
-    """The default of ``sigma_y``: 'auto' unless a fixed ``gamma`` or ``tv_z`` is given."""
-
-
-_AUTO = _Auto("auto")
-
-
-class _AutoTV(float):
-    """The default of ``tv_xy``: ``TV_XY`` unless a fixed ``gamma`` or ``tv_z`` is given (then 0)."""
-
-
-_AUTO_TV = _AutoTV(TV_XY)
 
 
 def _warn_no_estimate(name: str) -> None:
@@ -121,10 +115,10 @@ class DDS(Sampler):
     PRESETS = {"reference": {"steps": 50, "schedule": "leading", "eta": 0.85, "eta_convention": "dds",
                              "cg_iter": 5, "sigma_y": None, "tv_xy": 0.0, "start": "vp"}}
 
-    def __init__(self, steps: int = 50, eta: float = 1.0, cg_iter: Optional[int] = None, gamma: Optional[float] = None,
-                 schedule: str = "auto", tv_z: float = 0.0, tv_rho: float = 0.01,
-                 sigma_y: Union[None, float, str] = _AUTO, lam: float = 0.5, tv_xy: float = _AUTO_TV,
-                 eta_convention: str = "ddim", start: str = "sigma", **kw):
+    def __init__(self, steps: int = STEPS, eta: float = 1.0, cg_iter: Optional[int] = None,
+                 gamma: Optional[float] = None, schedule: str = "auto", tv_z: float = 0.0, tv_rho: float = 0.01,
+                 sigma_y: Union[None, float, str] = "default", lam: float = 0.5, tv_xy: Optional[float] = None,
+                 eta_convention: str = "ddim", start: str = "sigma", dc=None, **kw):
         super().__init__(**kw)
         check_int("steps", steps, 1)
         if cg_iter is not None:
@@ -140,32 +134,37 @@ class DDS(Sampler):
             raise ValueError(f"gamma must be > 0 (or None for the noiseless normal equations), got {gamma}")
         if not (math.isfinite(tv_z) and tv_z >= 0):
             raise ValueError(f"tv_z must be >= 0, got {tv_z}")
-        self._tv_auto = tv_xy is _AUTO_TV and gamma is None and tv_z == 0  # the operator may override the default
-        if tv_xy is _AUTO_TV:
-            tv_xy = 0.0 if (gamma is not None or tv_z > 0) else TV_XY
+        weighted = gamma is not None or tv_z > 0  # the data weight is given otherwise than by the noise
+        self._tv_stated = tv_xy is not None
+        if tv_xy is None:
+            tv_xy = 0.0 if weighted else TV_XY
         if isinstance(tv_xy, bool) or not isinstance(tv_xy, (int, float)) or not (math.isfinite(tv_xy) and tv_xy >= 0):
             raise ValueError(f"tv_xy must be a number >= 0 (the in-plane TV weight, 0 for none), got {tv_xy!r}")
         if tv_xy > 0 and tv_z > 0:
             raise ValueError("tv_xy and tv_z cannot be combined; give one of them")
-        self._stated = sigma_y is not _AUTO  # a fallback from an 'auto' the user asked for is warned about
-        if sigma_y is _AUTO:
-            sigma_y = None if (gamma is not None or tv_z > 0) else "auto"
         if isinstance(sigma_y, str):
-            if sigma_y != "auto":
-                raise ValueError(f"sigma_y must be None, a noise std >= 0 in the measurement's units or 'auto', "
-                                 f"got {sigma_y!r}")
+            if sigma_y not in SIGMA_Y:
+                raise ValueError(f"sigma_y must be None, a noise std >= 0 in the measurement's units, 'auto' or "
+                                 f"'default', got {sigma_y!r}")
         elif sigma_y is not None:
             if isinstance(sigma_y, bool) or not isinstance(sigma_y, (int, float)) or not (
                     math.isfinite(sigma_y) and sigma_y >= 0):
-                raise ValueError(f"sigma_y must be None, a noise std >= 0 in the measurement's units or 'auto', "
-                                 f"got {sigma_y!r}")
+                raise ValueError(f"sigma_y must be None, a noise std >= 0 in the measurement's units, 'auto' or "
+                                 f"'default', got {sigma_y!r}")
+        self._warn_auto = sigma_y == "auto"  # a fallback from an 'auto' asked for by name is warned about
+        if sigma_y == "default":
+            sigma_y = None if weighted else "auto"
         if not (math.isfinite(lam) and lam > 0):
             raise ValueError(f"lam must be > 0, got {lam}")
-        if sigma_y is not None and (gamma is not None or tv_z > 0):
+        if sigma_y is not None and weighted:
             raise ValueError("give the data weight one way: sigma_y (a weight per step from the noise) or gamma "
                              "(one fixed weight) or tv_z, not several")
         if gamma is not None and tv_xy > 0:
             raise ValueError("gamma and tv_xy cannot be combined; give one of them")
+        self.dc = check_dc(dc, self.name)
+        if dc is not None and (gamma is not None or tv_z > 0 or cg_iter is not None or self._tv_stated):
+            raise ValueError("dc= is the data-consistency step itself: give it, or gamma / tv_z / tv_xy / cg_iter "
+                             "for the default one, not both")
         self.steps, self.eta, self.cg_iter, self.gamma, self.schedule = steps, eta, cg_iter, gamma, schedule
         self.tv_z, self.tv_rho = tv_z, tv_rho
         self.sigma_y, self.lam, self.tv_xy = sigma_y, lam, float(tv_xy)
@@ -173,59 +172,68 @@ class DDS(Sampler):
     def steps_total(self) -> int:
         return self.steps
 
+    # --- defaults --------------------------------------------------------------------------------------------
+    @classmethod
+    def steps_for(cls, A) -> Optional[int]:
+        """The steps for the views of projection data (module docstring); None for other measurements (the
+        constructor's default)."""
+        coverage = None if A is None else A.angular_coverage
+        if coverage is None:
+            return None
+        if coverage < LIMITED_BELOW:
+            return STEPS_LIMITED
+        ratio = SPARSE_VIEWS_PER_PIXEL * max(A.ishape[-2:]) / max(1, A.n_views or 0)
+        return int(min(STEPS_SPARSE_MAX, max(STEPS, round(STEPS * ratio))))
+
+    @classmethod
+    def problem_settings(cls, A, prior, stated: dict) -> dict:
+        settings = dict(stated)
+        if settings.get("tv_z", 0) > 0:  # the slice coupling is the data consistency
+            settings.pop("tv_xy", None)
+            settings["sigma_y"] = None
+        if "steps" not in settings:
+            steps = cls.steps_for(A)
+            if steps is not None:
+                settings["steps"] = steps
+        return settings
+
+    def default_dc(self, A, noise_var):
+        """The data-consistency step when none is given (module docstring, "the rule"): from the settings, the
+        bound noise ``noise_var`` (sigma_y^2 in the normalised units, or None) and what ``A`` samples."""
+        cg = self.cg_iter if self.cg_iter is not None else (CG_ITER_NOISY if noise_var is not None else CG_ITER)
+        tv_xy = self.tv_xy
+        if not self._tv_stated and A.sampling == "non-cartesian":
+            tv_xy = 0.0
+        if self.tv_z > 0:
+            return TVz(self.tv_z, self.tv_rho, max(cg, 1))
+        if noise_var is not None:
+            return TV(tv_xy, cg_iter=max(cg, 1), lam=self.lam) if tv_xy > 0 else ConjugateGradient(cg, lam=self.lam)
+        if tv_xy > 0:
+            return TV(tv_xy, cg_iter=max(cg, 1))
+        return ConjugateGradient(cg, gamma=self.gamma)
+
+    # --- the run ---------------------------------------------------------------------------------------------
     def _run(self, x, data, prior, g, callback, bar):
         sig = prior.sigmas(self.steps, self.schedule).tolist() + [0.0]
-        y, A = data.y, data.A
-        syn = self._noise(data, x)
-        cg = self.cg_iter if self.cg_iter is not None else (CG_ITER_NOISY if syn is not None else CG_ITER)
-        tv_w = self.tv_xy
-        if self._tv_auto and getattr(A, "tv_default", None) is not None:
-            tv_w = float(A.tv_default)
-        if syn is not None and tv_w > 0:
-            tv = TVConsistency(tv_w, cg_iter=max(cg, 1))
-            dc = lambda v, s: tv(v, y, A, s * s / (self.lam * syn))  # noqa: E731
-        elif syn is not None:
-            # DiffPIR's weight: the Tweedie estimate is trusted like data of noise sigma_t^2 / lam
-            dc = lambda v, s: cg_consistency(v, y, A, cg, s * s / (self.lam * syn))  # noqa: E731
-        elif self.tv_z > 0:
-            tvz = TVzConsistency(self.tv_z, self.tv_rho, max(cg, 1))
-            dc = lambda v, s: tvz(v, y, A)  # noqa: E731
-        elif tv_w > 0:
-            tv = TVConsistency(tv_w, cg_iter=max(cg, 1))
-            dc = lambda v, s: tv(v, y, A)  # noqa: E731
-        else:
-            dc = lambda v, s: cg_consistency(v, y, A, cg, self.gamma)  # noqa: E731
+        noise_var = self._noise(data, x)
+        dc = self.dc if self.dc is not None else self.default_dc(data.A, noise_var)
+        dc = dc.bind(data.y, data.A, noise_var, g)
         z = noise_like(x, g)
         x = vp_start(z, sig[0], prior.normalization.affine) if self.start == "vp" else z * sig[0]
-        x, _ = run(x, sig, ddim_step(prior.denoise, self.eta, g, dc, self.eta_convention), self.name, callback, bar)
+        x, _ = ddim(x, sig, prior.denoise, eta=self.eta, generator=g, dc=dc, convention=self.eta_convention,
+                    name=self.name, callback=callback, bar=bar)
         return x
 
     def _noise(self, data, x):
         """sigma_y^2 in the normalised data's units, shaped to broadcast against the images, or None for the
         noiseless normal equations (no sigma_y, sigma_y = 0, or 'auto' where the operator cannot estimate it)."""
-        if self.sigma_y is None:
+        if self.sigma_y is None or self.sigma_y == 0:
             return None
-        if self.sigma_y == "auto":
-            yv = data.y
-            if yv.dim() > len(data.A.oshape) and yv.shape[0] > 1 and yv.stride(0) == 0:
-                est = data.A.noise_std(yv[0])  # the samples' batch repeats one measurement: estimate it once
-                est = None if est is None else est.expand((yv.shape[0],) + tuple(est.shape))
-            else:
-                est = data.A.noise_std(yv)
-            if est is None:
-                if self._stated:
-                    _warn_no_estimate(data.A.name)
-                return None
-        else:
-            if self.sigma_y == 0:
-                return None
-            unit = torch.as_tensor(data.unit).abs()
-            est = self.sigma_y / unit.reshape(unit.shape[: max(unit.dim() - len(data.A.oshape), 0)])
-        # one value per image (for a stack of slices, per slice); the image plane broadcasts
-        est = torch.as_tensor(est).to(x.real.dtype)
-        s = est.reshape(tuple(est.shape) + (1,) * (x.dim() - est.dim()))
-        s2 = torch.as_tensor(s).square()
-        if not bool(torch.isfinite(s2).all()) or not bool((s2 > 0).all()):
+        var = noise_variance(self.sigma_y, data, x)
+        if var is None:
+            if self._warn_auto:
+                _warn_no_estimate(data.A.name)
             return None
-        return s2
-
+        if not bool(var.isfinite().all()) or not bool((var > 0).all()):
+            return None
+        return var

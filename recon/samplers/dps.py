@@ -45,7 +45,9 @@ runs). The code also draws a noisy copy of the measurement at every step that th
 **Defaults, deliberately different from the paper and code**: no clipping (``clip=None``: the prior's range is
 not assumed), the DDPM posterior variance beta~_t (``variance="fixed"``: every prior has it), the last step
 returns the Tweedie estimate without a gradient step (``final_gradient=False``), and the start is sigma_T z in
-VE coordinates (``start="sigma"``). 1000 steps and zeta = 1.0 as the code's defaults.
+VE coordinates (``start="sigma"``). 1000 steps and zeta = 1.0 as the code's defaults; for projection data
+(``for_problem``, ``A.sampling == "projection"``) ``PROJECTION_STEPS``. The gradient through the network is not a
+data-consistency object, and the step runs on ``loop.run``.
 """
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ from .base import Sampler, check_int, check_positive, noise_like
 from .loop import run
 from .steps import ddim_update, vp_start
 
+PROJECTION_STEPS = 250  # the toolkit's CT setting
 VARIANCES = ("fixed", "learned")
 STARTS = ("sigma", "vp")
 
@@ -94,6 +97,12 @@ class DPS(Sampler):
 
     def steps_total(self) -> int:
         return self.steps
+
+    @classmethod
+    def problem_settings(cls, A, prior, stated: dict) -> dict:
+        if A is not None and A.sampling == "projection":
+            return {"steps": PROJECTION_STEPS, **stated}
+        return dict(stated)
 
     def _run(self, x, data, prior, g, callback, bar):
         sig = prior.sigmas(self.steps, self.schedule).tolist() + [0.0]

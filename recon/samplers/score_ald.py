@@ -14,6 +14,10 @@ times the score's norm, per image:
 
     g(x) = r ||score(x, sigma_i)|| d / ||d||,    d = A^H (A x - y).
 
+The gradient is the data-consistency object ``dc.GradientStep(gamma_scale, ratio=likelihood_ratio)``; ``dc=``
+takes another one with a ``gradient(x, sigma, reference)`` method. The Langevin ladder with the gradient inside
+the step fits neither shared loop; it runs its own step on ``loop.run``.
+
 ``sigma_y`` is the measurement's noise std in its own units (converted to the normalised data like the
 measurement, ``base``); ``sigma_y="auto"`` estimates it from the data (``A.noise_std``, the k-space periphery for
 MRI; 0 with a warning where the operator cannot). With ``likelihood_ratio`` the weight is fixed by r, and
@@ -24,7 +28,9 @@ code does. ``denoise_last`` adds one Tweedie step at sigma_L.
 Defaults from csgm-mri-langevin: a ladder with csgm's density (2311 levels from 232 to 0.0066, i.e. log-spacing
 0.00453), starting at sigma 1.232 (its level 1156, rounded), 3 steps per level, step_lr 5e-5. Those ~3500
 network evaluations are for the paper's setting; ``n_levels`` shortens the ladder between ``sigma_start`` and
-``sigma_end``.
+``sigma_end`` (``for_problem``'s ``steps``). For projection data (``for_problem``, ``A.sampling ==
+"projection"``) the defaults are ``PROJECTION``: a shorter ladder from a higher start, a larger step and a final
+denoising step (the toolkit's CT settings).
 
 The "reference" preset follows csgm's ``main.py`` (``LangevinOptimizer._sample``, configs/file/*.yaml) step for
 step: the levels 1156 to 2310 of its ladder (it skips ``c <= start_iter`` = 1155), 3 steps each, step_lr 5e-5,
@@ -54,8 +60,8 @@ import torch
 
 from recon.priors.schedules import geometric_sigmas
 
-from .base import Sampler, check_int, check_positive, noise_like
-from .dc import likelihood_gradient
+from .base import Sampler, check_int, check_positive, noise_like, noise_variance
+from .dc import GradientStep, check_dc
 from .loop import run
 
 CSGM_LADDER = (232.0, 0.0066, 2311)  # csgm's langevin_config: sigma_begin, sigma_end, num_classes
@@ -64,6 +70,8 @@ CSGM_LOG_SPACING = math.log(CSGM_LADDER[0] / CSGM_LADDER[1]) / (CSGM_LADDER[2] -
 # csgm's first level, sigma_c for c = start_iter + 1 of its geometric ladder
 CSGM_SIGMA_START = CSGM_LADDER[0] * math.exp(-(CSGM_START_ITER + 1) * CSGM_LOG_SPACING)
 STARTS = ("gaussian", "uniform")
+PROJECTION = {"sigma_start": 2.0, "sigma_end": 0.01, "n_levels": 150, "steps_each": 3, "step_lr": 1e-4,
+              "denoise_last": True}
 
 
 def uniform_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -76,6 +84,7 @@ def uniform_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 class ScoreALD(Sampler):
     name = "score-ald"
+    LENGTH = "n_levels"
     PRESETS = {
         "reference": dict(sigma_start=CSGM_SIGMA_START, sigma_end=CSGM_LADDER[1],
                           n_levels=CSGM_LADDER[2] - 1 - CSGM_START_ITER, steps_each=3, step_lr=5e-5,
@@ -85,7 +94,7 @@ class ScoreALD(Sampler):
     def __init__(self, sigma_start: float = 1.232, sigma_end: float = 0.0066, n_levels: Optional[int] = None,
                  steps_each: int = 3, step_lr: float = 5e-5, sigma_y: Union[float, str] = 0.0,
                  gamma_scale: float = 1.0, denoise_last: bool = False, start: str = "gaussian",
-                 likelihood_ratio: Optional[float] = None, **kw):
+                 likelihood_ratio: Optional[float] = None, dc=None, **kw):
         super().__init__(**kw)
         check_positive("sigma_end", sigma_end)
         check_positive("sigma_start", sigma_start)
@@ -112,6 +121,10 @@ class ScoreALD(Sampler):
         self.sigma_start, self.sigma_end, self.steps_each, self.step_lr = sigma_start, sigma_end, steps_each, step_lr
         self.sigma_y, self.gamma_scale, self.denoise_last = sigma_y, gamma_scale, denoise_last
         self.start, self.likelihood_ratio = start, likelihood_ratio
+        self.dc = check_dc(dc, self.name)
+        if dc is not None and not callable(getattr(dc, "gradient", None)):
+            raise TypeError(f"score-ald: dc must offer gradient(x, sigma, reference) (e.g. dc.GradientStep), got "
+                            f"{type(dc).__name__}")
 
     def steps_total(self) -> int:
         return self.n_levels
@@ -119,39 +132,33 @@ class ScoreALD(Sampler):
     def nfe(self) -> int:
         return self.n_levels * self.steps_each + int(self.denoise_last)
 
-    def _sigma_y(self, data):
-        """The measurement's noise std in y_n's units."""
-        y, A = data.y, data.A
-        if self.sigma_y == "auto":
-            est = A.noise_std(y)
-            if est is None:
-                warnings.warn(f"ScoreALD(sigma_y='auto'): the operator {A.name} cannot estimate its noise from the "
-                              f"data; using sigma_y = 0", stacklevel=4)
-                return 0.0
-            return est.reshape(tuple(est.shape) + (1,) * (y.dim() - est.dim()))
-        return self.sigma_y / data.unit
+    @classmethod
+    def problem_settings(cls, A, prior, stated: dict) -> dict:
+        if A is not None and A.sampling == "projection":
+            return {**PROJECTION, **stated}
+        return dict(stated)
+
+    def _noise(self, data, x):
+        """sigma_y^2 in y_n's units (one value per image), 0 where 'auto' finds no estimate."""
+        var = noise_variance(self.sigma_y, data, x)
+        if var is None:
+            warnings.warn(f"ScoreALD(sigma_y='auto'): the operator {data.A.name} cannot estimate its noise from the "
+                          f"data; using sigma_y = 0", stacklevel=4)
+            return 0.0
+        return var
 
     def _run(self, x, data, prior, g, callback, bar):
         ladder = [float(s) for s in geometric_sigmas(self.sigma_end, self.sigma_start, self.n_levels)]
-        y, A = data.y, data.A
-        dims = tuple(range(-len(A.ishape), 0))  # one image
         ratio = self.likelihood_ratio
-        sigma_y = None if ratio is not None else self._sigma_y(data)
-
-        def norm(v):
-            return v.abs().square().sum(dim=dims, keepdim=True).sqrt()
+        dc = self.dc if self.dc is not None else GradientStep(self.gamma_scale, ratio)
+        dc = dc.bind(data.y, data.A, None if ratio is not None else self._noise(data, x), g)
 
         def step(x, s, sn, i):  # steps_each Langevin steps at level s; sn only ends the level
             eta = self.step_lr * (s / ladder[-1]) ** 2
             for _ in range(self.steps_each):
                 score = prior.score(x, s)
                 den = x + s * s * score  # Tweedie: D(x) = x + sigma^2 score
-                if ratio is None:
-                    lik = likelihood_gradient(x, y, A, sigma_y, self.gamma_scale * s)
-                else:
-                    d = A.H(A(x) - y)
-                    lik = d * (ratio * norm(score) / norm(d).clamp_min(torch.finfo(d.real.dtype).tiny))
-                x = x + eta * (score - lik) + (2 * eta) ** 0.5 * noise_like(x, g)
+                x = x + eta * (score - dc.gradient(x, s, score)) + (2 * eta) ** 0.5 * noise_like(x, g)
             return x, {"denoised": den}
 
         x0 = uniform_like(x, g) if self.start == "uniform" else noise_like(x, g) * ladder[0]

@@ -1,7 +1,9 @@
 """Score-MRI (Chung & Ye, Med. Image Anal. 2022; chapter 7 Algs. 7.1 and 7.2).
 
 VE predictor-corrector sampling (score_sde's reverse-diffusion predictor and Langevin corrector, Song et al.
-2021), each predictor and corrector step followed by the projection onto the measured data (Eq. 7.27)
+2021; ``loop.predictor_corrector``), each predictor and corrector step followed, on the iterate and on its
+noise-free mean, by the data consistency ``dc`` (default ``dc.Projection``: the projection onto the measured
+data, Eq. 7.27)
 
     x <- x + A^H (y - A x),
 
@@ -71,11 +73,9 @@ import math
 import torch
 
 from .base import Sampler, check_int, check_positive, noise_like
-from .dc import project
-from .loop import run
-from .steps import langevin, reverse_diffusion
+from .dc import Projection, check_dc
+from .loop import ORDERS, PCLevels, pc_levels, predictor_corrector
 
-ORDERS = ("corrector-first", "predictor-first")
 SCHEDULES = ("ladder", "score-sde")
 STARTS = ("gaussian", "real")
 SCORE_SDE_EPS = 1e-5  # score_sde / Score-MRI: the reverse SDE is integrated to t = eps
@@ -106,7 +106,7 @@ class ScoreMRI(Sampler):
 
     def __init__(self, steps: int = 2000, snr: float = 0.16, n_corrector: int = 1, maps=None, sense_every: int = 0,
                  order: str = "predictor-first", schedule: str = "ladder", start: str = "gaussian",
-                 project_start: bool = False, **kw):
+                 project_start: bool = False, dc=None, **kw):
         super().__init__(**kw)
         check_int("steps", steps, 2)
         check_int("n_corrector", n_corrector, 0)
@@ -121,6 +121,7 @@ class ScoreMRI(Sampler):
         self.steps, self.snr, self.n_corrector = steps, snr, n_corrector
         self.maps, self.sense_every = maps, sense_every
         self.order, self.schedule, self.start, self.project_start = order, schedule, start, bool(project_start)
+        self.dc = check_dc(dc, self.name)
 
     def steps_total(self) -> int:
         return self.steps if self.schedule == "score-sde" else self.steps - 1
@@ -128,49 +129,32 @@ class ScoreMRI(Sampler):
     def nfe(self) -> int:
         return self.steps_total() * (1 + self.n_corrector)
 
-    def levels(self, prior) -> tuple:
-        """Per step i: the predictor's network sigma p_i, its pair (a_i, b_i), and the corrector's sigma c_i (four
-        lists), and the schedule the loop reports (p_0, p_1, ..., then the level the last step ends at)."""
+    def levels(self, prior) -> PCLevels:
+        """Per step i: the predictor's network sigma p_i, its pair (a_i, b_i), and the corrector's sigma c_i, and
+        the schedule the loop reports (p_0, p_1, ..., then the level the last step ends at)."""
         if self.schedule == "score-sde":
             net, hi, lo = score_sde_schedule(prior.sigma_min, prior.sigma_max, self.steps)
-            return net, hi, lo, net, net + [0.0]
-        sig = [float(s) for s in prior.sigmas(self.steps, "geometric")]
-        corr = sig[1:] if self.order == "predictor-first" else sig[:-1]  # the level the iterate is at
-        return sig[:-1], sig[:-1], sig[1:], corr, sig
+            return PCLevels(net, hi, lo, net, net + [0.0])
+        return pc_levels(prior.sigmas(self.steps, "geometric").tolist(), self.order)
 
     def _run(self, x, data, prior, g, callback, bar):
-        net, hi, lo, corr, schedule = self.levels(prior)
-        y, A = data.y, data.A
-        split = prior.channels == "magnitude" and x.is_complex()
+        levels = self.levels(prior)
+        dc = (self.dc if self.dc is not None else Projection()).bind(data.y, data.A, None, g)
 
-        def predictor(x, i):
-            score = prior.score(x, net[i])
-            den = x + net[i] ** 2 * score  # Tweedie: D(x) = x + sigma^2 score
-            x, mean = reverse_diffusion(x, score, hi[i], lo[i], noise_like(x, g))
-            return project(x, y, A), project(mean, y, A), den
+        def hybrid(x, mean, i):  # every sense_every steps: the coil images of the SENSE image, made consistent
+            if (i + 1) % self.sense_every:
+                return x, mean
+            return tuple(dc(self._sense(v), levels.lo[i]) for v in (x, mean))
 
-        def corrector(x, i, mean):
-            for _ in range(self.n_corrector):
-                x, mean = langevin(x, prior.score(x, corr[i]), self.snr, noise_like(x, g), split_complex=split)
-                x, mean = project(x, y, A), project(mean, y, A)
-            return x, mean
-
-        def step(x, s, sn, i):
-            if self.order == "corrector-first":
-                x, _ = corrector(x, i, x)
-                x, mean, den = predictor(x, i)
-            else:
-                x, mean, den = predictor(x, i)
-                x, mean = corrector(x, i, mean)
-            if self.sense_every and (i + 1) % self.sense_every == 0:
-                x, mean = (project(self._sense(v), y, A) for v in (x, mean))
-            return x, {"denoised": den, "mean": mean}
-
-        top = prior.sigma_max if self.schedule == "score-sde" else schedule[0]  # the code: sde.sigma_max
+        top = prior.sigma_max if self.schedule == "score-sde" else levels.schedule[0]  # the code: sde.sigma_max
         x0 = (noise_like(x.real, g) * top).to(x.dtype) if self.start == "real" else noise_like(x, g) * top
         if self.project_start:
-            x0 = project(x0, y, A)
-        _, info = run(x0, schedule, step, self.name, callback, bar)
+            x0 = dc(x0, top)
+        split = prior.channels == "magnitude" and x.is_complex()  # Re and Im as two streams (Alg. 7.1)
+        _, info = predictor_corrector(x0, levels, prior, g, snr=self.snr, n_corrector=self.n_corrector,
+                                      order=self.order, dc=dc, split_complex=split,
+                                      after=hybrid if self.sense_every else None, name=self.name,
+                                      callback=callback, bar=bar)
         return info["mean"]
 
     def _sense(self, coils):

@@ -3,19 +3,21 @@
     x = samplers.Heun(steps=30)(prior=prior, n_samples=16, generator=g)      # shape from prior.image_size
     x = samplers.DDIM(steps=50, eta=0.0)(prior=prior, n_samples=4, shape=(128, 128))
 
-- ``DDIM``: DDIM with stochasticity eta on the prior's "auto" schedule (``loop.ddim_step``); eta = 0
+- ``DDIM``: DDIM with stochasticity eta on the prior's "auto" schedule (``loop.ddim``; Song, Meng & Ermon, ICLR
+  2021): x' = x0 + sqrt(sigma'^2 - s~^2) eps + s~ z, s~ = eta sigma' sqrt(sigma^2 - sigma'^2) / sigma; eta = 0
   deterministic, eta = 1 ancestral.
-- ``Heun``: EDM's deterministic second-order sampler (Karras et al. 2022, Alg. 1) on the Karras schedule.
-- ``PredictorCorrector``: Langevin corrector + reverse-diffusion predictor (Song et al., ICLR 2021) on the
-  geometric schedule.
+- ``Heun``: EDM's deterministic second-order sampler (Karras et al. 2022, Alg. 1) on the Karras schedule:
+  d = (x - D(x, sigma)) / sigma, x~ = x + (sigma' - sigma) d, x' = x + (sigma' - sigma) (d + d~) / 2 with d~ the
+  same slope at (x~, sigma'); its own step on ``loop.run``.
+- ``PredictorCorrector``: Langevin corrector at sigma, then the reverse-diffusion predictor from sigma to sigma'
+  (Song et al., ICLR 2021; ``loop.predictor_corrector``, corrector first) on the geometric schedule.
 Each ends with the prior's Tweedie estimate at the last noise level (the schedule's final step to sigma 0)
 and returns images in the prior's own range.
 """
 from __future__ import annotations
 
 from .base import Sampler, check_int, check_positive, noise_like
-from .loop import ddim_step, run
-from .steps import langevin, reverse_diffusion
+from .loop import ddim, pc_levels, predictor_corrector, run
 
 
 class _Unconditional(Sampler):
@@ -46,7 +48,8 @@ class DDIM(_Unconditional):
 
     def _run(self, x, data, prior, g, callback, bar):
         sig = self._sigmas(prior)
-        x, _ = run(noise_like(x, g) * sig[0], sig, ddim_step(prior.denoise, self.eta, g), self.name, callback, bar)
+        x, _ = ddim(noise_like(x, g) * sig[0], sig, prior.denoise, eta=self.eta, generator=g, name=self.name,
+                    callback=callback, bar=bar)
         return x
 
 
@@ -85,17 +88,8 @@ class PredictorCorrector(_Unconditional):
         return (self.steps - 1) * (1 + self.n_corrector) + 1
 
     def _run(self, x, data, prior, g, callback, bar):
-        def step(x, s, sn, i):
-            if sn == 0:
-                den = prior.denoise(x, s)
-                return den, {"denoised": den}
-            for _ in range(self.n_corrector):
-                x, _ = langevin(x, prior.score(x, s), self.snr, noise_like(x, g))
-            score = prior.score(x, s)
-            den = x + s * s * score
-            x, _ = reverse_diffusion(x, score, s, sn, noise_like(x, g))
-            return x, {"denoised": den}
-
-        sig = self._sigmas(prior)
-        x, _ = run(noise_like(x, g) * sig[0], sig, step, self.name, callback, bar)
+        levels = pc_levels(self._sigmas(prior), "corrector-first")
+        x, _ = predictor_corrector(noise_like(x, g) * levels.schedule[0], levels, prior, g, snr=self.snr,
+                                   n_corrector=self.n_corrector, order="corrector-first", denoise_last=True,
+                                   name=self.name, callback=callback, bar=bar)
         return x
