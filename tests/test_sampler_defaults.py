@@ -121,6 +121,7 @@ def test_for_problem_builds_the_mri_commands_sampler(op, method):
                     old = old_mri_sampler_for(method, preset, steps, noise, tv)
                     new = mri_for_problem(method, A, prior, preset, steps, noise, tv)
                     assert type(new) is type(old) and new.settings() == old.settings(), (preset, steps, noise, tv)
+                    assert vars(new) == vars(old)  # which defaults were stated, too
                     n += 1
     assert n >= 2
 
@@ -151,6 +152,7 @@ def test_for_problem_builds_the_ct_commands_sampler(method):
                                 new = ct_for_problem(method, op, prior, preset, steps, sigma_y, tv_z, tv)
                                 assert type(new) is type(old)
                                 assert new.settings() == old.settings(), (name, preset, steps, sigma_y, tv_z, tv)
+                                assert vars(new) == vars(old)
 
 
 def test_dds_steps_follow_the_views_of_projection_data():

@@ -137,7 +137,7 @@ class Sampler:
         return dict(stated)
 
     def settings(self) -> dict:
-        """The sampler's settings (its public attributes): equal settings, equal samples."""
+        """The sampler's settings: its public attributes (what it was built with, its defaults resolved)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     def __init__(self, progress: bool = False, max_batch: Optional[int] = None, support: bool = True,

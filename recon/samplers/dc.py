@@ -268,7 +268,7 @@ class HeldPixels(DataConsistency):
         self.hold = hold
 
     def _start(self):
-        self._m = self.hold.to(self._y.real.dtype)
+        self._m = self.hold.to(device=self._y.device, dtype=self._y.real.dtype)
         self._known = self._m * self._y
 
     def __eq__(self, other) -> bool:

@@ -27,7 +27,8 @@ The rule (``default_dc``), given the bound noise:
 
 1. ``tv_z`` > 0 (a stack of slices): ``dc.TVz(tv_z, tv_rho)``, one ADMM iteration per step of
    1/2 ||A x - y||^2 + tv_z L ||D_z x||_1 (DDS's 3-D variant; L the largest eigenvalue of A^H A); the network
-   still sees single slices. The ADMM variables persist across diffusion steps, so ``tv_rho`` stays small.
+   still sees single slices. The ADMM variables persist across diffusion steps, so ``tv_rho`` stays small
+   (experiments/RESULTS.md, "Slice stacks: TV coupling along z").
 2. a noise (stated or estimated) and an in-plane TV: ``dc.TV(tv_xy, lam=lam)``, one ADMM iteration of
    1/2 ||A x - y||^2 + tv_xy max|A^H y| ||D x||_{2,1} plus ||x - x0||^2 / (2 gamma_t) per step;
 3. a noise and no TV: ``dc.ConjugateGradient(lam=lam)``, CG on (I + gamma_t A^H A) x = x0 + gamma_t A^H y
@@ -35,7 +36,7 @@ The rule (``default_dc``), given the bound noise:
    trusted like data of variance sigma_t^2 / lam, so the data rule early and the prior denoises late what the
    data cannot resolve. ``lam`` is DiffPIR's lambda; with a learned prior on data it never saw, lam < 1
    (trusting the data more) does better than the exact-prior choice lam > 1, and more CG iterations need a
-   larger lam (experiments/RESULTS.md, "DDS's data weight");
+   larger lam (experiments/RESULTS.md, "DDS with the data weighed by its noise");
 4. no noise and an in-plane TV: ``dc.TV(tv_xy)`` without the proximal term;
 5. otherwise the paper's CG: ``dc.ConjugateGradient(gamma=gamma)``, noiseless (A^H A x = A^H y) unless a fixed
    ``gamma``.
@@ -43,7 +44,8 @@ The rule (``default_dc``), given the bound noise:
 CG iterations: ``cg_iter``, else ``CG_ITER_NOISY`` with a noise weight (the system is better posed) and the paper's
 ``CG_ITER`` otherwise. The in-plane TV weight ``tv_xy`` has the meaning of ``recon.classical.tv``'s weight; unless
 stated it is ``TV_XY``, 0 with a fixed ``gamma`` or ``tv_z``, and 0 where the operator samples non-Cartesian
-k-space (``A.sampling``), on which it cost PSNR (experiments/RESULTS.md, "DDS's in-plane TV"). The learned prior
+k-space (``A.sampling``), on which it cost PSNR (experiments/RESULTS.md, "DDS with an in-plane TV in its data
+consistency" and "DDS against gridding, CG-SENSE and TV at 48 golden-angle spokes"). The learned prior
 is confidently wrong where the data leave the image open and fills that null space with texture it invents; a
 small TV weight removes most of it. The TV is not part of the paper's posterior: on an exact Gaussian prior it
 biases the samples (pass ``tv_xy=0`` there); the sample spread is discussed in ``recon.uncertainty``.
@@ -93,7 +95,8 @@ CG_ITER = 5          # the paper's CG iterations per step (noiseless CG, fixed g
 CG_ITER_NOISY = 10   # with a noise weight: the system is better posed and more iterations pay
 TV_XY = 3e-4         # the default in-plane TV weight (chosen on the MRI and CT validation slices)
 STEPS = 50           # the paper's steps; for projection data with full coverage and views dense for the grid
-STEPS_LIMITED = 200  # for projection data covering a limited angle (experiments/RESULTS.md, "Limited angle")
+STEPS_LIMITED = 200  # for projection data covering a limited angle (experiments/RESULTS.md, "Limited angle: 200
+#                       DDS steps on every grid")
 LIMITED_BELOW = 170.0  # an angular coverage (degrees, ``Linop.angular_coverage``) below this is a limited angle
 SPARSE_VIEWS_PER_PIXEL = 30 / 128  # views per pixel of grid side of the case ``STEPS`` was chosen on
 STEPS_SPARSE_MAX = 200  # the most steps for sparse views (experiments/RESULTS.md, "DDS's steps for sparse views
