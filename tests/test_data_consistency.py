@@ -130,15 +130,18 @@ def test_dds_given_its_default_step_gives_the_same_samples(given, settings):
 
 def test_samplers_take_any_step():
     prior, A, y, _, _ = mri_problem(noise=0.0)
-    same = samplers.ScoreSDE(steps=5, dc=dc.NoisedProjection(0.7, "adjoint"))(y, A, prior, n_samples=2, generator=g(2))
-    assert torch.equal(same, samplers.ScoreSDE(steps=5, lam=0.7, inverse="adjoint")(y, A, prior, n_samples=2, generator=g(2)))
-    assert torch.equal(samplers.ScoreMRI(steps=5, dc=dc.Projection())(y, A, prior, n_samples=2, generator=g(2)),
-                       samplers.ScoreMRI(steps=5)(y, A, prior, n_samples=2, generator=g(2)))
-    assert torch.equal(samplers.ScoreALD(n_levels=3, dc=dc.GradientStep(0.5))(y, A, prior, n_samples=2, generator=g(2)),
-                       samplers.ScoreALD(n_levels=3, gamma_scale=0.5)(y, A, prior, n_samples=2, generator=g(2)))
+
+    def run(sampler):
+        return sampler(y, A, prior, n_samples=2, generator=g(2))
+
+    assert torch.equal(run(samplers.ScoreSDE(steps=5, dc=dc.NoisedProjection(0.7, "adjoint"))),
+                       run(samplers.ScoreSDE(steps=5, lam=0.7, inverse="adjoint")))
+    assert torch.equal(run(samplers.ScoreMRI(steps=5, dc=dc.Projection())), run(samplers.ScoreMRI(steps=5)))
+    assert torch.equal(run(samplers.ScoreALD(n_levels=3, dc=dc.GradientStep(0.5))),
+                       run(samplers.ScoreALD(n_levels=3, gamma_scale=0.5)))
     for s in (samplers.ScoreMRI(steps=5, dc=dc.ConjugateGradient(3)), samplers.ScoreSDE(steps=5, dc=dc.Projection()),
               samplers.DDS(steps=5, dc=dc.Projection())):
-        x = s(y, A, prior, n_samples=2, generator=g(2))
+        x = run(s)
         assert torch.isfinite(x).all() and torch.allclose(A(x), y.expand(2, -1, -1), atol=1e-4)
 
 
