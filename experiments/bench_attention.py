@@ -1,5 +1,5 @@
 """Speed of one denoiser call of a bundled prior on grids larger than its training grid: attention over the whole
-feature map against attention within tiles of the training grid (``DiffusionPrior.set_attention_window``).
+feature map against attention within tiles of the training grid (``DiffusionPrior.configured(attention_window=...)``).
 
 Each row times ``prior.denoise`` on one noisy image (median of ``--repeats`` calls after one warm-up, no gradients)
 and reports the largest and the rms difference between the two outputs, relative to the rms of the global output.
@@ -35,13 +35,12 @@ def main():
     g = torch.Generator().manual_seed(0)
     for n in (int(v) for v in args.grids.split(",")):
         x = torch.randn(1, n, n, generator=g) * (0.5 ** 2 + args.sigma ** 2) ** 0.5
+        whole, tiled = prior.configured(attention_window=None), prior.configured(attention_window=window)
         with torch.no_grad():
-            prior.set_attention_window(None)
-            t_global = timed(lambda: prior.denoise(x, args.sigma), args.repeats) / 1e3
-            ref = prior.denoise(x, args.sigma)
-            prior.set_attention_window(window)
-            t_win = timed(lambda: prior.denoise(x, args.sigma), args.repeats) / 1e3
-            out = prior.denoise(x, args.sigma)
+            t_global = timed(lambda: whole.denoise(x, args.sigma), args.repeats) / 1e3
+            ref = whole.denoise(x, args.sigma)
+            t_win = timed(lambda: tiled.denoise(x, args.sigma), args.repeats) / 1e3
+            out = tiled.denoise(x, args.sigma)
         rms = float(ref.square().mean().sqrt())
         d = (out - ref).abs()
         print(f"| {n} | {t_global:.3f} | {t_win:.3f} | {t_global / t_win:.2f} | {float(d.max()) / rms:.3g} | "

@@ -223,7 +223,7 @@ def bench_dds(steps: int) -> list:
     x_true = torch.randn(320, 320, dtype=torch.complex64, generator=g).cuda()
     y = A(x_true)
     prior = dds_prior().cuda().eval()
-    net = prior.denoiser.net
+    net = prior.network
     rows = ["", f"| DDS, {steps} steps, 5 CG iterations, 15x320x320, ADM (DDS fastMRI size, random weights) | s / sample |",
             "|---|---|"]
     print("\n".join(rows), flush=True)
@@ -233,10 +233,11 @@ def bench_dds(steps: int) -> list:
                 ("kernels, bf16 + channels-last network", "cupy", (True, True, False)),
                 ("kernels, bf16 + channels-last network replayed from a CUDA graph", "cupy", (True, True, True))]
     for name, path, opts in variants:
-        prior.denoiser.net = NetVariant(net, *opts)
+        variant = prior.with_network(NetVariant(net, *opts))
 
         def run(n_steps):
-            out = DDS(steps=n_steps, cg_iter=5)(y, A, prior, n_samples=1, generator=torch.Generator().manual_seed(0))
+            out = DDS(steps=n_steps, cg_iter=5)(y, A, variant, n_samples=1,
+                                                generator=torch.Generator().manual_seed(0))
             torch.cuda.synchronize()
             return out
 
@@ -248,7 +249,6 @@ def bench_dds(steps: int) -> list:
 
         rows.append(f"| {name} | {with_backend(path, go):.2f} |")
         print(rows[-1], flush=True)
-    prior.denoiser.net = net
     return rows
 
 

@@ -27,7 +27,7 @@ for photons in (1e5, 1e4):
         plain = rc.CTSettings(views=None if lim else 30, limited=lim, noise="poisson", noise_level=photons, dds_tv=0.0)
         for lab, s in [("noiseless", samplers.DDS(steps=50, tv_xy=0)), ("noise", rc.sampler_for(plain, sy)),
                        ("noise+tv, 50 steps", rc.sampler_for(st, sy)),
-                       (f"noise+tv (default, {rc.dds_steps(op)} steps)", rc.sampler_for(st, sy, op))]:
+                       (f"noise+tv (default, {samplers.DDS.steps_for(op)} steps)", rc.sampler_for(st, sy, op))]:
             x = s(y, op, p, generator=torch.Generator().manual_seed(0))[0]
             e = rc.score(img, x); row[lab] = (round(e["psnr"], 2), round(e["ssim"], 4))
         st_tv = rc.CTSettings(method="tv", views=None if lim else 30, limited=lim, noise="poisson", noise_level=photons)

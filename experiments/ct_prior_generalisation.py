@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from recon import priors, samplers
-from recon.pipelines.ct import DDS_TV, CTSettings, dds_steps, operator, reconstruct, score, simulate
+from recon.pipelines.ct import DDS_TV, CTSettings, operator, reconstruct, score, simulate
+from recon.samplers import DDS
 from recon.data import ct_anatomy, phantoms
 
 import ct_samplers
@@ -101,7 +102,7 @@ def held_out(name: str, size: int = 128):
 def parse_dds(text: str) -> dict:
     """'steps=50,eta=0.85,cg_iter=5' -> DDS keyword arguments (defaults: the toolkit's CT DDS for noiseless data,
     with the in-plane TV ``DDS_TV`` in the data consistency, ``tv_xy=0`` for the plain CG; without ``steps``, the
-    toolkit's steps for each setting's views, ``reconstruct_ct.dds_steps``)."""
+    toolkit's steps for each setting's views, ``samplers.DDS.steps_for``)."""
     kw = {"tv_xy": DDS_TV}
     for item in filter(None, text.split(",")):
         k, v = item.split("=")
@@ -149,7 +150,7 @@ def main():
         for setting in args.settings.split(","):
             base = CTSettings(**SETTINGS[setting])
             op = operator(base, (args.size, args.size))
-            dds_kw = {"steps": dds_steps(op), **dds_given}
+            dds_kw = {"steps": DDS.steps_for(op), **dds_given}
             dds_tag = ",".join(f"{k}={v}" for k, v in sorted(dds_kw.items()))
             if args.samples > 1:
                 dds_tag += f",samples={args.samples}"

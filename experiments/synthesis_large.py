@@ -74,11 +74,9 @@ def main():
         methods += [(f"base {tasks.base_shape(prior, tasks.core_shape(shape))}, refine {r}", {"refine": float(r)}, None)
                     for r in a.refine.split(",") if r]
         for name, kw, coarse in methods:
-            prior.set_coarse(coarse)
             t = time.time()
-            x = tasks.synthesize(prior, a.n, shape=shape, steps=a.steps, seed=a.seed, **kw)
+            x = tasks.synthesize(prior.configured(coarse=coarse), a.n, shape=shape, steps=a.steps, seed=a.seed, **kw)
             sec = time.time() - t
-            prior.set_coarse(None)
             results[name] = {**summary(x), "seconds": sec}
             grids.append(x.abs())
             print(f"{name}: {sec:.1f} s", flush=True)

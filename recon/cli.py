@@ -41,6 +41,7 @@ from recon.apps import (calibrate, convert, datasets, demo, evaluate, export, in
                         simulate, sweep, tasks,
                         train, uncertainty)
 from recon.pipelines import ct as ct_pipeline, mri as mri_pipeline
+from recon.samplers import dds as dds_defaults
 from recon.priors import bundled
 
 
@@ -306,10 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"grids under {bundled.CT_NATIVE_FROM} pixels per side, {bundled.DEFAULT_CT_NATIVE} from there")
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--steps", type=int, help="sampler steps; default: the paper's (DDS: 50; "
-                   f"{ct_pipeline.DDS_STEPS_LIMITED} when the views cover under "
-                   f"{ct_pipeline.LIMITED_BELOW:g} degrees; for fewer than 30 views per 128 pixels of the grid "
-                   f"side, 50 x the shortfall, up to {ct_pipeline.DDS_STEPS_SPARSE_MAX}: 30 views on 512 x 512 "
-                   f"get {ct_pipeline.DDS_STEPS_SPARSE_MAX})")
+                   f"{dds_defaults.STEPS_LIMITED} when the views cover under "
+                   f"{dds_defaults.LIMITED_BELOW:g} degrees; for fewer than 30 views per 128 pixels of the grid "
+                   f"side, 50 x the shortfall, up to {dds_defaults.STEPS_SPARSE_MAX}: 30 views on 512 x 512 "
+                   f"get {dds_defaults.STEPS_SPARSE_MAX})")
     p.add_argument("--preset", help=PRESET_HELP)
     p.add_argument("--tv-z", type=float, default=0.0, help="DDS: TV coupling of the slices along z, relative weight (0: off; 1e-4 is a good start)")
     p.add_argument("--dds-tv", type=float, default=ct_pipeline.DDS_TV,

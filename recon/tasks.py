@@ -25,7 +25,6 @@ DDIM inversion and generation, the cascade's refinement: ``samplers.sdedit``, ``
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Optional, Sequence
 
@@ -76,7 +75,7 @@ def synthesize(prior, n: int, shape: Optional[Sequence[int]] = None, steps: int 
 
     Memory: the samples are drawn in batches of at most ``max_pixels`` pixels (n x H x W; at least one sample a
     batch), one after the other from the same generator, and the refinement on a grid larger than the training
-    grid attends within tiles of the training side (``tiled_attention``), so memory grows with the area, not its square. With the default a batch peaks near 6 GB
+    grid attends within tiles of the training side (``DiffusionPrior.for_grid``), so memory grows with the area, not its square. With the default a batch peaks near 6 GB
     (16 samples at 512 x 512, or one at 2048 x 2048), and every grid up to 640 x 320 draws 16 samples in one
     batch."""
     if method not in samplers.available("unconditional"):
@@ -109,32 +108,13 @@ def _synthesize(prior, n, shape, steps, method, g, cascade, refine) -> torch.Ten
     _check_strength(prior, refine)
     first = tuple(base) if big else core
     x = sampler(prior=prior, n_samples=n, generator=g, shape=tuple(shape[:-2]) + first)
-    with torch.no_grad(), tiled_attention(prior, hw):
+    with torch.no_grad():
         if first != core:
             x = _upsample(x, core)
         if core != hw:
             x = _embed(x, hw)
-        return samplers.sdedit(x, prior, refine, steps, g, eta=1.0, name="synthesize (refine)")
-
-
-@contextlib.contextmanager
-def tiled_attention(prior, shape):
-    """``with tiled_attention(prior, shape):`` on a grid ``shape`` (..., H, W) larger than the prior's training
-    grid, attention within tiles of the training side while the block runs (``DiffusionPrior.
-    set_attention_window``), so memory grows with the area, not its square. Nothing changes for a grid within the
-    training grid, a prior that records a window or none of a training grid, or a network without windows. The
-    prior is left as it was."""
-    side = max(prior.image_size[-2:]) if getattr(prior, "image_size", None) else None
-    net = getattr(getattr(prior, "denoiser", None), "net", None)
-    if (side is None or max(int(v) for v in tuple(shape)[-2:]) <= side
-            or getattr(prior, "attention_window", None) is not None or not hasattr(net, "set_attention_window")):
-        yield
-        return
-    prior.set_attention_window(int(side))
-    try:
-        yield
-    finally:
-        prior.set_attention_window(None)
+        # the prior's answer for the large grid: attention within tiles of its training side (``for_grid``)
+        return samplers.sdedit(x, prior.for_grid(hw), refine, steps, g, eta=1.0, name="synthesize (refine)")
 
 
 def core_shape(shape: Sequence[int]) -> tuple:

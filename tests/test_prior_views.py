@@ -135,13 +135,12 @@ def test_a_view_shares_the_weights_and_keeps_its_own_window():
             assert torch.equal(prior.denoise(x, 0.7), ref_global)
             assert torch.equal(view.denoise(x, 0.7), ref_tiled)
         assert _windows(net) == {None}                             # the network's modules were never set
-        # the same numbers as the network called with the window, and as the window set the old way
+        # the same numbers as the network called with the window, and as a prior that records the window
         assert torch.equal(ref_tiled, EDM(_Windowed(net, 16))(x[:, None], c)[:, 0])
-        legacy = _prior(net)
-        legacy.set_attention_window(16)
-        assert torch.equal(legacy.denoise(x, 0.7), ref_tiled)
-        assert torch.equal(legacy.configured(attention_window=None).denoise(x, 0.7), ref_global)
-        legacy.set_attention_window(None)
+        recorded = _prior(net, attention_window=16)
+        assert torch.equal(recorded.denoise(x, 0.7), ref_tiled)
+        assert torch.equal(recorded.configured(attention_window=None).denoise(x, 0.7), ref_global)
+        net.set_attention_window(None)  # the network's own default, which the recording prior set
     # a view of a view, and KEEP
     v2 = view.configured(coarse=[(0.5, 2)])
     assert v2.attention_window == 16 and v2.coarse == [(0.5, 2)] and view.coarse is None
@@ -195,7 +194,7 @@ def test_a_window_scope_is_per_thread():
         assert torch.equal(got["out"], ref)
 
 
-def test_coarse_views_match_the_levels_set_the_old_way_and_leave_the_prior_alone():
+def test_coarse_views_match_a_prior_that_records_the_levels_and_leave_the_prior_alone():
     net = _unet(levels=())
     prior = _prior(net)
     x = _x((3, 64, 48), seed=1)
@@ -205,9 +204,8 @@ def test_coarse_views_match_the_levels_set_the_old_way_and_leave_the_prior_alone
         view = prior.configured(coarse=levels)
         out = view.denoise(x, sig)
         assert prior.coarse is None and view.coarse == levels
-        legacy = _prior(net)
-        legacy.set_coarse(levels)
-        assert torch.equal(legacy.denoise(x, sig), out)
+        recorded = _prior(net, coarse=levels)
+        assert torch.equal(recorded.denoise(x, sig), out)
         assert torch.equal(prior.denoise(x[2:], sig[2:])[0], out[2])  # below every threshold: the same call
         assert not torch.allclose(prior.denoise(x, sig)[0], out[0], atol=1e-4)
 
@@ -263,7 +261,7 @@ def test_callers_ask_the_prior_instead_of_its_network():
     ("bundled:ct-anatomy-v2-128", (256, 256), 128, [(0.5, 2)]),
     ("bundled:brain-synth-128", (192, 256), 128, None),
 ])
-def test_bundled_views_give_the_numbers_of_the_old_settings(name, shape, window, levels):
+def test_bundled_views_give_the_numbers_of_priors_that_record_the_settings(name, shape, window, levels):
     prior = priors.load(name)
     g = torch.Generator().manual_seed(3)
     x = torch.randn((2,) + shape, generator=g)
@@ -274,11 +272,10 @@ def test_bundled_views_give_the_numbers_of_the_old_settings(name, shape, window,
         view = prior.for_grid(shape, coarse=levels is not None)
         assert view.attention_window == window and view.coarse == levels
         new = view.denoise(x, sig)
-        prior.set_attention_window(window)
-        prior.set_coarse(levels)
-        old = prior.denoise(x, sig)
-        prior.set_attention_window(None)
-        prior.set_coarse(None)
+        recorded = DiffusionPrior(prior.denoiser, prior.channels, prior.image_size, prior.normalization, prior.name,
+                                  prior.max_grid, attention_window=window, coarse=levels)
+        old = recorded.denoise(x, sig)
+        prior.network.set_attention_window(None)  # the network's own default, which the recording prior set
         assert torch.equal(new, old)
         assert not torch.equal(prior.denoise(x, sig), new)
 
@@ -300,3 +297,24 @@ def test_the_pieces_answer_what_the_prior_answers():
         direct = norm.network_call(prior._padded, x[:, None], torch.full((2,), 0.3))[:, 0]
         assert torch.equal(prior.denoise(x, 0.3), direct)
         assert not torch.equal(prior.denoise(x, 0.3), DiffusionPrior(EDM(prior.network), channels="real").denoise(x, 0.3))
+
+
+def test_with_network_calls_the_wrapper_and_leaves_the_prior_alone():
+    net = _unet()
+    prior = _prior(net)
+    calls = []
+
+    class Counting(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, c, **kw):
+            calls.append(x.shape)
+            return self.inner(x, c, **kw)
+
+    view = prior.with_network(Counting(net))
+    x = _x((2, 16, 16))
+    with torch.no_grad():
+        assert torch.equal(view.denoise(x, 0.5), prior.denoise(x, 0.5))
+    assert len(calls) == 1 and prior.network is net and isinstance(view.network, Counting)

@@ -434,7 +434,7 @@ def test_coarse_levels_round_trip_and_bad_values_are_refused(tmp_path):
     save(p, tmp_path / "c")
     q = priors.load(str(tmp_path / "c.json"))
     assert q.coarse == p.coarse
-    q.set_coarse(None)
+    q = q.configured(coarse=None)
     assert q.coarse is None and "coarse" not in q.config()
     for bad, match in ((([0.5, 1],), "int >= 2"), (([0.5, 2.0],), "int >= 2"), (([0.0, 2],), "sigma > 0"),
                        (([float("nan"), 2],), "sigma > 0"), (([0.5, 2], [1.0, 2]), "once"), (([0.5],), "pairs"),

@@ -351,14 +351,16 @@ def test_elongated_grid_places_one_object_in_its_core_on_background():
 
 
 def test_synthesis_runs_in_batches_with_tiled_attention_above_the_training_grid(monkeypatch):
+    from recon.priors.prior import DiffusionPrior
+
     p = _bundled()
-    seen, denoise = [], p.denoise
+    seen, denoise = [], DiffusionPrior.denoise
 
-    def spy(x, s):
-        seen.append((x.shape[0], tuple(x.shape[-2:]), p.attention_window))
-        return denoise(x, s)
+    def spy(self, x, s):  # the prior or the view configured for the grid: the window of the one that denoises
+        seen.append((x.shape[0], tuple(x.shape[-2:]), self.attention_window))
+        return denoise(self, x, s)
 
-    monkeypatch.setattr(p, "denoise", spy)
+    monkeypatch.setattr(DiffusionPrior, "denoise", spy)
     x = tasks.synthesize(p, 3, shape=(192, 192), steps=4, seed=5, max_pixels=2 * 192 * 192)
     assert x.shape == (3, 192, 192) and bool(torch.isfinite(x).all())
     assert {b for b, hw, _ in seen if hw == (192, 192)} == {1, 2}          # two batches: 2 samples, then 1

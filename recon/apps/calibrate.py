@@ -32,7 +32,7 @@ from recon.uncertainty import HEURISTICS, METHODS, Calibration, calibrate, guara
 def mvue_reference(k: torch.Tensor, vol, settings: MRISettings, prior, result) -> torch.Tensor:
     """The MVUE of the fully sampled k-space ``k`` of one slice on ``result``'s protocol grid (the grid
     ``reconstruct_slice`` used), combined with ``result.maps`` and cropped to the samples' size."""
-    fixed = prior is not None and getattr(prior.denoiser.net, "any_size", True) is False
+    fixed = prior is not None and not prior.any_size
     grid = geometry.prepare(k, resolve_protocol(settings.protocol, False, prior), tuple(vol.recon_size[:2]),
                             size=tuple(prior.image_size) if fixed and prior.image_size else None, file_mask=None,
                             limits=vol.header.encoding_limits if vol.header else None,

@@ -412,7 +412,7 @@ def run_one(row: dict, cfg: dict, prior) -> dict:
         if row["method"] in CLASSICAL:
             x = CLASSICAL[row["method"]](p.y, p.A)
         else:
-            x = sampler_for(settings)(p.y, p.A, prior, generator=torch.Generator().manual_seed(row["seed"]))[0]
+            x = sampler_for(settings, p.A, prior)(p.y, p.A, prior, generator=torch.Generator().manual_seed(row["seed"]))[0]
         gt, actual, maxval = p.x_true.abs(), p.acceleration, None
     else:
         vol = load_fastmri(row["source"])

@@ -227,15 +227,15 @@ def command(task: str, *, prior=None, out, image=None, heldout=None, steps=None,
         return 0
     if task in ("insert", "anomaly"):
         _strength(net, o["strength"])
-    with generative.tiled_attention(net, img.shape):
-        panels = _run_image_task(task, generative, net, img, o, r, c, steps, seed)
+    # above the training grid the prior attends within tiles of it (its answer for the grid, ``for_grid``)
+    panels = _run_image_task(task, generative, net.for_grid(img.shape), img, o, r, c, steps, seed)
     io.write_png(out, panels, vmax=float(img.abs().max()), title=task)
     print(f"wrote {out}")
     return 0
 
 
 def _run_image_task(task, generative, net, img, o, r, c, steps, seed) -> list:
-    """The figure's panels of an image task; above the training grid the caller tiles the attention."""
+    """The figure's panels of an image task, with ``net`` the prior configured for the image's grid."""
     if task == "inpaint":
         hole = generative.region(img.shape, (r, c), o["radius"], o["shape"])
         if not bool(hole.any()):

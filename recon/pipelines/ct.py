@@ -57,26 +57,6 @@ DDS_TV = samplers.dds.TV_XY  # in-plane TV weight in DDS's data consistency (exp
 #                              anatomy-val for ct-phantom-128; kept for ct-anatomy-v2-128, see its model card)
 AUTO_PRIOR = "auto"      # the prior setting that picks the bundled prior for the grid (``bundled.default_ct``)
 DEFAULT_PRIOR = AUTO_PRIOR
-DDS_STEPS = 50           # DDS's steps for full angular coverage (the paper's)
-DDS_STEPS_LIMITED = 200  # ... and for a limited angular range, on any grid (experiments/RESULTS.md: 0-120 degrees,
-#                          100 / 200 steps: anatomy-val and crops-val at 128 x 128 30.35 / 30.68 dB, anatomy-val at
-#                          512 x 512 31.06 / 31.78 dB)
-LIMITED_BELOW = 170.0    # an angular coverage (degrees, ``coverage``) below this counts as limited angle
-SPARSE_VIEWS_PER_PIXEL = 30 / 128  # full coverage with fewer views than this x the grid side is sparser than the
-#                          case DDS_STEPS was chosen on (30 views on 128 x 128); DDS's steps grow in proportion ...
-DDS_STEPS_SPARSE_MAX = 200  # ... up to this (experiments/RESULTS.md, "DDS's steps for sparse views on large grids":
-#                          30 views on anatomy-val at 256 x 256, 50 / 100 steps: 37.84 / 38.53 dB; at 512 x 512,
-#                          50 / 100 / 200 steps: 35.02 / 36.85 / 37.37 dB)
-# On grids larger than the prior's training grid, with views covering the full angle, the bundled UNets attend
-# within tiles of their training grid (``attention_window``): level with global attention on anatomy-val at
-# 512 x 512 and 30 views (37.35 against 37.37 dB) and faster; at 0-120 degrees global attention was better.
-COARSE_ABOVE = {4: 2.0, 2: 0.5}  # on grids at least 2x / 4x the prior's training grid (per side), DDS's denoiser
-#                          runs on the image pooled 2 x 2 above sigma 0.5 and 4 x 4 above sigma 2 (``coarse_levels``) ...
-COARSE_ABOVE_LIMITED = {4: 1.0, 2: 0.2}  # ... and further down the noise for a limited angle (experiments/RESULTS.md,
-#                          "Coarse denoising at high noise": anatomy-val at 512 x 512, 0-120 degrees, 31.78 dB without,
-#                          32.53 with COARSE_ABOVE, 32.77 with these; at 30 views 37.37 without, 37.33 with COARSE_ABOVE)
-
-
 @dataclass(kw_only=True)
 class CTSettings(BaseSettings):
     method: str = "dds"
@@ -180,99 +160,15 @@ def noise_std(sinogram: torch.Tensor, settings: CTSettings) -> Optional[float]:
     return None
 
 
-def coverage(op) -> float:
-    """The angular range (degrees) that the operator's views cover: the period (180 degrees for parallel beam,
-    whose views repeat after half a turn; 360 for fan beam) less the largest gap between neighbouring views, plus
-    one typical spacing (the median gap). 180 for any full parallel-beam set, sparse or not; 120 for one view per
-    degree over 0-120 degrees."""
-    period = 360.0 if isinstance(op, FanBeamCT) else 180.0
-    th = torch.sort(torch.remainder(torch.rad2deg(op.angles.double()), period)).values
-    if len(th) < 2:
-        return 0.0
-    gaps = torch.diff(torch.cat([th, th[:1] + period]))
-    return float(period - gaps.max() + gaps.median())
-
-
-def dds_steps(op) -> int:
-    """DDS's default steps for the views of ``op``.
-
-    - ``DDS_STEPS_LIMITED`` (200) when the views cover less than ``LIMITED_BELOW`` degrees (``coverage``).
-    - Otherwise ``DDS_STEPS``, times the sparsity of the views for the grid: the grid side N over the number of
-      views, relative to 30 views on 128 pixels (``SPARSE_VIEWS_PER_PIXEL``), when that is above 1, and at most
-      ``DDS_STEPS_SPARSE_MAX``. 30 views on 128 x 128 gets 50 steps, on 256 x 256 100, on 512 x 512 200.
-
-    A missing wedge, or views far apart for the grid, leave the prior a large null space to fill; more steps give
-    the in-plane TV's split variables, which carry over from step to step, more iterations to settle it."""
-    if op is None:
-        return DDS_STEPS
-    if coverage(op) < LIMITED_BELOW:
-        return DDS_STEPS_LIMITED
-    ratio = SPARSE_VIEWS_PER_PIXEL * max(op.ishape[-2:]) / max(1, len(op.angles))
-    return int(min(DDS_STEPS_SPARSE_MAX, max(DDS_STEPS, round(DDS_STEPS * ratio))))
-
-
-def attention_window(op, prior) -> Optional[int]:
-    """The attention window (pixels per side, ``DiffusionPrior.set_attention_window``) for a prior on the grid of
-    ``op``: what the prior's config records if it records one; otherwise, for a network that offers windows and a
-    grid larger than the training grid, the training grid's side when the views cover the full angle
-    (``coverage``), and None (attention over the whole image) for a limited angle, whose missing wedge the
-    network fills better seeing the whole image (experiments/RESULTS.md, "Attention within tiles")."""
-    if getattr(prior, "attention_window", None) is not None:
-        return prior.attention_window
-    size = getattr(prior, "image_size", None)
-    net = getattr(getattr(prior, "denoiser", None), "net", None)
-    if not size or not hasattr(net, "set_attention_window") or op is None:
-        return None
-    side = max(size[-2:])
-    if max(op.ishape[-2:]) <= side or coverage(op) < LIMITED_BELOW:
-        return None
-    return int(side)
-
-
-def coarse_levels(op, prior) -> Optional[list]:
-    """The coarse denoising levels (``DiffusionPrior.set_coarse``) for a prior on the grid of ``op``: what the
-    prior's config records if it records any; otherwise, on a grid larger than the prior's training grid, each
-    factor of ``COARSE_ABOVE`` (``COARSE_ABOVE_LIMITED`` when the views cover a limited angle, ``coverage``)
-    whose pooled grid is still at least the training grid, above its noise level.
-
-    At high noise the fine scales carry nothing, and on the pooled image a network trained on small slices sees
-    the whole large slice at a pixel scale it knows; the missing wedge and the gaps between sparse views are long
-    streaks that it then fills from the whole anatomy. On anatomy-val at 512 x 512 it gained on every slice and
-    is faster: most of the steps run on 256 x 256 or 128 x 128."""
-    if getattr(prior, "coarse", None):
-        return prior.coarse
-    size = getattr(prior, "image_size", None)
-    if not size or op is None:
-        return None
-    side, grid = max(size[-2:]), min(op.ishape[-2:])
-    table = COARSE_ABOVE_LIMITED if coverage(op) < LIMITED_BELOW else COARSE_ABOVE
-    levels = [(above, f) for f, above in table.items() if grid >= f * side]
-    return levels or None
-
-
-def sampler_for(settings: CTSettings, sigma_y: Optional[float] = None, op=None) -> samplers.Sampler:
-    """The CT defaults of each sampler (``steps`` overrides the length). DDS weighs the data by ``sigma_y``, the
-    stated noise (``noise_std``), when there is one and no ``tv_z`` coupling, and noiseless data by the paper's
-    noiseless CG; either way with an in-plane TV of weight ``dds_tv`` in the step (``samplers.DDS(tv_xy=...)``; 0
-    for the paper's plain CG), or the ``tv_z`` coupling for a stack. DDS runs ``dds_steps(op)`` steps: 50, 200
-    when the views of ``op`` cover a limited angle, and up to 200 for views sparse for a large grid."""
-    n = settings.steps
-    if settings.preset is not None:  # the preset's settings; only a stated length on top
-        length = {} if n is None else {"n_levels" if settings.method == "score-ald" else "steps": n}
-        return samplers.get(settings.method, preset=settings.preset, **length)
-    if settings.method == "dds":
-        n = n or dds_steps(op)
-        if settings.tv_z > 0:
-            return samplers.DDS(steps=n, tv_z=settings.tv_z, sigma_y=None)
-        if sigma_y:
-            return samplers.DDS(steps=n, sigma_y=sigma_y, tv_xy=settings.dds_tv)
-        return samplers.DDS(steps=n, tv_xy=settings.dds_tv, sigma_y=None)
-    if settings.method == "dps":
-        return samplers.DPS(steps=n or 250, zeta=1.0)
-    if settings.method == "score-ald":
-        return samplers.ScoreALD(sigma_start=2.0, sigma_end=0.01, n_levels=n or 150, steps_each=3,
-                                 step_lr=1e-4, denoise_last=True)
-    return samplers.ScoreSDE(steps=n or 300, inverse="cg", cg_iter=10)
+def sampler_for(settings: CTSettings, sigma_y: Optional[float] = None, op=None, prior=None) -> samplers.Sampler:
+    """The sampler of ``settings.method`` for the CT operator ``op`` and the prior, through the registry
+    (``samplers.for_problem``: the preset, then the stated settings, then the sampler's defaults for projection
+    data, e.g. DDS's steps from the views' coverage and the grid, ``samplers.DDS.steps_for``). DDS gets the stated
+    noise ``sigma_y`` of the line integrals (``noise_std``; None: noiseless), the in-plane TV weight ``dds_tv`` and
+    the coupling along z ``tv_z``, unless a preset sets its own."""
+    kw = ({"sigma_y": sigma_y or None, "tv_xy": settings.dds_tv, "tv_z": settings.tv_z}
+          if settings.method == "dds" and settings.preset is None else {})
+    return samplers.for_problem(settings.method, op, prior, preset=settings.preset, steps=settings.steps, **kw)
 
 
 SCALE_WARN = 2.0  # a grid this many times the prior's training grid (per side) gets a warning, unless the prior
@@ -327,22 +223,13 @@ def reconstruct(sinogram: torch.Tensor, op, settings: CTSettings, prior=None, pr
         raise ValueError(f"CT needs a real-valued prior; {prior.name!r} has channels={prior.channels!r}")
     prior.check_grid(tuple(op.ishape))  # fully convolutional priors run on any grid; others only on their own
     _warn_scale(prior, tuple(op.ishape))
-    s = sampler_for(settings, noise_std(y, settings), op)
+    s = sampler_for(settings, noise_std(y, settings), op, prior)
     s.progress = progress
-    window, recorded = attention_window(op, prior), getattr(prior, "attention_window", None)
-    levels, recorded_levels = coarse_levels(op, prior), getattr(prior, "coarse", None)
-    if window != recorded:
-        prior.set_attention_window(window)
-    if levels != recorded_levels:
-        prior.set_coarse(levels)
-    try:
-        return s(y, op, prior.to(dev), n_samples=settings.samples,
-                 generator=torch.Generator().manual_seed(settings.seed))
-    finally:  # the caller's prior is left as it was given
-        if window != recorded:
-            prior.set_attention_window(recorded)
-        if levels != recorded_levels:
-            prior.set_coarse(recorded_levels)
+    # the prior's answer for this grid: attention within tiles of its training grid where the views cover the full
+    # angle, and coarse denoising at high noise on grids several times its training grid (``prior.for_grid``)
+    view = prior.for_grid(tuple(op.ishape), limited_angle=op.angular_coverage < samplers.dds.LIMITED_BELOW,
+                          coarse=True)
+    return s(y, op, view.to(dev), n_samples=settings.samples, generator=torch.Generator().manual_seed(settings.seed))
 
 
 # --- files ---------------------------------------------------------------------------------------------------

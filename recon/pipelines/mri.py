@@ -150,17 +150,17 @@ def for_uncertainty(settings: MRISettings) -> MRISettings:
     return settings
 
 
-def sampler_for(settings: MRISettings):
-    """The sampler of ``settings.method`` with its paper's defaults (DDS: its own, with ``noise_std``);
-    ``steps`` sets the length (the number of noise levels for Score-ALD)."""
-    kw = {"steps": settings.steps} if settings.steps else {}
-    if settings.method == "score-ald" and settings.steps:
-        kw = {"n_levels": settings.steps}
+def sampler_for(settings: MRISettings, A=None, prior=None):
+    """The sampler of ``settings.method`` for the operator ``A`` and the prior, through the registry
+    (``samplers.for_problem``: the preset, then the stated settings, then the sampler's defaults for the problem);
+    ``steps`` sets the length (Score-ALD's levels); DDS gets its data weight from ``noise_std`` (``dds_noise``)
+    and its in-plane TV from ``dds_tv``."""
+    kw = {}
     if settings.method == "dds":
         kw.update(dds_noise(settings.noise_std))
         if settings.dds_tv is not None:
             kw["tv_xy"] = float(settings.dds_tv)
-    return samplers.get(settings.method, preset=settings.preset, **kw)
+    return samplers.for_problem(settings.method, A, prior, preset=settings.preset, steps=settings.steps, **kw)
 
 
 LINE_MASKS = ("random", "equispaced", "equispaced_fraction", "magic", "magic_fraction", "gaussian1d")
@@ -286,7 +286,7 @@ def resolve_protocol(protocol: str, prospective: bool, prior) -> str:
     kspace-crop (prospective data, which image-crop cannot use)."""
     if protocol != "auto":
         return protocol
-    if prior is None or getattr(prior.denoiser.net, "any_size", True):
+    if prior is None or prior.any_size:
         return "full-fov"
     return "kspace-crop" if prospective else "image-crop"
 
@@ -303,7 +303,7 @@ def reconstruct_slice(k: torch.Tensor, file_mask, settings: MRISettings, prior, 
         raise DataError("the k-space of this slice is all zero (nothing was measured)")
     dev = torch.device(settings.device)
     protocol = resolve_protocol(settings.protocol, file_mask is not None, prior)
-    fixed = prior is not None and getattr(prior.denoiser.net, "any_size", True) is False
+    fixed = prior is not None and not prior.any_size
     grid = geometry.prepare(k, protocol, tuple(recon_size or k.shape[-2:])[:2],
                             size=tuple(prior.image_size) if fixed and prior.image_size else None,
                             file_mask=file_mask, limits=limits, encoded_width=encoded_width)
@@ -323,7 +323,7 @@ def reconstruct_slice(k: torch.Tensor, file_mask, settings: MRISettings, prior, 
     else:
         prior.check_grid(kk.shape[-2:])
         gen = torch.Generator().manual_seed(slice_seed)
-        x = sampler_for(settings)(y, A, prior.to(dev), n_samples=settings.samples, generator=gen)
+        x = sampler_for(settings, A, prior)(y, A, prior.to(dev), n_samples=settings.samples, generator=gen)
     crop = (min(grid.crop[0], x.shape[-2]), min(grid.crop[1], x.shape[-1]))
     return SliceResult(center_crop(x, crop), center_crop(A.pinv(y), crop), m, maps, protocol, grid.reference)
 
@@ -422,7 +422,7 @@ def reconstruct_noncartesian_slice(y: torch.Tensor, vol, settings: MRISettings, 
     else:
         prior.check_grid(vol.matrix)
         gen = torch.Generator().manual_seed(slice_seed)
-        x = sampler_for(settings)(y, A, prior.to(dev), n_samples=settings.samples, generator=gen)
+        x = sampler_for(settings, A, prior)(y, A, prior.to(dev), n_samples=settings.samples, generator=gen)
     return x, A.gridding(y), maps
 
 

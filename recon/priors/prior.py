@@ -20,6 +20,8 @@ Images are (..., H, W), complex for MRI or real, or (..., 3, H, W) for rgb. ``Di
 """
 from __future__ import annotations
 
+import copy
+
 from dataclasses import asdict
 from typing import Optional, Sequence, Union
 
@@ -174,28 +176,20 @@ class DiffusionPrior(nn.Module):
         return self._view(grid.policy_for_grid(self.grid_policy, self.training_grid, self.has_attention_window, shape,
                                                limited_angle=limited_angle, coarse=coarse))
 
-    def _view(self, policy: grid.GridPolicy) -> "DiffusionPrior":
-        view = DiffusionPrior(self.denoiser, self.channels, self.image_size, self.normalization, self.name,
-                              self.max_grid)
+    def with_network(self, net: nn.Module) -> "DiffusionPrior":
+        """A view of this prior whose parametrisation calls ``net`` instead of its network (a wrapper of it: a
+        compiled, reduced-precision or instrumented call with the same inputs and outputs); this prior is not
+        changed."""
+        denoiser = copy.copy(self.denoiser)
+        denoiser._modules = dict(denoiser._modules, net=net)
+        return self._view(self.grid_policy, denoiser)
+
+    def _view(self, policy: grid.GridPolicy, denoiser: Optional[nn.Module] = None) -> "DiffusionPrior":
+        view = DiffusionPrior(self.denoiser if denoiser is None else denoiser, self.channels, self.image_size,
+                              self.normalization, self.name, self.max_grid)
         view.grid_policy = policy
         view.training = self.training
         return view
-
-    def set_coarse(self, levels: Optional[Sequence]) -> None:
-        """Replace this prior's coarse denoising levels in place (``configured(coarse=...)`` describes them; a
-        configured view leaves this prior as it is)."""
-        self.grid_policy = self.grid_policy.replace(coarse=grid.check_coarse(levels))
-
-    def set_attention_window(self, pixels: Optional[int]) -> None:
-        """Replace this prior's attention window in place, and the network's own default with it (None: over the
-        whole image; ``configured(attention_window=...)`` leaves the prior and the network as they are). Only for
-        networks that offer it (the bundled UNets); others are refused."""
-        net = self.network
-        if not grid.has_attention_window(net):
-            raise ValueError(f"the network of prior {self.name!r} ({type(net).__name__}) has no windowed attention; "
-                             f"attention_window must be None")
-        net.set_attention_window(pixels)
-        self.grid_policy = self.grid_policy.replace(attention_window=pixels)
 
     # --- noise range and schedules ---------------------------------------------------------------
     @property

@@ -323,7 +323,7 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 
 def _init_from(net: torch.nn.Module, spec: str, dev) -> None:
     """Copy the weights of a saved prior into ``net`` (fine-tuning); the networks must match key for key."""
-    src = priors.load(spec, map_location=dev).denoiser.net
+    src = priors.load(spec, map_location=dev).network
     try:
         priors.load_state_strict(net, {k: v.float() for k, v in src.state_dict().items()}, source=spec)
     except priors.CheckpointError as e:
