@@ -497,34 +497,6 @@ class Identity(Linop):
         return 1.0
 
 
-class Scale(Identity):
-    """c I for a scalar c (complex allowed); the adjoint multiplies by conj(c)."""
-
-    def __init__(self, shape: Sequence[Optional[int]], scale):
-        super().__init__(shape)
-        self.scale = scale
-
-    def _apply(self, x):
-        return x * self.scale
-
-    def _adjoint(self, y):
-        c = self.scale
-        return y * (c.conjugate() if isinstance(c, complex) else (c.conj() if isinstance(c, torch.Tensor) else c))
-
-    def _normal(self, x):
-        return x * abs(self.scale) ** 2
-
-    def norm(self, like=None) -> float:
-        return float(abs(self.scale))
-
-    def _pinv(self, y):
-        return y / self.scale if self.scale != 0 else torch.zeros_like(y)
-
-    @property
-    def name(self) -> str:
-        return f"{self.scale}*I"
-
-
 class Multiply(Linop):
     """Elementwise multiplication by a fixed tensor ``w`` broadcast against the input: x -> w x.
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from operators import (CoilwiseMRI, Identity, Multiply, MultiCoilMRI, Scale, ShapeError, SingleCoilMRI,
+from operators import (CoilwiseMRI, Identity, Multiply, MultiCoilMRI, ShapeError, SingleCoilMRI,
                        adjoint_error, conjugate_gradient, fft2c, ifft2c, solve_normal)
 from operators.linop import inner
 from operators.linop import power_iteration
@@ -70,7 +70,7 @@ def test_algebra_adjoints_and_normal():
     assert torch.allclose(A.normal(x), A.H(A(x)), atol=1e-5)
     assert torch.allclose(((2 - 1j) * A).normal(x), 5 * A.normal(x), atol=1e-4)
     assert torch.allclose((A.H @ A)(x), A.normal(x), atol=1e-5)
-    assert torch.allclose(Scale((16, 20), 1j).H(x), -1j * x)
+    assert torch.allclose((1j * Identity((16, 20))).H(x), -1j * x)
 
 
 def test_weighted_mask_normal_uses_squared_weights():

@@ -347,7 +347,8 @@ def test_dds_sigma_y_is_in_the_measurements_units_and_zero_means_noiseless():
     assert torch.equal(c, d)
 
 
-def test_dds_auto_noise_falls_back_to_noiseless_cg_with_a_warning_where_the_operator_cannot_tell():
+def test_dds_auto_noise_falls_back_to_noiseless_cg_with_a_warning_where_the_operator_cannot_tell(monkeypatch):
+    monkeypatch.setattr(samplers.dds, "_WARNED", set())  # said once per process: as if no run had warned yet
     prior, A, y, _, _ = inpainting_problem()
     g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
     with pytest.warns(UserWarning, match="cannot estimate its noise"):
