@@ -4,6 +4,9 @@
   a sampler or a classical method, the crop to the recon matrix and the scores (``reconstruct_slice``,
   ``reconstruct_file``).
 - ``ct``: sparse-view and limited-angle CT from a sinogram or an image (``reconstruct``, ``reconstruct_file``).
+- ``uncertainty``: posterior samples of one slice, their mean, std and quantile maps, calibrated intervals
+  (``uncertainty_file``); ``calibration``: a sampler's intervals calibrated on fully sampled slices
+  (``calibrate_files``).
 - ``settings``: the settings every reconstruction has (prior, samples, seed, steps, device, preset) and the
   slice selection.
 
