@@ -145,3 +145,35 @@ def test_a_plugin_sampler_runs_through_every_command(tmp_path, capsys, clean_reg
     assert main(["--quiet", "--plugin", str(tmp_path / "nope.py"), "reconstruct", str(sim)]) == 2
     err = capsys.readouterr().err
     assert err.count("recon: error:") == 1 and "nope.py: no such file" in err
+
+
+def test_a_prior_plugin_is_loaded_by_name_and_accepted_by_the_commands(tmp_path, monkeypatch, capsys):
+    """An installed distribution whose ``diffrecon.priors`` entry point names a prior's folder: ``priors.load`` and
+    every command's ``--prior`` take ``plugin:<name>`` or the bare name."""
+    import shutil
+
+    from recon import priors
+    from recon.cli import main
+    from recon.priors import bundled
+
+    folder = tmp_path / "knee_prior"
+    shutil.copytree(bundled.config_path("brain-synth-128").parent, folder)
+    (tmp_path / "ep_prior_mod.py").write_text(f"PATH = {str(folder)!r}\n\n\ndef path():\n    return PATH\n")
+    dist = tmp_path / "ep_prior-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-prior\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[diffrecon.priors]\nknee-prior = ep_prior_mod:path\n"
+                                           "broken-prior = ep_prior_mod:NOPE\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    a = priors.load("plugin:knee-prior")
+    assert a.name == priors.load("bundled:brain-synth-128").name and priors.load("knee-prior") is not a
+    with pytest.raises(ImportError, match="broken-prior"):
+        priors.load("plugin:broken-prior")
+    sim = tmp_path / "sim.h5"
+    assert main(["--quiet", "simulate", str(sim), "--slices", "0:1", "--size", "32", "--coils", "2"]) == 0
+    assert main(["--quiet", "reconstruct", str(sim), "--steps", "2", "--center-fraction", "0.25", "--prior",
+                 "plugin:knee-prior", "--out", str(tmp_path / "r.h5")]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["--quiet", "reconstruct", str(sim), "--prior", "plugin:elbow", "--out", str(tmp_path / "x.h5")]) == 2
+    assert "knee-prior" in capsys.readouterr().err
+    sys.modules.pop("ep_prior_mod", None)

@@ -52,16 +52,19 @@ def check_steps(steps, name: str = "steps") -> int:
 
 
 def check_prior(prior) -> str:
-    """A prior spec names a file or folder that exists, or a bundled prior (``bundled:<name>`` or the bare name);
+    """A prior spec names a file or folder that exists, a bundled prior (``bundled:<name>`` or the bare name) or an
+    installed plugin's prior (``plugin:<name>``, ``recon.priors.loading.plugin_priors``);
     checked before any work, so a misspelled prior is refused even by methods that do not load it."""
     from recon import priors
 
     if not isinstance(prior, str) or not prior:
         raise ValueError(f"prior must be a bundled name (bundled:<name>) or a checkpoint path, got {prior!r}")
-    name = prior.split(":", 1)[1] if prior.startswith("bundled:") else prior
-    if not Path(prior).exists() and name not in priors.available():
-        raise ValueError(f"prior {prior!r}: no such file or folder, and no bundled prior of that name "
-                         f"(bundled: {', '.join(priors.available())})")
+    from recon.priors.loading import plugin_priors
+
+    name = prior.split(":", 1)[1] if prior.startswith(("bundled:", "plugin:")) else prior
+    if not Path(prior).exists() and name not in priors.available() + plugin_priors():
+        raise ValueError(f"prior {prior!r}: no such file or folder, and no bundled or plugin prior of that name "
+                         f"(bundled: {', '.join(priors.available())}; plugins: {', '.join(plugin_priors()) or 'none'})")
     return prior
 
 
