@@ -12,22 +12,7 @@ from recon.cli import main
 from recon.data import mrd_simulate as ms, simulate
 from recon.data.coils import center_crop
 
-H, W, C, S = 64, 48, 4, 2
-
-
-def _object():
-    img = torch.zeros(S, H, W, dtype=torch.complex64)
-    for s in range(S):
-        img[s, H // 4:H // 4 + H // 2] = simulate.phantom((H // 2, W), seed=s) * (1 + 0.2 * s)
-    return img
-
-
-def _covariance(scale=2e-3, seed=3):
-    rng = np.random.default_rng(seed)
-    a = rng.standard_normal((C, C)) + 1j * rng.standard_normal((C, C))
-    levels = np.diag([1.0, 2.0, 0.7, 3.0])
-    cov = levels @ (a @ a.conj().T / C + 0.3 * np.eye(C)) @ levels
-    return scale * cov / np.real(np.trace(cov)) * C
+from tests.test_mrd import C, H, S, W, _covariance, _object  # the same acquisition as the library's tests
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +24,7 @@ def acquisition(tmp_path_factory):
     lines = np.zeros(W, bool)
     lines[::2] = True
     img = _object()
-    ms.simulate_cartesian(path, img, simulate.coil_maps(C, (H, W)), _covariance(), lines=lines, calibration=12,
+    ms.simulate_cartesian(path, img, simulate.coil_maps(C, (H, W)), _covariance(2e-3), lines=lines, calibration=12,
                           averages=2, noise_readouts=200, seed=4)
     return d, path, center_crop(img.abs(), (H // 2, W))
 
