@@ -26,6 +26,8 @@ from . import dc
 from .base import Sampler, SamplingError
 from .dds import DDS
 from .dps import DPS
+from .pigdm import PiGDM
+from .red_diff import REDDiff
 from .score_ald import ScoreALD
 from .score_mri import ScoreMRI
 from .inversion import generate, invert
@@ -36,6 +38,8 @@ from .unconditional import DDIM, Heun, PredictorCorrector
 REGISTRY = {  # posterior samplers: sampler(y, A, prior, ...)
     "dds": DDS,
     "dps": DPS,
+    "pigdm": PiGDM,
+    "red-diff": REDDiff,
     "score-ald": ScoreALD,
     "score-mri": ScoreMRI,
     "score-sde": ScoreSDE,
@@ -114,5 +118,6 @@ def for_problem(name: str, A, prior, preset: Optional[str] = None, **settings) -
 
 
 __all__ = ["Sampler", "SamplingError", "DDS", "DPS", "ScoreALD", "ScoreMRI", "ScoreSDE", "DDIM", "Heun",
+           "PiGDM", "REDDiff",
            "PredictorCorrector", "get", "for_problem", "register", "available", "sampler_class", "REGISTRY",
            "UNCONDITIONAL", "dc", "sdedit", "invert", "generate"]
