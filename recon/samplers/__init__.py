@@ -24,9 +24,13 @@ from recon import plugins
 
 from . import dc
 from .base import Sampler, SamplingError
+from .daps import DAPS
+from .ddnm import DDNM
 from .dds import DDS
+from .diffpir import DiffPIR
 from .dps import DPS
 from .pigdm import PiGDM
+from .pnp_dm import PnPDM
 from .red_diff import REDDiff
 from .score_ald import ScoreALD
 from .score_mri import ScoreMRI
@@ -36,9 +40,13 @@ from .sdedit import sdedit
 from .unconditional import DDIM, Heun, PredictorCorrector
 
 REGISTRY = {  # posterior samplers: sampler(y, A, prior, ...)
+    "daps": DAPS,
+    "ddnm": DDNM,
     "dds": DDS,
+    "diffpir": DiffPIR,
     "dps": DPS,
     "pigdm": PiGDM,
+    "pnp-dm": PnPDM,
     "red-diff": REDDiff,
     "score-ald": ScoreALD,
     "score-mri": ScoreMRI,
@@ -119,5 +127,7 @@ def for_problem(name: str, A, prior, preset: Optional[str] = None, **settings) -
 
 __all__ = ["Sampler", "SamplingError", "DDS", "DPS", "ScoreALD", "ScoreMRI", "ScoreSDE", "DDIM", "Heun",
            "PiGDM", "REDDiff",
+           "DAPS", "PnPDM",
+           "DDNM", "DiffPIR",
            "PredictorCorrector", "get", "for_problem", "register", "available", "sampler_class", "REGISTRY",
            "UNCONDITIONAL", "dc", "sdedit", "invert", "generate"]
