@@ -1,15 +1,17 @@
 """PiGDM: pseudoinverse-guided diffusion models (Song, Vahdat, Mardani & Kautz, ICLR 2023).
 
 DDIM steps whose iterate is pushed, after each step, along the vector-Jacobian product of the Tweedie estimate
-with a pseudo-inverse residual. The paper approximates p(x_0 | x_t) by N(x0(x_t), r_t^2 I), so that
+with a pseudo-inverse residual. The paper approximates p(x_0 | x_t) by N(x0(x_t), r_t^2 I), so that, for
+y = A x_0 + n with noise of variance s_y^2,
 
-    p_t(y | x_t) ~ N(A x0, r_t^2 A A^H + s_y^2 I)                                               (Eq. 6)
-    grad log p_t(y | x_t) ~ ((y - A x0)^H (r_t^2 A A^H + s_y^2 I)^{-1} A  d x0 / d x_t)^H       (Eq. 8)
-                          = r_t^-2 ((A^+ y - A^+ A x0)^H  d x0 / d x_t)^H   for s_y = 0          (Eq. 7)
+    p_t(y | x_t) ~ N(A x0, r_t^2 A A^H + s_y^2 I)                                                     (L)
+    grad log p_t(y | x_t) ~ ((y - A x0)^H (r_t^2 A A^H + s_y^2 I)^{-1} A  d x0 / d x_t)^H               (N)
+                          = r_t^-2 ((A^+ y - A^+ A x0)^H  d x0 / d x_t)^H   for s_y = 0                  (P)
 
-with r_t^2 = sigma_t^2 / (1 + sigma_t^2), the posterior variance of data of unit variance. Its Algorithm 1 adds
-the guidance g = r_t^2 grad log p_t(y | x_t) (Eq. 7's vector-Jacobian product) to the DDIM step, in the network's
-VP coordinates x_t = sqrt(abar_t) (x_0 + sigma_t z):
+with r_t^2 = sigma_t^2 / (1 + sigma_t^2), the variance of x_0 given x_t for data of unit variance. Its DDIM
+algorithm adds the pseudo-inverse guidance g = r_t^2 grad log p_t(y | x_t) (the vector-Jacobian product of (P))
+to the DDIM step; in the network's VP coordinates x_t = sqrt(abar_t) (x_0 + sigma_t z), as the authors' code
+implements it (NVlabs/RED-diff, ``algos/pgdm.py``),
 
     x_{t-1} = sqrt(abar_{t-1}) x0 + c1 z + c2 eps + w sqrt(abar_{t-1}) sqrt(abar_t) g_vp,
 
@@ -24,8 +26,8 @@ this module runs it (``steps.ddim_update``, ``convention="ddim"``):
 
 s~ = eta sigma' sqrt(sigma^2 - sigma'^2) / sigma, and the last step (sigma' = 0) returns x0 + w (d x0/d x)^H v.
 The product (d x0/d x)^H v is one backward pass through the network (autograd of Re <v, x0>, v held fixed). For
-s_y = 0, v = A^+ (y - A x0), Eq. 7; for s_y > 0, v is Eq. 8 times r_t^2 (the weight the paper's algorithm puts on
-the noiseless guidance), which tends to Eq. 7 as s_y -> 0.
+s_y = 0, v = A^+ (y - A x0), the noiseless guidance (P); for s_y > 0, v gives the noisy form (N) times r_t^2, the
+weight the algorithm puts on the noiseless guidance, and tends to (P) as s_y -> 0.
 
 **The pseudo-inverse and the noisy system for any operator.** The paper applies A^+ through the SVD of its
 operators; here v comes from the push-through identity A^H (A A^H + lam I)^{-1} = (A^H A + lam I)^{-1} A^H as
@@ -44,17 +46,18 @@ complex data (E|n|^2 = sigma_y^2, the toolkit's convention), against r_t^2 per r
 **The noise** ``sigma_y`` (noise-aware by default): "auto" (the default) takes the operator's estimate from the
 data (``A.noise_std``, the k-space periphery for Cartesian and non-Cartesian MRI) and, where the operator cannot
 tell, the noiseless guidance; a number is the noise std in the measurement's units (E|n|^2 = sigma_y^2), converted
-like the measurement; None or 0: the noiseless guidance of Eq. 7.
+like the measurement; None or 0: the noiseless guidance (P).
 
 **Starts** (``start``): "sigma" (the default) x_T = sigma_T z in VE coordinates; "vp" x_T ~ N(0, I) in the
 network's VP coordinates (``steps.vp_start``); "pinv" x_T = sqrt(abar_T) A^+ y + sqrt(1 - abar_T) z in VP
 coordinates, the initialisation of the RED-diff repository's PiGDM (NVlabs/RED-diff, ``algos/pgdm.py``), which
-is A^+ y + sigma_T z in VE coordinates (A^+ y the operator's pseudo-inverse, ``A.pinv``).
+is A^+ y + sigma_T z in VE coordinates (A^+ the operator's pseudo-inverse, ``A.pinv``, taken in the network's
+image units: ``network_pinv``).
 
 **Defaults**: the paper's 100 steps and eta = 1.0, guidance weight w = 1 (``scale``, the repository's
 ``grad_term_weight``), the schedule "auto" (for a network with discrete timesteps: 100 evenly spaced timesteps
 from T - 1 to 0), the start sigma_T z, ``cg_iter`` = 10. Deliberately different from the paper: the noise taken
-into account by default (the paper's noisy form, Eq. 8, with the operator's estimate of the noise), CG in place
+into account by default (the paper's noisy form (N) with the operator's estimate of the noise), CG in place
 of an SVD, and the start sigma_T z (every prior has it, VP or VE).
 
 **Preset "reference"**: the RED-diff repository's PiGDM (by the paper's authors; the paper has no code of its
@@ -109,6 +112,18 @@ def check_real_prior(who: str, prior, x: torch.Tensor, A) -> None:
     if x.is_complex() and prior.channels in ("real", "rgb"):
         raise ValueError(f"{who}: the prior is {prior.channels!r} (real images) but {A.name} has complex images; "
                          f"use a complex or magnitude prior")
+
+
+def network_pinv(A, y: torch.Tensor, like: torch.Tensor, affine: tuple) -> torch.Tensor:
+    """The operator's pseudo-inverse A^+ taken in the network's image units v = lo + g u (``affine``) and brought
+    back to the prior's: A^+(y + A(c)) - c with c = lo / g, i.e. (A^+ y_net - lo) / g for y_net = A(lo) + g y.
+    The pseudo-inverse does not commute with the offset: a pixel no measurement sees is 0 in the network's units
+    (the code's A^+ y), -c in the prior's; A^+ y itself where lo = 0."""
+    lo, gain = affine
+    if lo == 0:
+        return A.pinv(y).to(like.dtype)
+    c = lo / gain
+    return A.pinv(y + A(torch.full_like(like, c))).to(like.dtype) - c
 
 
 def guidance_residual(A, r: torch.Tensor, lam, cg_iter: int) -> torch.Tensor:
@@ -168,7 +183,7 @@ class PiGDM(Sampler):
         if self.start == "vp":
             x = vp_start(z, sig[0], (lo, gain))
         elif self.start == "pinv":
-            x = A.pinv(y) + sig[0] * z
+            x = network_pinv(A, y, x, (lo, gain)) + sig[0] * z
         else:
             x = sig[0] * z
         x, _ = run(x, sig, step, self.name, callback, bar)

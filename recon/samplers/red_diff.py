@@ -6,8 +6,8 @@ KL(q || p(x_0 | y)) becomes an optimisation of the mean mu alone,
     min_mu  ||y - A mu||^2 / (2 s_v^2)  +  E_{t, eps}[ lam_t || eps_theta(x_t; t) - eps ||^2 ],
             x_t = alpha_t mu + sigma_t eps,
 
-whose regulariser's gradient, with the network's Jacobian dropped (the stop-gradient of the paper's Eq. 13),
-is lam_t (eps_theta(x_t; t) - eps). Its Algorithm 1 runs the timesteps from T down to 0, one fresh eps per
+whose regulariser's gradient, with the network's Jacobian dropped (the paper's stop-gradient), is
+lam_t (eps_theta(x_t; t) - eps). Its Algorithm 1 runs the timesteps from T down to 0, one fresh eps per
 step, and takes one Adam step on
 
     loss(mu) = data(mu) + lam_t Re < sg[eps_theta(x_t; t) - eps], mu >,     lam_t = lam sigma_t / alpha_t
@@ -17,23 +17,24 @@ the timestep in the network's units, S_t, and x_t / alpha_t = mu + S_t eps, so i
 one step at level sigma reads
 
     eps ~ N(0, I),  eps_hat = (x - D(x, sigma)) / sigma  at  x = mu + sigma eps   (``prior.eps``, no gradient)
-    G   = g A^H (A mu - y) / m  +  lam g^2 sigma (eps_hat - eps) / d                (the loss's gradient in the
-                                                                                     network's image units)
+    G   = g (A^H (A mu - y) / m  +  lam sigma (eps_hat - eps) / d)          (the loss's gradient with respect to
+                                                                           the network's image g mu + lo)
     mu <- Adam(mu, G; lr / g, betas)                                               (``torch.optim.Adam``)
 
 with g the prior's gain to the network's image (``Normalization.affine``; 1 unless "range"), so that the Adam
 steps are the code's in the network's units (Adam is invariant to the scale of its gradient, and lr / g on the
-prior's image is lr on the network's). The regulariser's expected gradient is lam g^2 (mu - E D(mu + sigma
-eps, sigma)): regularisation by denoising (RED) with the prior's denoiser at every level. The network is called
+prior's image is lr on the network's). The regulariser's expected gradient is lam g (mu - E D(mu + sigma eps,
+sigma)) / d: regularisation by denoising (RED) with the prior's denoiser at every level. The network is called
 without gradients: the prior's weights get none and never change; Adam holds mu only. Each of the
 ``n_samples`` runs draws its own eps sequence from the generator, so the same seed gives the same result.
 
 **What it returns.** mu after the last step: one estimate per sample, an optimiser's result and not a
 posterior sample; the spread of several runs is the optimiser's jitter from the random eps, not a posterior
-uncertainty. On a Gaussian prior with noiseless data the estimates average towards the posterior mean (there
-also the MAP, the most probable image consistent with the data) as the steps grow: the regulariser's expected
-gradient at level sigma is lam g^2 sigma^2 (C + sigma^2)^-1 (mu - m0), whose null-space component vanishes where
-C^-1 (mu - m0) is orthogonal to the null space of A, the posterior mean's condition, while the data pin A mu.
+uncertainty. On a Gaussian prior N(m0, C) with noiseless data the estimates average towards the posterior mean
+(there also the MAP, the most probable image consistent with the data) as the steps grow: the regulariser's
+expected gradient at level sigma is proportional to sigma^2 (C + sigma^2)^-1 (mu - m0), whose component in the
+null space of A vanishes at the last, small levels where C^-1 (mu - m0) is orthogonal to that null space (the
+posterior mean's condition), while the data pin A mu.
 
 **Normalisation of the two terms** (m, d): "sum" (the default) m = d = 1, the data term 1/2 ||y - A mu||^2
 and the regulariser summed over the image, so their balance does not depend on how many entries the
@@ -53,10 +54,11 @@ weighting it by 1 / sigma_y^2 would only trust noisy data more at the end, where
 **Defaults** (the paper's and its code's, NVlabs/RED-diff ``algos/reddiff.py``, ``_configs/algo/reddiff.yaml``):
 1000 steps, lam = 0.25, linear weighting (lam_t = lam sigma_t / alpha_t), Adam with lr = 0.1 and betas
 (0.9, 0.99), mu initialised at the pseudo-inverse A^+ y (``A.pinv``: the operator's own, FBP for CT, the
-zero-filled image for Cartesian MRI), the schedule "auto" (for a network with discrete timesteps, 1000 steps:
-every timestep from T - 1 to 0). Deliberately different: the "sum" normalisation (the code's "mean" makes the
-balance depend on the entries of the measurement's representation, e.g. the number of coils) and the noise
-floor of the levels.
+zero-filled image for Cartesian MRI; taken in the network's image units as the code does,
+``pigdm.network_pinv``), the schedule "auto" (for a network with discrete timesteps and 1000 steps: every
+timestep from T - 1 to 0). Deliberately different: the "sum" normalisation (the code's "mean" makes the balance
+depend on the entries of the measurement's representation, e.g. the number of coils) and the noise floor of the
+levels.
 
 **Preset "reference"**: the code step for step, noiseless (its ``sigma_y`` only noises the data): the timesteps
 of ``range(0, 1000, 1000 // steps)`` from the last (``schedule="leading"``), the "mean" normalisation, lam 0.25,
@@ -75,7 +77,7 @@ import torch
 
 from .base import Sampler, check_int, check_positive, noise_like
 from .loop import run
-from .pigdm import check_real_prior, check_sigma_y, component_noise
+from .pigdm import check_real_prior, check_sigma_y, component_noise, network_pinv
 
 NORMALIZATIONS = ("sum", "mean")
 
@@ -126,7 +128,7 @@ class REDDiff(Sampler):
         else:
             m = d = 1
 
-        mu = A.pinv(y).to(x.dtype).detach().clone().requires_grad_(True)
+        mu = network_pinv(A, y, x, prior.normalization.affine).detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([mu], lr=self.lr / gain, betas=self.betas)
 
         def step(_, s, sn, i):
@@ -134,7 +136,7 @@ class REDDiff(Sampler):
             e = noise_like(mu, g)
             xt = mu.detach() + lev * e
             eps_hat = prior.eps(xt, lev if floor is None else lev.reshape(lead))
-            grad = (gain / m) * A.H(A(mu.detach()) - y) + (self.lam * gain * gain / d) * lev * (eps_hat - e)
+            grad = (gain / m) * A.H(A(mu.detach()) - y) + (self.lam * gain / d) * lev * (eps_hat - e)
             mu.grad = grad
             opt.step()
             return mu.detach().clone(), {"denoised": xt - lev * eps_hat}
