@@ -58,7 +58,8 @@ image units: ``network_pinv``).
 ``grad_term_weight``), the schedule "auto" (for a network with discrete timesteps: 100 evenly spaced timesteps
 from T - 1 to 0), the start sigma_T z, ``cg_iter`` = 10. Deliberately different from the paper: the noise taken
 into account by default (the paper's noisy form (N) with the operator's estimate of the noise), CG in place
-of an SVD, and the start sigma_T z (every prior has it, VP or VE).
+of an SVD, the timesteps 999, 989, ..., 0 of "auto" (the repository's: 990, 980, ..., 0) and the start
+sigma_T z (every prior has it, VP or VE).
 
 **Preset "reference"**: the RED-diff repository's PiGDM (by the paper's authors; the paper has no code of its
 own) with the paper's eta = 1.0 and 100 steps: the timesteps 990, 980, ..., 0 (``schedule="leading"``: the

@@ -63,10 +63,11 @@ levels.
 **Preset "reference"**: the code step for step, noiseless (its ``sigma_y`` only noises the data): the timesteps
 of ``range(0, 1000, 1000 // steps)`` from the last (``schedule="leading"``), the "mean" normalisation, lam 0.25,
 lr 0.1, betas (0.9, 0.99), mu from A^+ y. Not reproduced: the code returns mu as it was before its last Adam
-step (the estimate of the last step's start, so its last network evaluation is unused); here mu after it. Its
-means run over the whole batch (one Adam normalisation per entry: the same for its batch of one); here per image.
-The code averages the data term over the entries of its compact measurement; here over those of A's output, the
-same where A's output holds only measured entries (CT, SENSE) and smaller where it keeps zeros (masks).
+step (the estimate of the last step's start, so its last network evaluation is unused); here mu after it. The
+code's means also run over its batch, which only rescales the gradient (the same for its batch of one); here
+they run per image. The code averages the data term over the entries of its compact measurement; here over
+those of A's output: the same where that output holds only measured entries (CT, non-Cartesian MRI), a smaller
+data weight where it keeps the unmeasured entries as zeros (inpainting masks, Cartesian MRI).
 """
 from __future__ import annotations
 
