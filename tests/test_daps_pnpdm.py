@@ -63,7 +63,7 @@ def test_pnpdm_samples_its_target_posterior():
     iteration): the sample mean is within 4.5 standard errors of the target's mean in every pixel, and each pixel's
     variance within 20% of the target's (the variance of a variance estimate from N complex Gaussian samples is
     1/N relative, 4.5 standard errors are 14% at N = 1000; the prior step's discretisation on 30 EDM levels adds
-    a few percent). The target is within 4% of the true posterior."""
+    a few percent). The target is within 5% of the true posterior."""
     prior, A, y, m_true, _ = mri_problem()
     m, v = _smoothed_posterior(prior, A, y, 0.05, 0.1)
     s = PnPDM(iterations=340, rho_min=0.1, edm_steps=30, sigma_y=0.05)
@@ -71,13 +71,13 @@ def test_pnpdm_samples_its_target_posterior():
     z = (mean - m).abs() / (v / N).sqrt()
     assert z.max() < 4.5, z
     assert ((var / v) - 1).abs().max() < 0.2
-    assert _rel(m, m_true) < 0.04
+    assert _rel(m, m_true) < 0.05
 
 
 def test_pnpdm_with_noisy_data_samples_the_noisy_posterior_and_the_floor_alone_does_not():
     """At a high noise level (std 0.6) the stated noise gives the posterior's mean and spread (mean of the
-    per-pixel variance ratios within 10% of 1); weighing the same data as noiseless (the floor) gives a spread far
-    too narrow and a mean that follows the noise."""
+    per-pixel variance ratios within 10% of 1); weighing the same data as noiseless (the floor) gives too narrow a
+    spread and a mean that follows the noise."""
     prior, A, y, m_true, v_true = mri_problem(noise=0.6)
     m, v = _smoothed_posterior(prior, A, y, 0.6, 0.1)
     g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
@@ -86,7 +86,7 @@ def test_pnpdm_with_noisy_data_samples_the_noisy_posterior_and_the_floor_alone_d
     assert _rel(mean, m) < 0.05 and abs(float((var / v).mean()) - 1) < 0.1
     assert _rel(m, m_true) < 0.01
     mean0, var0 = _stats(PnPDM(sigma_y=0.0, **kw)(y, A, prior, n_samples=600, generator=g()))
-    assert float((var0 / v).mean()) < 0.7 and _rel(mean0, m) > 2 * _rel(mean, m)
+    assert float((var0 / v).mean()) < 0.8 and _rel(mean0, m) > 10 * _rel(mean, m)
 
 
 def test_daps_weighs_noisy_data_by_their_noise():
@@ -249,7 +249,10 @@ def test_pnpdm_iterations_are_the_papers_split_gibbs_steps(convention):
             sched = [rho] + below
             for a, b in zip(sched, below + [0.0]):
                 d = prior.denoise(x, a)
-                x = d if b == 0 else x + (a * a - b * b) / (a * a) * (d - x) + math.sqrt(a * a - b * b) * noise_like(x, g)
+                if b == 0:
+                    x = d
+                else:
+                    x = x + (a * a - b * b) / (a * a) * (d - x) + math.sqrt(a * a - b * b) * noise_like(x, g)
     assert torch.allclose(out, x, atol=1e-4)
 
 
@@ -287,11 +290,10 @@ def test_runs_on_non_cartesian_mri_with_complex_and_magnitude_priors(name, chann
     A = NonCartesianMRI(maps, trajectories.radial(8, 32))
     x = torch.complex(torch.linspace(0, 1, n * n), torch.linspace(1, 0, n * n)).reshape(n, n)
     y = A(x) + 0.01 * torch.randn(A.oshape, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
-    if channels == "complex":
-        den = GaussianDenoiser(torch.zeros(2, n, n, dtype=torch.float64), 0.3 * torch.eye(2 * n * n, dtype=torch.float64))
-    else:
-        den = GaussianDenoiser(torch.zeros(n, n, dtype=torch.float64), 0.3 * torch.eye(n * n, dtype=torch.float64))
-    prior = DiffusionPrior(den, channels=channels)
+    shape = (2, n, n) if channels == "complex" else (n, n)
+    d = math.prod(shape)
+    prior = DiffusionPrior(GaussianDenoiser(torch.zeros(shape, dtype=torch.float64),
+                                            0.3 * torch.eye(d, dtype=torch.float64)), channels=channels)
     out = SMALL[name]()(y, A, prior, n_samples=2, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, n, n) and out.dtype == torch.complex64 and torch.isfinite(out.abs()).all()
 

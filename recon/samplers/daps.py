@@ -14,7 +14,16 @@ each level, decouples the next iterate from the current one:
 
    the bracket being -grad log of exp(-||x0 - x0_hat||^2 / (2 r_t^2) - ||A x0 - y||^2 / (2 beta_y^2)) (in the
    real coordinates (Re, Im) of a complex image; z ~ N(0, I) in each). The step size decays linearly over the
-   annealing, eta_t = ``lr`` (1 + k / (K - 1) (``lr_min_ratio`` - 1)) at the k-th level.
+   annealing, lr_k = ``lr`` (1 + k / (K - 1) (``lr_min_ratio`` - 1)) at the k-th level; the default takes it
+   relative to the curvature of the Langevin target (the largest eigenvalue 1 / beta_y^2 + 1 / r_t^2 of its
+   precision with the unit-norm operator),
+
+       eta_t = lr_k / (sigma_y_min^2 (1 / beta_y^2 + 1 / r_t^2)),
+
+   which is the paper's lr_k (to within a factor 1 - sigma_y_min^2 / r_t^2) for data weighed at the floor
+   beta_y = ``sigma_y_min`` and grows with the noise, so that noisy data move the sample on the measured
+   directions as fast as the paper's nearly noiseless data do (with the fixed step a large beta_y leaves the data
+   almost unused within the ``langevin_steps``). With ``tau`` the step is the paper's lr_k.
 3. **Re-noise.** x_{t-1} = x0 + sigma_{t-1} z (x0 itself after the last level).
 
 The start is x_T = sigma_0 z. The annealing levels are EDM's rho = 7 schedule (Karras et al. 2022) from
@@ -37,31 +46,30 @@ units or in [0, 1]. The defaults keep the levels inside the prior's trained rang
 - ``sigma_y_min``: the floor, beta_y >= ``sigma_y_min``. Noiseless data, data whose operator cannot estimate
   their noise (CT, image-domain operators under "auto") and data with less noise than the floor are weighed as
   data with noise ``sigma_y_min``: the Gaussian N(x0_hat, r_t^2) times a likelihood of vanishing width is a
-  constraint Langevin dynamics with a fixed step cannot follow, and the step ``lr`` must satisfy
-  lr (1 / sigma_y_min^2 + 1 / sigma_min^2) <= 2 (checked) for the iteration to be stable on the directions the
-  unit-norm operator measures with gain 1. The default floor is the DAPS code's tau (0.01);
+  constraint Langevin dynamics with a finite step cannot follow. The default floor, 0.01, is the DAPS code's tau.
+  The iteration is stable when eta_t (1 / beta_y^2 + 1 / r_t^2) <= 2, i.e. lr <= 2 sigma_y_min^2 (checked);
 - ``tau``: instead of the noise, the DAPS code's fixed weight: its loss ||A x0 - y||^2 / tau^2, i.e.
   beta_y = tau / sqrt(2) (with ``sigma_y`` left at "auto"; giving both is refused).
 
 **Preset "reference"**, the DAPS code (``sampler.py``, ``cores/scheduler.py``, ``cores/mcmc.py``,
 configs/sampler/edm_daps.yaml, configs/task/*.yaml "pixel", commands/pixel_*.sh: "DAPS-1K") step for step: 200
-annealing steps, 5 ODE steps, 100 Langevin steps with lr 1e-4 (the pixel configs of super-resolution, Gaussian and
-motion deblurring and random inpainting; 5e-5 for box inpainting), lr_min_ratio 0.01, tau 0.01, sigma from 100 to
-0.1, the ODE to 0.01, and the code's discretisation (``convention="code"``): its annealing scheduler builds 201
-rho = 7 levels from 100 to 0.1 and uses the first 200, then 0 (so the last level is above 0.1); the step size
-at the k-th level is lr (1 + k / 201 (lr_min_ratio - 1)); the ODE takes its 5 Euler steps over 6 rho = 7 levels
-from sigma_t to 0.01 and returns the iterate at 0.01 (no step to 0); the likelihood weight is tau's, whatever the
-noise. Not reproduced: the code returns zeros for a Langevin run that reaches NaN; here that is a
-``SamplingError``.
+annealing steps, 5 ODE steps, 100 Langevin steps with lr 1e-4 (the pixel configs of super-resolution, Gaussian
+deblurring and random inpainting; 5e-5 for box inpainting and motion deblurring), lr_min_ratio 0.01, tau 0.01,
+sigma from 100 to 0.1, the ODE to 0.01, and the code's discretisation (``convention="code"``): its annealing
+scheduler builds 201 rho = 7 levels from 100 to 0.1 and uses the first 200, then 0 (so the last level is above
+0.1); the step size at the k-th level is lr (1 + k / 201 (lr_min_ratio - 1)); the ODE takes its 5 Euler steps over
+6 rho = 7 levels from sigma_t to 0.01 and returns the iterate at 0.01 (no step to 0); the likelihood weight is
+tau's, whatever the noise. Not reproduced: the code returns zeros for a Langevin run that reaches NaN; here that
+is a ``SamplingError``.
 
 **Preset "daps-4k"**: the paper's DAPS-4K budget, 400 annealing steps of 10 ODE steps each, with the other
 defaults.
 
 **Defaults, deliberately different from the code**: the noise-aware likelihood (beta_y from ``sigma_y``, floored)
-instead of the fixed tau; ``annealing_steps`` levels from exactly ``sigma_max`` to ``sigma_min`` with the step
-size decaying over k / (K - 1) (the last level at lr x lr_min_ratio); the ODE ends with its Euler step to 0 (its
-Tweedie estimate) instead of stopping at 0.01, with the same number of network evaluations; the levels clipped to
-the prior's trained range.
+instead of the fixed tau, with the Langevin step relative to the target's curvature; ``annealing_steps`` levels
+from exactly ``sigma_max`` to ``sigma_min`` with the step size decaying over k / (K - 1) (the last level at
+lr x lr_min_ratio); the ODE ends with its Euler step to 0 (its Tweedie estimate) instead of stopping at 0.01, with
+the same number of network evaluations; the levels clipped to the prior's trained range.
 
 **Where it applies.** Any linear operator of the contract (``A.normal``, ``A.H``): Cartesian and non-Cartesian
 MRI, parallel and fan-beam CT, image-domain operators. A real-valued prior (channels "real" or "rgb") cannot

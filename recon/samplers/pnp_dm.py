@@ -15,12 +15,12 @@ rho_k = max(``rho_start`` ``rho_decay``^k, ``rho_min``), k = 0, ..., ``iteration
 
        (I + gamma A^H A) z = (x + rho_k n2) + gamma A^H (y + beta_y n1),    gamma = rho_k^2 / beta_y^2,
 
-   solved as z = w + d, w = x + rho_k n2, (I + gamma A^H A) d = gamma A^H (y + beta_y n1 - A w), so that the large
-   weight gamma of an early rho_k multiplies a residual and not the data (single precision), by conjugate gradients
-   (``cg_iter`` iterations at most from d = 0, stopping at the relative residual ``cg_tol``; ``A.normal`` and the
-   Hermitian inner product). The paper samples this Gaussian through the SVD of
-   its linear operators; the solve is the same draw for any operator of the contract once CG has converged (two
-   iterations when A^H A is a projector, as for a Cartesian single-coil mask or inpainting).
+   solved as z = w + d, w = x + rho_k n2, (I + gamma A^H A) d = gamma A^H (y + beta_y n1 - A w) (the large weight
+   gamma of an early rho_k then multiplies a residual and not the data, which single precision needs), by
+   conjugate gradients (``cg_iter`` iterations at most from d = 0, stopping at the relative residual ``cg_tol``;
+   ``A.normal`` and the Hermitian inner product). The paper samples this Gaussian through the SVD of its linear
+   operators; the solve is the same draw for any operator of the contract once CG has converged (two iterations
+   when A^H A is a projector, as for a Cartesian single-coil mask or inpainting).
 2. **Prior step**, x ~ pi(x | z) ∝ p(x) exp(-||x - z||^2 / (2 rho_k^2)): the posterior of a clean image given the
    noisy image z = x + rho_k n, i.e. the prior's reverse diffusion started from z at noise level rho_k. It runs on
    EDM's rho = 7 levels (``edm_steps`` levels over EDM's [0.002, 80] within the prior's trained range, Karras et
@@ -46,14 +46,14 @@ affine map (``Normalization.affine``; g = 2 for images in [0, 1] and a network i
 ``A.noise_std``; a number: the measurement's noise std in its own units, E|n|^2 = sigma_y^2 for complex noise;
 None or 0: noiseless), at least ``sigma_y_min`` (``daps.likelihood_variance``). The paper's code takes the known
 noise std and divides by it; noiseless data and operators that cannot estimate their noise (CT, image-domain
-operators under "auto") are weighed with the floor, which keeps the likelihood step's Gaussian proper and its
-system's condition number 1 + rho_min^2 / sigma_y_min^2 bounded.
+operators under "auto") are weighed with the floor, which keeps the likelihood step's Gaussian proper and the
+condition number of its system, 1 + rho_k^2 / beta_y^2, finite.
 
 **Preset "reference"**, the PnP-DM code (``pnp_edm.py``, ``denoiser_edm.py``, configs/sampler/pnp_edm.yaml,
 commands.sh for the linear tasks) step for step: 100 iterations, rho_k = max(10 x 0.9^k, 0.3), the prior step in
-its "edm_sde" mode (``convention="code"``): 100 EDM levels (rho = 7 over [0.002, 80] within the network's
-range), started from z at the first level below rho_k (the code treats z as an image at that level), with the
-Euler-Maruyama steps of its reverse SDE,
+its "edm_sde" mode (``convention="code"``; the commands also run its VP, VE and iDDPM discretisations): 100 EDM
+levels (rho = 7 over [0.002, 80] within the network's range), started from z at the first level below rho_k (the
+code treats z as an image at that level), with the Euler-Maruyama steps of its reverse SDE,
 
     x' = x + 2 (sigma' - sigma) (x - D(x, sigma)) / sigma + sqrt(2 sigma (sigma - sigma')) n,
 
