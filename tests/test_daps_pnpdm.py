@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gaussian_problems import inpainting_problem, mri_problem, real_matrix, smooth_gaussian
-from operators import FanBeamCT, NonCartesianMRI, ParallelBeamCT, SingleCoilMRI, trajectories
+from operators import FanBeamCT, MultiCoilMRI, NonCartesianMRI, ParallelBeamCT, SingleCoilMRI, trajectories
 from operators.image import Blur, Downsample, Inpainting
 from recon import samplers
 from recon.priors.gaussian import GaussianDenoiser, gaussian_posterior
@@ -296,6 +296,22 @@ def test_runs_on_non_cartesian_mri_with_complex_and_magnitude_priors(name, chann
                                             0.3 * torch.eye(d, dtype=torch.float64)), channels=channels)
     out = SMALL[name]()(y, A, prior, n_samples=2, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, n, n) and out.dtype == torch.complex64 and torch.isfinite(out.abs()).all()
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_runs_on_multicoil_mri_and_with_a_magnitude_prior_on_ct(name):
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(3, 4, 6, dtype=torch.complex64, generator=g)
+    A = MultiCoilMRI(maps / maps.abs().square().sum(0).sqrt(), torch.tensor([[1.0, 0, 1, 1, 0, 1]]))
+    prior, _, _, _, _ = mri_problem()
+    y = A(torch.randn(4, 6, dtype=torch.complex64, generator=g))
+    out = SMALL[name]()(y, A, prior, n_samples=2, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 4, 6) and torch.isfinite(out.abs()).all()
+    real, mu = _real_prior((6, 6))
+    magnitude = DiffusionPrior(real.denoiser, channels="magnitude")
+    ct = _image_domain()["parallel-beam"]
+    out = SMALL[name]()(ct(mu.float()), ct, magnitude, n_samples=2, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 6, 6) and out.dtype == torch.float32 and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))

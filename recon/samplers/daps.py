@@ -240,7 +240,7 @@ class DAPS(Sampler):
         frac = k / (n + 1) if self.convention == "code" else (k / (n - 1) if n > 1 else 0.0)
         return self.lr / gain ** 2 * (1 + frac * (self.lr_min_ratio - 1))
 
-    def likelihood_variance(self, data: Measurement, gain: float) -> torch.Tensor:
+    def likelihood_var(self, data: Measurement, gain: float) -> torch.Tensor:
         """beta_y^2 per real component of y_n, one value per measurement (module docstring)."""
         if self.tau is not None:
             return torch.tensor((self.tau / gain) ** 2 / 2, dtype=data.y.real.dtype, device=data.y.device)
@@ -251,7 +251,7 @@ class DAPS(Sampler):
         check_images(prior, x, self.name)
         A, y = data.A, data.y
         gain = prior.normalization.affine[1]
-        var = per_item(self.likelihood_variance(data, gain), len(A.ishape))
+        var = per_item(self.likelihood_var(data, gain), len(A.ishape))
         floor2 = (self.sigma_y_min / gain) ** 2
         aty = A.H(y)
         levels = self.annealing_levels(prior)
