@@ -63,8 +63,8 @@ def check_prior(prior) -> str:
 
     name = prior.split(":", 1)[1] if prior.startswith(("bundled:", "plugin:")) else prior
     if not Path(prior).exists() and name not in priors.available() + plugin_priors():
-        raise ValueError(f"prior {prior!r}: no such file or folder, and no bundled or plugin prior of that name "
-                         f"(bundled: {', '.join(priors.available())}; plugins: {', '.join(plugin_priors()) or 'none'})")
+        raise ValueError(f"prior {prior!r}: no such file or folder, and no bundled prior of that name (bundled: "
+                         f"{', '.join(priors.available())}; plugin priors: {', '.join(plugin_priors()) or 'none'})")
     return prior
 
 
