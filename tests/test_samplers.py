@@ -32,7 +32,9 @@ def test_score_ald_samples_its_target_posterior():
     m, c = gaussian_posterior(mu, cov + sl ** 2 * torch.eye(48, dtype=torch.float64), Ar, yr, math.hypot(sy, sl))
     m = torch.complex(m[:24], m[24:]).reshape(4, 6)
     v = (c.diagonal()[:24] + c.diagonal()[24:]).reshape(4, 6)
-    s = samplers.ScoreALD(sigma_start=5.0, sigma_end=sl, n_levels=60, steps_each=20, step_lr=2e-3, sigma_y=sy)
+    # sigma_y is the std of the complex noise (E|n|^2 = sigma_y^2), sy that of each of Re and Im
+    s = samplers.ScoreALD(sigma_start=5.0, sigma_end=sl, n_levels=60, steps_each=20, step_lr=2e-3,
+                          sigma_y=sy * math.sqrt(2))
     mean, var = _stats(s(y, A, prior, n_samples=N, generator=torch.Generator().manual_seed(1)))
     z = (mean - m).abs() / (v / N).sqrt()
     assert z.max() < 4.5, z
@@ -123,7 +125,8 @@ def test_score_ald_step_is_langevin_with_the_likelihood_gradient():
     x = z * 1.0
     for sig in (1.0, 0.5):
         eta = 1e-3 * (sig / 0.5) ** 2
-        grad = prior.score(x, sig) - A.H(A(x) - yb) / (0.1 ** 2 + sig ** 2)
+        # complex data: sigma_y = 0.1 is the std of the complex noise, each of Re and Im carries 0.1^2 / 2
+        grad = prior.score(x, sig) - A.H(A(x) - yb) / (0.1 ** 2 / 2 + sig ** 2)
         x = x + eta * grad + math.sqrt(2 * eta) * noise_like(x, g)
     assert torch.allclose(out, x, atol=1e-5)
 

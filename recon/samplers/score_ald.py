@@ -18,8 +18,9 @@ The gradient is the data-consistency object ``dc.GradientStep(gamma_scale, ratio
 takes another one with a ``gradient(x, sigma, reference)`` method. The Langevin ladder with the gradient inside
 the step fits neither shared loop; it runs its own step on ``loop.run``.
 
-``sigma_y`` is the measurement's noise std in its own units (converted to the normalised data like the
-measurement, ``base``); ``sigma_y="auto"`` estimates it from the data (``A.noise_std``, the k-space periphery for
+``sigma_y`` is the measurement's noise std in its own units, E|n|^2 = sigma_y^2 per sample as for every sampler
+(converted to the normalised data like the measurement, ``base``; for complex data each of Re and Im carries
+sigma_y^2 / 2, the variance the likelihood gradient above uses); ``sigma_y="auto"`` estimates it from the data (``A.noise_std``, the k-space periphery for
 MRI; 0 with a warning where the operator cannot). With ``likelihood_ratio`` the weight is fixed by r, and
 ``sigma_y`` and ``gamma_scale`` do not enter (setting them is refused). ``start``: "gaussian" starts at
 x ~ N(0, sigma_1^2) (per Re and Im for complex images), "uniform" at x ~ U[0, 1) (per Re and Im), as csgm's
@@ -139,13 +140,15 @@ class ScoreALD(Sampler):
         return dict(stated)
 
     def _noise(self, data, x):
-        """sigma_y^2 in y_n's units (one value per image), 0 where 'auto' finds no estimate."""
+        """The likelihood's noise variance per real component in y_n's units (one value per image): sigma_y^2,
+        halved for complex data, whose Re and Im each carry half of E|n|^2 = sigma_y^2; 0 where 'auto' finds no
+        estimate."""
         var = noise_variance(self.sigma_y, data, x)
         if var is None:
             warnings.warn(f"ScoreALD(sigma_y='auto'): the operator {data.A.name} cannot estimate its noise from the "
                           f"data; using sigma_y = 0", stacklevel=4)
             return 0.0
-        return var
+        return var / 2 if data.y.is_complex() else var
 
     def _run(self, x, data, prior, g, callback, bar):
         ladder = [float(s) for s in geometric_sigmas(self.sigma_end, self.sigma_start, self.n_levels)]
