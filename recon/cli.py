@@ -10,7 +10,9 @@
     recon uncertainty FILE.h5 --samples 32   mean, std and quantile maps from repeated posterior samples
     recon calibrate FILE.h5... --out C.json  calibrate the intervals of a sampler (conformal risk control)
     recon sweep CONFIG.toml                  mask sweep, one CSV row per run, resumable, with summary plots
-    recon info FILE.h5                       what a fastMRI file holds
+    recon info FILE.h5                       what a fastMRI file (or an ISMRMRD/MRD raw file) holds
+    recon convert FILE.mrd.h5 OUT.h5         an ISMRMRD/MRD raw file in fastMRI's layout (prewhitened)
+    recon export RESULT.h5 --format dicom    a result as a DICOM study or (--format nifti) a NIfTI volume
     recon simulate OUT.h5                    write held-out brain slices as a fastMRI multi-coil file
     recon train CONFIG.json                  train a prior (see recon.training.TrainConfig)
     recon synthesize | inpaint | insert | denoise | super-resolve | anomaly   generative tasks (PNG figures)
