@@ -166,6 +166,27 @@ def _read(ds: h5py.Dataset, rows: range) -> np.ndarray:
     return np.ascontiguousarray(ds[rows[-1]:rows[0] + 1:-rows.step][::-1])
 
 
+def slice_rows(path, n: int, idx) -> tuple[range, bool]:
+    """``idx`` (int, slice or range) of a volume of ``n`` slices as a range of slice numbers, and whether it was a
+    single int; out-of-range indices are a DataError naming ``path``."""
+    valid = f"the volume has {n} slices (valid indices 0..{n - 1})"
+    if isinstance(idx, (int, np.integer)) and not isinstance(idx, bool):
+        if not -n <= idx < n:
+            raise DataError(f"{path}: slice index {idx} out of range; {valid}")
+        i = int(idx) % n
+        return range(i, i + 1), True
+    if isinstance(idx, slice):
+        for bound in (idx.start, idx.stop):
+            if bound is not None and not -n <= bound <= n:
+                raise DataError(f"{path}: slice bound {bound} out of range; {valid}")
+        return range(*idx.indices(n)), False
+    if isinstance(idx, range):
+        if len(idx) and not (min(idx) >= 0 and max(idx) < n):
+            raise DataError(f"{path}: slice range {idx} out of range; {valid}")
+        return idx, False
+    raise TypeError(f"slice index must be an int, slice or range, got {type(idx).__name__}")
+
+
 class FastMRIVolume:
     """A fastMRI HDF5 file opened lazily: metadata is read once, k-space and targets only for the requested slices.
 
@@ -320,24 +341,7 @@ class FastMRIVolume:
         return f"FastMRIVolume({str(self.path)!r}, shape={tuple(self.shape)}, target={self.target_key})"
 
     def _rows(self, idx) -> tuple[range, bool]:
-        """`idx` (int, slice or range) as a range of slice numbers, and whether it was a single int."""
-        n = self.num_slices
-        valid = f"the volume has {n} slices (valid indices 0..{n - 1})"
-        if isinstance(idx, (int, np.integer)) and not isinstance(idx, bool):
-            if not -n <= idx < n:
-                raise DataError(f"{self.path}: slice index {idx} out of range; {valid}")
-            i = int(idx) % n
-            return range(i, i + 1), True
-        if isinstance(idx, slice):
-            for bound in (idx.start, idx.stop):
-                if bound is not None and not -n <= bound <= n:
-                    raise DataError(f"{self.path}: slice bound {bound} out of range; {valid}")
-            return range(*idx.indices(n)), False
-        if isinstance(idx, range):
-            if len(idx) and not (min(idx) >= 0 and max(idx) < n):
-                raise DataError(f"{self.path}: slice range {idx} out of range; {valid}")
-            return idx, False
-        raise TypeError(f"slice index must be an int, slice or range, got {type(idx).__name__}")
+        return slice_rows(self.path, self.num_slices, idx)
 
     def kspace(self, idx) -> torch.Tensor:
         """k-space of slice `idx`: complex64 (C, H, W) for an int, (S, C, H, W) for a slice or range.

@@ -41,7 +41,7 @@ from ismrmrd.hdf5 import acquisition_header_dtype
 from recon import memory
 
 from .errors import DataError
-from .fastmri import open_readonly
+from .fastmri import open_readonly, slice_rows
 from .image_geometry import ImageGeometry, valid_directions
 from .mrd_header import MRDHeader, parse_header
 from .prewhiten import Prewhitener
@@ -300,20 +300,7 @@ class MRDFile:
         return rows[0]
 
     def _rows(self, idx) -> tuple[range, bool]:
-        n = self.num_slices
-        valid = f"the file has {n} slices (valid indices 0..{n - 1})"
-        if isinstance(idx, (int, np.integer)) and not isinstance(idx, bool):
-            if not -n <= idx < n:
-                raise DataError(f"{self.path}: slice index {idx} out of range; {valid}")
-            i = int(idx) % n
-            return range(i, i + 1), True
-        if isinstance(idx, slice):
-            return range(*idx.indices(n)), False
-        if isinstance(idx, range):
-            if len(idx) and not (min(idx) >= 0 and max(idx) < n):
-                raise DataError(f"{self.path}: slice range {idx} out of range; {valid}")
-            return idx, False
-        raise TypeError(f"slice index must be an int, slice or range, got {type(idx).__name__}")
+        return slice_rows(self.path, self.num_slices, idx)
 
     def _whiten(self, data: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if self.prewhitener is None:
