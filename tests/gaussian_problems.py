@@ -95,3 +95,15 @@ def stationary_mri_problem(seed=0):
     k_mean = torch.where(mask.bool(), y.to(torch.complex128), fft2c(muc))
     k_var = torch.where(mask.bool(), torch.zeros(shape, dtype=torch.float64), lam.reshape(shape))
     return prior, A, y, k_mean, k_var
+
+
+def sample_stats(x):
+    """Mean and per-pixel variance E|x - mean|^2 over the samples (dim 0), in double precision."""
+    x = x.to(torch.complex128) if x.is_complex() else x.double()
+    mean = x.mean(0)
+    return mean, (x - mean).abs().square().mean(0)
+
+
+def relative_error(a, b) -> float:
+    """||a - b|| / ||b||."""
+    return float((a - b).abs().norm() / b.abs().norm())

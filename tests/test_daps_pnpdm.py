@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gaussian_problems import inpainting_problem, mri_problem, real_matrix, smooth_gaussian
+from gaussian_problems import sample_stats as _stats, relative_error as _rel
 from operators import FanBeamCT, MultiCoilMRI, NonCartesianMRI, ParallelBeamCT, SingleCoilMRI, trajectories
 from operators.image import Blur, Downsample, Inpainting
 from recon import samplers
@@ -17,16 +18,6 @@ from recon.samplers.daps import DAPS
 from recon.samplers.pnp_dm import PnPDM
 
 N = 1000
-
-
-def _stats(x):
-    x = x.to(torch.complex128) if x.is_complex() else x.double()
-    mean = x.mean(0)
-    return mean, (x - mean).abs().square().mean(0)
-
-
-def _rel(a, b):
-    return float((a - b).norm() / b.norm())
 
 
 def _mu(prior):

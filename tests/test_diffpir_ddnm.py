@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gaussian_problems import inpainting_problem, mri_problem, smooth_gaussian, stationary_mri_problem
+from gaussian_problems import sample_stats as _stats, relative_error as _rel
 from operators import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI, fft2c, ifft2c, trajectories
 from operators.ct import FanBeamCT, ParallelBeamCT
 from operators.image import Blur, Downsample, Inpainting
@@ -28,16 +29,6 @@ SAMPLERS = {"diffpir": lambda **kw: samplers.get("diffpir", **{"steps": 50, **kw
 
 def _g(seed):
     return torch.Generator().manual_seed(seed)
-
-
-def _stats(x):
-    x = x.to(torch.complex128) if x.is_complex() else x.double()
-    mean = x.mean(0)
-    return mean, (x - mean).abs().square().mean(0)
-
-
-def _rel(a, b):
-    return float((a - b).abs().norm() / b.abs().norm())
 
 
 def _prior_mean(prior, shape):

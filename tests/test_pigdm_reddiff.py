@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from gaussian_problems import mri_problem, real_matrix, smooth_gaussian
+from gaussian_problems import sample_stats as _stats, relative_error as _rel
 from operators import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI, trajectories
 from operators.ct import FanBeamCT, ParallelBeamCT
 from operators.image import Blur, Downsample, Inpainting
@@ -29,16 +30,6 @@ ABAR = torch.cumprod(1 - torch.linspace(1e-4, 0.02, T, dtype=torch.float64), 0)
 
 def g(seed=0):
     return torch.Generator().manual_seed(seed)
-
-
-def _stats(x):
-    x = x.to(torch.complex128) if x.is_complex() else x.double()
-    mean = x.mean(0)
-    return mean, (x - mean).abs().square().mean(0)
-
-
-def _rel(a, b):
-    return float((a - b).abs().norm() / b.abs().norm())
 
 
 def _prior_mean(prior):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from gaussian_problems import inpainting_problem, mri_problem, real_matrix, stationary_mri_problem
+from gaussian_problems import sample_stats as _stats
 from operators import fft2c
 from recon import samplers
 from recon.priors.gaussian import gaussian_posterior
@@ -13,12 +14,6 @@ from recon.samplers.dc import cg_consistency, project
 from recon.samplers.steps import ddim_update, langevin, reverse_diffusion
 
 N = 1000
-
-
-def _stats(x):
-    x = x.to(torch.complex128) if x.is_complex() else x.double()
-    mean = x.mean(0)
-    return mean, (x - mean).abs().square().mean(0)
 
 
 def test_score_ald_samples_its_target_posterior():
